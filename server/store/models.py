@@ -1,0 +1,155 @@
+"""ORM models for classification requests and reviewer feedback.
+
+Schema changes must come with a migration in ``migrations/versions``; a test
+compares these models with the migrated schema so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    false,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = ["STATUSES", "Base", "Classification", "Feedback", "UTCDateTime", "utcnow"]
+
+STATUSES = ("pending", "done", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite has no timezone type and hands back naive values; normalising here
+    means comparisons (e.g. stale-pending recovery) never mix naive and aware.
+    Naive input is rejected because its zone is a guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware value")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# JSONB on PostgreSQL so predictions/corrections can be indexed and queried;
+# none_as_null keeps Python None as SQL NULL rather than the JSON literal null.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+# Deterministic constraint names, identical to those in the hand-written migration.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Classification(Base):
+    """One classification request; written as 'pending' before inference so a
+    crash mid-inference leaves a trace that can be recovered."""
+
+    __tablename__ = "classifications"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'done', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(36), unique=True)
+    ticket_id: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    previous_interactions: Mapped[list[str] | None] = mapped_column(JSONType)
+    input_truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+    # Denormalised from `prediction` so dashboards can filter without JSON operators.
+    category: Mapped[str | None] = mapped_column(String(128))
+    priority: Mapped[str | None] = mapped_column(String(64))
+    sentiment: Mapped[str | None] = mapped_column(String(32))
+    prediction: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    confidence: Mapped[dict[str, float] | None] = mapped_column(JSONType)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+    # Provenance: which model/prompt produced the answer, for audits and A/B comparisons.
+    model_base: Mapped[str] = mapped_column(String(256))
+    model_adapter: Mapped[str | None] = mapped_column(String(256))
+    prompt_version: Mapped[str] = mapped_column(String(64))
+    taxonomy: Mapped[str | None] = mapped_column(String(128))
+
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    raw_output: Mapped[str | None] = mapped_column(Text)
+
+    # passive_deletes: the database's ON DELETE CASCADE removes feedback, so the
+    # ORM need not load every row just to delete it.
+    feedback: Mapped[list[Feedback]] = relationship(
+        back_populates="classification",
+        order_by="Feedback.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    def __repr__(self) -> str:
+        return f"<Classification id={self.id} request_id={self.request_id} status={self.status}>"
+
+
+class Feedback(Base):
+    """A reviewer's corrections to one classification, kept as training signal."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    classification_id: Mapped[int] = mapped_column(
+        ForeignKey("classifications.id", ondelete="CASCADE"), index=True
+    )
+    # Copied from the classification so feedback for a ticket is found without a join.
+    ticket_id: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    comment: Mapped[str | None] = mapped_column(Text)
+    corrections: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+    classification: Mapped[Classification] = relationship(back_populates="feedback")
+
+    def __repr__(self) -> str:
+        return f"<Feedback id={self.id} classification_id={self.classification_id}>"

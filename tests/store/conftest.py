@@ -1,0 +1,71 @@
+"""Backends for the store tests: every test runs on SQLite and PostgreSQL.
+
+PostgreSQL tests each get a throwaway schema so parallel runs (and other
+people's data in the ``test`` database) never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from server.store.db import make_engine, make_sessionmaker, migrate
+
+PG_URL = os.environ.get(
+    "TRIAGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _pg_admin_engine() -> Engine:
+    admin = make_engine(PG_URL, connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        admin.dispose()
+        reason = f"PostgreSQL not reachable at {PG_URL}: {exc.orig}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set, so PostgreSQL is required)", pytrace=False)
+        pytest.skip(reason)
+    return admin
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
+    """An un-migrated engine on an empty database."""
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path}/nested/dir/triage.db")
+        yield eng
+        eng.dispose()
+        return
+
+    admin = _pg_admin_engine()
+    schema = f"triage_test_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    eng = make_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        yield eng
+    finally:
+        eng.dispose()  # release connections first, or DROP would wait on their locks
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def migrated(engine: Engine) -> Engine:
+    migrate(engine)
+    return engine
+
+
+@pytest.fixture
+def session(migrated: Engine) -> Iterator[Session]:
+    with make_sessionmaker(migrated)() as s:
+        yield s

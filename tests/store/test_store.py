@@ -1,0 +1,321 @@
+"""Store tests; each one runs on SQLite and PostgreSQL via the ``engine`` fixture."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, delete, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.store import repository as repo
+from server.store.db import make_engine, make_sessionmaker, migrate, normalise_url, ping
+from server.store.models import Base, Classification, Feedback
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pending(session: Session, ticket_id: str = "T-1", **overrides) -> Classification:
+    kwargs = dict(
+        request_id=uuid.uuid4().hex,
+        ticket_id=ticket_id,
+        subject="Drucker geht nicht",
+        body="Hallo, mein Drucker druckt nicht.",
+        previous_interactions=None,
+        model_base="qwen2.5-1.5b",
+        model_adapter=None,
+        prompt_version="v1",
+        taxonomy="default",
+    )
+    kwargs.update(overrides)
+    return repo.create_pending(session, **kwargs)
+
+
+def _complete(session: Session, request_id: str, **overrides) -> Classification:
+    kwargs = dict(
+        prediction={"category": "Technical"},
+        category="Technical",
+        priority="Medium",
+        sentiment="neutral",
+        confidence={"category": 0.5},
+        needs_review=False,
+        input_truncated=False,
+        latency_ms=10.0,
+        prompt_tokens=1,
+        completion_tokens=1,
+        raw_output="{}",
+    )
+    kwargs.update(overrides)
+    return repo.complete(session, request_id, **kwargs)
+
+
+# --- migrations ----------------------------------------------------------------
+
+
+def test_migration_creates_tables(migrated: Engine) -> None:
+    insp = inspect(migrated)
+    assert {"classifications", "feedback", "alembic_version"} <= set(insp.get_table_names())
+    cols = {c["name"]: c for c in insp.get_columns("classifications")}
+    assert set(cols) == set(Classification.__table__.columns.keys())
+    assert cols["request_id"]["nullable"] is False and cols["error"]["nullable"] is True
+    ix = {i["name"]: i["column_names"] for i in insp.get_indexes("classifications")}
+    assert ix["ix_classifications_ticket_id"] == ["ticket_id"]
+    assert ix["ix_classifications_status"] == ["status"]
+    uniques = [u["column_names"] for u in insp.get_unique_constraints("classifications")]
+    assert ["request_id"] in uniques
+    (fk,) = insp.get_foreign_keys("feedback")
+    assert fk["referred_table"] == "classifications"
+    assert fk["constrained_columns"] == ["classification_id"]
+    assert fk["options"].get("ondelete", "").upper() == "CASCADE"
+    with migrated.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_migration_matches_models(migrated: Engine) -> None:
+    """The hand-written migration and the ORM models must describe the same schema."""
+    with migrated.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, Base.metadata)
+    assert diff == []
+
+
+def test_migrate_is_idempotent(migrated: Engine) -> None:
+    with make_sessionmaker(migrated)() as s:
+        row = _pending(s)
+    migrate(migrated)  # second run must be a no-op, keeping data
+    with make_sessionmaker(migrated)() as s:
+        assert repo.get_by_request_id(s, row.request_id) is not None
+    with migrated.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+
+
+# --- classifications -------------------------------------------------------------
+
+
+def test_pending_complete_roundtrip_preserves_json_and_unicode(migrated: Engine) -> None:
+    prediction = {
+        "category": "Billing",
+        "priority": "High",
+        "extracted_info": {"product": "Größenänderung ✓", "error_code": None, "n": [1, 2.5]},
+        "summary": "Kunde ärgert sich 😡 über doppelte Abbuchung",
+    }
+    sm = make_sessionmaker(migrated)
+    with sm() as s:
+        row = _pending(
+            s,
+            subject="Doppelte Abbuchung – Rückerstattung? 💸",
+            body="Sehr geehrte Damen und Herren, ß ü ö ä 🙏",
+            previous_interactions=["Erste Nachricht 👋", "Zweite: ÄÖÜ"],
+        )
+        assert row.status == "pending" and row.id is not None
+        assert row.created_at.tzinfo is not None and row.completed_at is None
+        done = _complete(
+            s,
+            row.request_id,
+            prediction=prediction,
+            category="Billing",
+            priority="High",
+            sentiment="negative",
+            confidence={"category": 0.93, "priority": 0.61},
+            needs_review=True,
+            input_truncated=True,
+            latency_ms=123.5,
+            prompt_tokens=456,
+            completion_tokens=78,
+            raw_output='{"category": "Billing"} 😡',
+            model_adapter="adapters/v2",
+        )
+        assert done.status == "done"
+    # A fresh session proves the values came back from the database, not the identity map.
+    with sm() as s:
+        got = repo.get_by_request_id(s, row.request_id)
+        assert got is not None
+        assert got.status == "done"
+        assert got.subject == "Doppelte Abbuchung – Rückerstattung? 💸"
+        assert got.body == "Sehr geehrte Damen und Herren, ß ü ö ä 🙏"
+        assert got.previous_interactions == ["Erste Nachricht 👋", "Zweite: ÄÖÜ"]
+        assert got.prediction == prediction
+        assert got.confidence == {"category": 0.93, "priority": 0.61}
+        assert (got.category, got.priority, got.sentiment) == ("Billing", "High", "negative")
+        assert got.needs_review is True and got.input_truncated is True
+        assert (got.latency_ms, got.prompt_tokens, got.completion_tokens) == (123.5, 456, 78)
+        assert got.raw_output == '{"category": "Billing"} 😡'
+        assert got.model_base == "qwen2.5-1.5b" and got.model_adapter == "adapters/v2"
+        assert got.created_at.tzinfo == UTC and got.completed_at is not None
+        assert got.completed_at.tzinfo == UTC
+        assert got.created_at <= got.completed_at <= datetime.now(UTC)
+        assert got.error is None
+
+
+def test_fail_path(session: Session) -> None:
+    row = _pending(session)
+    failed = repo.fail(session, row.request_id, error="CUDA out of memory", latency_ms=5.0)
+    assert failed.status == "failed"
+    assert failed.error == "CUDA out of memory" and failed.latency_ms == 5.0
+    assert failed.completed_at is not None and failed.prediction is None
+    # A failed request cannot later be overwritten by a late result.
+    with pytest.raises(repo.InvalidStatusTransition):
+        _complete(session, row.request_id)
+    assert repo.get_by_request_id(session, row.request_id).status == "failed"
+    with pytest.raises(repo.ClassificationNotFound):
+        repo.fail(session, "does-not-exist", error="x")
+
+
+def test_get_latest_by_ticket_id_returns_newest(session: Session) -> None:
+    first = _pending(session, ticket_id="T-42")
+    second = _pending(session, ticket_id="T-42")
+    _pending(session, ticket_id="T-other")
+    # Same creation time for both: "newest" must come from id order, not the clock.
+    session.execute(update(Classification).values(created_at=datetime(2024, 1, 1, tzinfo=UTC)))
+    session.commit()
+    latest = repo.get_latest_by_ticket_id(session, "T-42")
+    assert latest is not None and latest.id == second.id and latest.id > first.id
+    assert repo.get_latest_by_ticket_id(session, "T-missing") is None
+
+
+def test_unique_request_id_enforced(session: Session) -> None:
+    row = _pending(session)
+    with pytest.raises(IntegrityError):
+        _pending(session, request_id=row.request_id)
+    # The repository rolled back, so the same session keeps working.
+    assert repo.count_by_status(session) == {"pending": 1, "done": 0, "failed": 0}
+
+
+def test_count_by_status(session: Session) -> None:
+    a, b, _ = _pending(session), _pending(session), _pending(session)
+    _complete(session, a.request_id)
+    repo.fail(session, b.request_id, error="boom")
+    assert repo.count_by_status(session) == {"pending": 1, "done": 1, "failed": 1}
+
+
+def test_mark_stale_pending_failed(session: Session) -> None:
+    old_pending, fresh_pending, old_done = _pending(session), _pending(session), _pending(session)
+    _complete(session, old_done.request_id)
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    session.execute(
+        update(Classification)
+        .where(Classification.id.in_([old_pending.id, old_done.id]))
+        .values(created_at=long_ago)
+    )
+    session.commit()
+
+    cutoff = datetime.now(UTC) - timedelta(minutes=10)
+    assert repo.mark_stale_pending_failed(session, cutoff, "server restarted") == 1
+
+    session.expire_all()
+    old = repo.get_by_request_id(session, old_pending.request_id)
+    assert old.status == "failed" and old.error == "server restarted"
+    assert old.completed_at is not None
+    assert repo.get_by_request_id(session, fresh_pending.request_id).status == "pending"
+    done = repo.get_by_request_id(session, old_done.request_id)
+    assert done.status == "done" and done.error is None
+    assert repo.mark_stale_pending_failed(session, cutoff, "again") == 0
+    with pytest.raises(ValueError, match="naive"):
+        repo.mark_stale_pending_failed(session, datetime.now(), "naive")  # noqa: DTZ005
+
+
+# --- feedback ----------------------------------------------------------------------
+
+
+def test_feedback_links_and_cascades_on_delete(migrated: Engine) -> None:
+    sm = make_sessionmaker(migrated)
+    corrections = {"category": "Billing", "priority": "High", "extracted_info": {"product": "Ü"}}
+    with sm() as s:
+        row = _pending(s, ticket_id="T-7")
+        fb1 = repo.add_feedback(
+            s, classification=row, reviewer="anna", comment="falsch 🙈", corrections=corrections
+        )
+        fb2 = repo.add_feedback(
+            s, classification=row, reviewer="ben", comment=None, corrections={"sentiment": "neg"}
+        )
+        assert fb1.classification_id == row.id and fb1.ticket_id == "T-7"
+        other = _pending(s, ticket_id="T-8")
+        repo.add_feedback(s, classification=other, reviewer="c", comment=None, corrections={})
+    with sm() as s:
+        got = repo.get_by_request_id(s, row.request_id)
+        assert [f.id for f in got.feedback] == [fb1.id, fb2.id]
+        assert got.feedback[0].corrections == corrections
+        assert got.feedback[0].comment == "falsch 🙈" and got.feedback[0].classification is got
+        # Delete through SQL, not the ORM, so only the database's ON DELETE CASCADE can help.
+        s.execute(delete(Classification).where(Classification.id == row.id))
+        s.commit()
+        remaining = s.scalars(select(Feedback.classification_id)).all()
+        assert remaining == [other.id]
+
+
+def test_foreign_key_enforced(session: Session) -> None:
+    session.add(
+        Feedback(classification_id=987654, ticket_id="T-x", reviewer="r", corrections={"a": 1})
+    )
+    with pytest.raises(IntegrityError):
+        session.commit()
+    session.rollback()
+    assert session.scalars(select(Feedback)).all() == []
+
+
+# --- engine helpers ----------------------------------------------------------------
+
+
+def test_ping(engine: Engine, tmp_path: Path) -> None:
+    assert ping(engine) is True
+    unreachable = make_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 1}
+    )
+    assert ping(unreachable) is False
+    # A directory where the SQLite file should be cannot be opened.
+    (tmp_path / "isdir.db").mkdir()
+    assert ping(make_engine(f"sqlite:///{tmp_path}/isdir.db")) is False
+
+
+def test_url_normalisation_and_sqlite_setup(engine: Engine) -> None:
+    assert normalise_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert normalise_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+    with pytest.raises(ValueError):
+        normalise_url("mysql://u@h/db")
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            assert Path(engine.url.database).parent.is_dir()  # created by make_engine
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        else:
+            assert engine.dialect.driver == "psycopg"
+            assert conn.execute(text("SHOW search_path")).scalar().startswith("triage_test_")
+
+
+def test_migrate_in_memory_sqlite() -> None:
+    """In-memory SQLite only works if migrate() reuses the engine's connection."""
+    eng = make_engine("sqlite://")
+    migrate(eng)
+    with make_sessionmaker(eng)() as s:
+        row = _pending(s)
+        assert repo.get_by_request_id(s, row.request_id).status == "pending"
+    eng.dispose()
+
+
+def test_alembic_cli_with_ini(tmp_path: Path) -> None:
+    """The ini file must work from any cwd, with -x url= or TRIAGE_DATABASE_URL."""
+    ini = REPO_ROOT / "server" / "store" / "alembic.ini"
+    alembic = [sys.executable, "-m", "alembic", "-c", str(ini)]
+    env = {k: v for k, v in os.environ.items() if k != "TRIAGE_DATABASE_URL"}
+    db_x, db_env = tmp_path / "x.db", tmp_path / "env.db"
+    subprocess.run(
+        [*alembic, "-x", f"url=sqlite:///{db_x}", "upgrade", "head"],
+        cwd=tmp_path, env=env, check=True, capture_output=True,
+    )
+    subprocess.run(
+        [*alembic, "upgrade", "head"],
+        cwd=tmp_path, env={**env, "TRIAGE_DATABASE_URL": f"sqlite:///{db_env}"},
+        check=True, capture_output=True,
+    )
+    for db in (db_x, db_env):
+        eng = make_engine(f"sqlite:///{db}")
+        assert {"classifications", "feedback"} <= set(inspect(eng).get_table_names())
+        eng.dispose()
