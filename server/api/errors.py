@@ -1,0 +1,74 @@
+"""Every error leaves the API as JSON `{"error", "message", "details"?}` with a 4xx/5xx that says what happened."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.engines.base import EngineOverloaded, EngineUnavailable
+from server.service import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, message: str, details: object = None, headers: dict[str, str] | None = None):
+        self.status, self.error, self.message, self.details, self.headers = status, error, message, details, headers
+
+
+def error_response(status: int, error: str, message: str, details: object = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": error, "message": message}
+    if details is not None:
+        body["details"] = jsonable_encoder(details)
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "request body is not valid JSON"
+    if any("utf-8" in str(e.get("msg", "")).lower() or e.get("type") == "unicode_decode_error" for e in errors):
+        return 400, "request body is not valid UTF-8"
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {e.get('msg')}")
+    return 422, "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.error, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message = _validation_message(exc)
+        details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()[:20]]
+        return error_response(status, "invalid_request", message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(EngineOverloaded)
+    async def _overloaded(_: Request, exc: EngineOverloaded) -> JSONResponse:
+        return error_response(429, "overloaded", "the classification queue is full; retry later", headers={"Retry-After": str(int(exc.retry_after_s + 0.999))})
+
+    @app.exception_handler(EngineUnavailable)
+    async def _unavailable(_: Request, exc: EngineUnavailable) -> JSONResponse:
+        return error_response(503, "engine_unavailable", str(exc), headers={"Retry-After": "5"})
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return error_response(503, "database_unavailable", str(exc), headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", f"{type(exc).__name__}: the error was logged")

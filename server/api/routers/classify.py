@@ -1,0 +1,73 @@
+"""POST /v1/classify (one ticket) and POST /v1/batch (many, results in order, per-item errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+
+from server.api.deps import ServiceDep, SettingsDep
+from server.api.errors import ApiError
+from server.api.protocol import BatchIn, BatchOut, ClassificationOut, ErrorOut, TicketIn
+from server.engines.base import EngineOverloaded
+from server.service import TicketRequest
+
+router = APIRouter(prefix="/v1", tags=["classification"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 413, 422, 429, 502, 503, 504)
+}
+
+
+def _check(ticket: TicketIn, settings: Any) -> None:
+    limit = settings.api.max_ticket_bytes
+    size = ticket.size_bytes()
+    if size > limit:
+        raise ApiError(413, "ticket_too_large", f"ticket is {size} bytes; the limit is {limit} bytes (subject + body + history, UTF-8)")
+    if len(ticket.previous_interactions) > settings.api.max_history_items:
+        raise ApiError(422, "invalid_request", f"previous_interactions has {len(ticket.previous_interactions)} items; the limit is {settings.api.max_history_items}")
+
+
+def _request(ticket: TicketIn) -> TicketRequest:
+    return TicketRequest(ticket.subject, ticket.body, tuple(ticket.previous_interactions), ticket.ticket_id)
+
+
+@router.post("/classify", response_model=ClassificationOut, responses=ERRORS)
+async def classify(ticket: TicketIn, service: ServiceDep, settings: SettingsDep) -> dict[str, Any]:
+    _check(ticket, settings)
+    (outcome,) = await service.classify_many([_request(ticket)])
+    if outcome.result is None:
+        headers = {"Retry-After": "1"} if outcome.status == 429 else None
+        raise ApiError(outcome.status, "classification_failed", outcome.error or "failed", {"ticket_id": outcome.ticket_id, "request_id": outcome.request_id}, headers)
+    return outcome.result
+
+
+@router.post("/batch", response_model=BatchOut, responses=ERRORS)
+async def batch(payload: BatchIn, service: ServiceDep, settings: SettingsDep) -> dict[str, Any]:
+    limit = settings.api.max_batch_items
+    if len(payload.tickets) > limit:
+        raise ApiError(413, "batch_too_large", f"batch has {len(payload.tickets)} tickets; the limit is {limit}")
+    results: list[dict[str, Any] | None] = [None] * len(payload.tickets)
+    valid: list[tuple[int, TicketRequest]] = []
+    for i, raw in enumerate(payload.tickets):
+        try:
+            ticket = TicketIn.model_validate(raw)
+            _check(ticket, settings)
+            valid.append((i, _request(ticket)))
+        except ValidationError as exc:
+            msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'ticket'}: {e['msg']}" for e in exc.errors()[:5])
+            results[i] = {"ticket_id": raw.get("ticket_id") if isinstance(raw, dict) else None, "error": {"status": 422, "message": msg}}
+        except ApiError as exc:
+            results[i] = {"ticket_id": raw.get("ticket_id"), "error": {"status": exc.status, "message": exc.message}}
+    if valid:
+        outcomes = await service.classify_many([req for _, req in valid])
+        if all(o.status == 429 for o in outcomes):
+            raise EngineOverloaded()
+        for (i, _), outcome in zip(valid, outcomes):
+            results[i] = outcome.result or {
+                "ticket_id": outcome.ticket_id,
+                "request_id": outcome.request_id,
+                "error": {"status": outcome.status, "message": outcome.error},
+            }
+    return {"results": results}

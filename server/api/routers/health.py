@@ -1,0 +1,39 @@
+"""GET /health (liveness with details) and GET /ready (can take traffic)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from server.api.deps import EngineDep, TaxonomyDep
+from server.store.db import ping
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(request: Request, engine: EngineDep, taxonomy: TaxonomyDep) -> JSONResponse:
+    db_ok = await run_in_threadpool(ping, request.app.state.db_engine)
+    info = engine.info
+    body: dict[str, Any] = {
+        "status": "ok" if (engine.ready and db_ok) else "degraded",
+        "model_loaded": engine.ready,
+        "database": "ok" if db_ok else "unreachable",
+        "model": {"base": info.base, "adapter": info.adapter, "dtype": info.dtype, "engine": info.engine},
+        "prompt_version": engine.prompt_version,
+        "taxonomy": taxonomy.key,
+        "engine": engine.stats(),
+    }
+    load_error = getattr(engine, "load_error", None)
+    if load_error:
+        body["error"] = load_error
+    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+
+@router.get("/ready")
+async def ready(request: Request, engine: EngineDep) -> JSONResponse:
+    ok = engine.ready and await run_in_threadpool(ping, request.app.state.db_engine)
+    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)

@@ -1,0 +1,77 @@
+"""The engine seam: every backend (embedded transformers, Outlines reference, later vLLM or hosted)
+takes a batch of tickets and returns one outcome per ticket, in order."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from server.prompts import TicketInput
+
+
+class EngineError(RuntimeError):
+    """A ticket the engine could not answer; stored as a failure."""
+
+
+class EngineOverloaded(EngineError):
+    """The bounded queue is full: the API answers 429 with Retry-After."""
+
+    def __init__(self, retry_after_s: float = 1.0):
+        super().__init__("engine queue is full")
+        self.retry_after_s = retry_after_s
+
+
+class EngineUnavailable(EngineError):
+    """Model not loaded or engine stopped: the API answers 503."""
+
+
+@dataclass
+class EngineOutput:
+    output: dict[str, Any]  # the schema-conformant JSON object
+    confidence: dict[str, float | None]  # per label field, from token probabilities
+    raw_text: str
+    prompt_tokens: int
+    completion_tokens: int
+    truncated: bool
+    prompt_version: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    base: str
+    adapter: str | None
+    dtype: str
+    engine: str
+
+
+class Engine(abc.ABC):
+    """Async and batch-first; implementations own their queueing and threads."""
+
+    name: str = "engine"
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def classify(self, tickets: Sequence[TicketInput]) -> list[EngineOutput | EngineError]:
+        """One outcome per ticket, in order; a failing ticket yields an EngineError, not an exception."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool: ...
+
+    @property
+    @abc.abstractmethod
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def prompt_version(self) -> str:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        return {}

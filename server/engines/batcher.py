@@ -1,0 +1,127 @@
+"""Dynamic batching: concurrent requests share forward passes.
+
+Items queue up; a worker takes the first one, waits up to `wait_ms` (or until `max_batch` items are
+there) and runs the batch on one dedicated thread (the model is not thread-safe; torch releases the
+GIL, so the event loop stays responsive). The queue is bounded: a full queue is an immediate 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+from server.engines.base import EngineOverloaded, EngineUnavailable
+
+T = TypeVar("T")
+R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Item(Generic[T]):
+    value: T
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher(Generic[T, R]):
+    def __init__(self, run_batch: Callable[[list[T]], Sequence[R]], *, max_batch: int, wait_ms: float, max_queue: int, name: str = "engine"):
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self.wait_s = wait_ms / 1000.0
+        self.max_queue = max_queue
+        self._queue: asyncio.Queue[_Item[T]] | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.batches = 0
+        self.items = 0
+        self.busy_s = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue else 0
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self.max_queue)
+        self._worker = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        if self._queue:
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if not item.future.done():
+                    item.future.set_exception(EngineUnavailable("engine stopped"))
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, values: Sequence[T]) -> list[R]:
+        """All-or-nothing admission, so a batch request is never half-queued."""
+        if not self.running or self._queue is None:
+            raise EngineUnavailable("engine is not running")
+        if self._queue.qsize() + len(values) > self.max_queue:
+            raise EngineOverloaded(retry_after_s=self._retry_after())
+        loop = asyncio.get_running_loop()
+        items = [_Item(v, loop.create_future()) for v in values]
+        for item in items:
+            self._queue.put_nowait(item)
+        return list(await asyncio.gather(*(i.future for i in items)))
+
+    def _retry_after(self) -> float:
+        per_item = self.busy_s / self.items if self.items else 1.0
+        return max(1.0, round(per_item * self.depth, 1))
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            deadline = loop.time() + self.wait_s
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            live = [i for i in batch if not i.future.done()]  # a caller may have timed out meanwhile
+            if not live:
+                continue
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._run_batch, [i.value for i in live])
+            except Exception as exc:  # the whole batch failed: every caller gets the error, none hangs
+                log.exception("batch of %d failed", len(live))
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            finally:
+                self.busy_s += time.perf_counter() - started
+                self.batches += 1
+                self.items += len(live)
+            for item, result in zip(live, results):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    def stats(self) -> dict[str, Any]:
+        return {"queue_depth": self.depth, "batches": self.batches, "items": self.items, "mean_batch": self.items / self.batches if self.batches else 0.0}
