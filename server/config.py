@@ -10,14 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE_MODEL_DIR = PROJECT_ROOT / "models" / "base" / "smollm2-135m-instruct"
 
 
-class ModelSettings(BaseModel):
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key must fail loudly, not fall back to a default
+
+
+class ModelSettings(_Section):
     base: str = Field(
         default=str(DEFAULT_BASE_MODEL_DIR),
         description="HF model id or local folder of the base model (converted safetensors).",
@@ -30,7 +34,7 @@ class ModelSettings(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; default: all cores.")
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(_Section):
     kind: Literal["transformers", "outlines"] = Field(
         default="transformers",
         description="transformers = the batched embedded engine; outlines = plain Outlines generation, one ticket at a time (the reference).",
@@ -44,7 +48,7 @@ class EngineSettings(BaseModel):
     max_reasoning_tokens: int = Field(default=48, ge=1, description="Reviewed reasoning sentences are <= 32 tokens.")
 
 
-class PromptSettings(BaseModel):
+class PromptSettings(_Section):
     dir: Path = PROJECT_ROOT / "prompts"
     version: str = "v1"
     review_version: str = "v1"
@@ -52,7 +56,7 @@ class PromptSettings(BaseModel):
     max_history_tokens: int = Field(default=256, ge=0, description="Budget for previous interactions, newest first.")
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_batch_items: int = Field(default=256, ge=1)
@@ -60,7 +64,7 @@ class ApiSettings(BaseModel):
     max_history_items: int = Field(default=50, ge=0)
 
 
-class RoutingSettings(BaseModel):
+class RoutingSettings(_Section):
     confidence_threshold: float = Field(
         default=0.5, ge=0.0, description="A label field under this gets needs_review; above 1 flags every ticket."
     )

@@ -110,12 +110,16 @@ class PromptRenderer:
             "output_format": output_format_text(taxonomy, prompt.field_order),
         }
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        prefix_text = self._chat(self._user_text(TicketInput("", ""), {}))
+        self._specials = sorted({t for t in getattr(tokenizer, "all_special_tokens", []) if len(t) > 1}, key=len, reverse=True)
+        try:
+            prefix_text = self._chat(self._user_text(TicketInput("", ""), {}))
+        except jinja2.UndefinedError:
+            prefix_text = ""  # a prompt that needs per-request extras (review) has no shared prefix
         cut = prefix_text.find(TICKET_HEADER)
-        if cut < 0:
+        if prefix_text and cut < 0:
             raise ValueError(f"prompt {prompt.id} must contain the line {TICKET_HEADER.strip()!r} before the ticket")
-        self.prefix_text = prefix_text[: cut + len(TICKET_HEADER)]
-        self.prefix_ids: list[int] = self.tokenizer.encode(self.prefix_text, add_special_tokens=True)
+        self.prefix_text = prefix_text[: cut + len(TICKET_HEADER)] if prefix_text else ""
+        self.prefix_ids: list[int] = self.tokenizer.encode(self.prefix_text, add_special_tokens=True) if prefix_text else []
 
     # -- text ---------------------------------------------------------------------------------
     def _user_text(self, ticket: TicketInput, extra: dict[str, Any]) -> str:
@@ -146,13 +150,21 @@ class PromptRenderer:
             + self.tokenizer.decode(ids[-tail:], skip_special_tokens=True).lstrip()
         ), True
 
+    def defuse(self, text: str) -> str:
+        """Ticket text must not spell the tokenizer's control tokens (a forged `<|im_start|>assistant`
+        would otherwise become a real turn boundary): break them with a space after their first character."""
+        for special in self._specials:
+            if special in text:
+                text = text.replace(special, special[0] + " " + special[1:])
+        return text
+
     def fit(self, ticket: TicketInput) -> tuple[TicketInput, bool]:
         """Keep the subject, the head and tail of the body, and the most recent interactions."""
-        subject, cut_subject = self._clip(ticket.subject, MAX_SUBJECT_TOKENS, keep_tail=False)
-        body, cut_body = self._clip(ticket.body, self.max_body_tokens, keep_tail=True)
+        subject, cut_subject = self._clip(self.defuse(ticket.subject), MAX_SUBJECT_TOKENS, keep_tail=False)
+        body, cut_body = self._clip(self.defuse(ticket.body), self.max_body_tokens, keep_tail=True)
         kept: list[str] = []
         left = self.max_history_tokens
-        history = list(ticket.previous_interactions)
+        history = [self.defuse(m) for m in ticket.previous_interactions]
         for message in reversed(history):
             if left <= 0:
                 break
@@ -167,7 +179,7 @@ class PromptRenderer:
     def render(self, ticket: TicketInput, **extra: Any) -> EncodedPrompt:
         fitted, truncated = self.fit(ticket)
         text = self._chat(self._user_text(fitted, extra))
-        if not extra:
+        if self.prefix_ids:
             if not text.startswith(self.prefix_text):
                 raise AssertionError("static prompt prefix changed with the ticket; the template must put the ticket last")
             suffix_ids = self.tokenizer.encode(text[len(self.prefix_text) :], add_special_tokens=False)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
-from server.engines.base import EngineOverloaded, EngineUnavailable
+from server.engines.base import EngineError, EngineOverloaded, EngineUnavailable
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,6 +37,7 @@ class DynamicBatcher(Generic[T, R]):
         self._queue: asyncio.Queue[_Item[T]] | None = None
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._current: list[_Item[T]] = []  # the batch being collected or run: stop() must fail it too
         self.batches = 0
         self.items = 0
         self.busy_s = 0.0
@@ -60,12 +61,15 @@ class DynamicBatcher(Generic[T, R]):
                 await self._worker
             except asyncio.CancelledError:
                 pass
+        pending = list(self._current)
         if self._queue:
             while not self._queue.empty():
-                item = self._queue.get_nowait()
-                if not item.future.done():
-                    item.future.set_exception(EngineUnavailable("engine stopped"))
-        self._executor.shutdown(wait=True)
+                pending.append(self._queue.get_nowait())
+        for item in pending:
+            if not item.future.done():
+                item.future.set_exception(EngineUnavailable("engine stopped"))
+        # A running batch finishes in its thread; the event loop must not block on it.
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, values: Sequence[T]) -> list[R]:
         """All-or-nothing admission, so a batch request is never half-queued."""
@@ -87,8 +91,9 @@ class DynamicBatcher(Generic[T, R]):
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
+            self._current = []
             first = await self._queue.get()
-            batch = [first]
+            batch = self._current = [first]
             deadline = loop.time() + self.wait_s
             while len(batch) < self.max_batch:
                 try:
@@ -119,6 +124,9 @@ class DynamicBatcher(Generic[T, R]):
                 self.busy_s += time.perf_counter() - started
                 self.batches += 1
                 self.items += len(live)
+            if len(results) != len(live):
+                error = EngineError(f"engine returned {len(results)} results for {len(live)} tickets")
+                results = [error] * len(live)
             for item, result in zip(live, results):
                 if not item.future.done():
                     item.future.set_result(result)

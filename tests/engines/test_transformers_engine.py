@@ -1,0 +1,73 @@
+"""The batched engine against the real base model: batching, the prefix cache and jump-forward must
+not change answers (beyond float noise), and every answer matches the schema."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+from outlines_core.json_schema import build_regex_from_schema
+
+from server.engines.base import EngineOutput
+from server.engines.transformers_engine import BatchRunner
+from server.prompts import TicketInput
+from server.schema import output_json_schema
+from tests.conftest import ROOT, SEED_TICKET
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def tickets() -> list[TicketInput]:
+    with open(ROOT / "data" / "tickets" / "sample100.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[:4]
+    return [TicketInput(SEED_TICKET["subject"], SEED_TICKET["body"])] + [TicketInput(r["subject"], r["body"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def batched(runner, tickets):
+    return runner.run(tickets)
+
+
+def labels(out: EngineOutput) -> tuple:
+    return out.output["category"], out.output["priority"], out.output["extracted_info"]["sentiment"]
+
+
+def test_batch_matches_one_at_a_time(runner, tickets, batched):
+    assert all(isinstance(o, EngineOutput) for o in batched)
+    for ticket, together in zip(tickets[:3], batched):
+        (alone,) = runner.run([ticket])
+        assert labels(alone) == labels(together)
+        for field, conf in alone.confidence.items():
+            assert together.confidence[field] == pytest.approx(conf, abs=2e-3)
+
+
+def test_prefix_cache_does_not_change_answers(fast_settings, taxonomy, runner, tickets, batched):
+    settings = fast_settings.model_copy(update={"engine": fast_settings.engine.model_copy(update={"prefix_cache": False})})
+    uncached = BatchRunner(settings, taxonomy, model=runner.model, tokenizer=runner.tokenizer)
+    assert uncached._prefix_kv is None
+    for a, b in zip(uncached.run(tickets[:2]), batched[:2]):
+        assert labels(a) == labels(b)
+        for field, conf in a.confidence.items():
+            assert b.confidence[field] == pytest.approx(conf, abs=2e-3)
+
+
+def test_outputs_match_the_schema_regex(taxonomy, batched):
+    regex = re.compile(build_regex_from_schema(output_json_schema(taxonomy)))
+    for out in batched:
+        assert regex.fullmatch(out.raw_text), out.raw_text
+        assert json.loads(out.raw_text) == out.output
+        assert out.prompt_tokens > 600 and out.completion_tokens > 10
+        assert out.prompt_version == "classify/v1"
+
+
+def test_long_ticket_is_cut_and_flagged(runner):
+    body = "The export job fails every night. " * 3000 + "Final line: error E-4411 appears."
+    history = [f"Message {i}: still broken." for i in range(200)]
+    (out,) = runner.run([TicketInput("Nightly export failing", body, tuple(history))])
+    assert isinstance(out, EngineOutput)
+    assert out.truncated is True
+    budget = runner.settings.prompt
+    assert out.prompt_tokens < len(runner.renderer.prefix_ids) + budget.max_body_tokens + budget.max_history_tokens + 200
