@@ -45,12 +45,11 @@ def classify(
     config: ConfigOpt = None,
 ) -> None:
     """Classify one ticket in-process and print the JSON (nothing is stored)."""
+    if not subject.strip() and not body.strip():
+        raise typer.BadParameter("give --subject and/or --body")
     from server.engines.transformers_engine import BatchRunner
     from server.prompts import TicketInput
     from server.taxonomy import load_taxonomy
-
-    if not subject.strip() and not body.strip():
-        raise typer.BadParameter("give --subject and/or --body")
     settings = _settings(config)
     runner = BatchRunner(settings, load_taxonomy(settings.taxonomy))
     (out,) = runner.run([TicketInput(subject, body, tuple(history or ()))])

@@ -54,7 +54,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None))
+        message = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in message:
+            message = "request body could not be parsed: it must be UTF-8 encoded JSON"
+        return error_response(exc.status_code, "http_error", message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(EngineOverloaded)
     async def _overloaded(_: Request, exc: EngineOverloaded) -> JSONResponse:

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 Strict = ConfigDict(extra="forbid")
 
 
+def _storable(value: str) -> str:
+    """Text that every store and tokenizer accepts: valid Unicode (no lone surrogates), no NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text is not valid Unicode (lone surrogate escape)") from exc
+    if "\x00" in value:
+        raise ValueError("text contains a NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+
+
 class TicketIn(BaseModel):
     model_config = Strict
-    ticket_id: str | None = Field(default=None, min_length=1, max_length=128, description="Caller's id; generated when absent.")
-    subject: str = Field(default="", description="May be empty when the body is not.")
-    body: str = Field(default="")
-    previous_interactions: list[str] = Field(default_factory=list, description="Earlier messages, oldest first.")
+    ticket_id: Text | None = Field(default=None, min_length=1, max_length=128, description="Caller's id; generated when absent.")
+    subject: Text = Field(default="", description="May be empty when the body is not.")
+    body: Text = Field(default="")
+    previous_interactions: list[Text] = Field(default_factory=list, description="Earlier messages, oldest first.")
 
     @model_validator(mode="after")
     def _not_empty(self) -> TicketIn:
@@ -23,7 +37,7 @@ class TicketIn(BaseModel):
         return self
 
     def size_bytes(self) -> int:
-        return sum(len(s.encode("utf-8", "surrogatepass")) for s in (self.subject, self.body, *self.previous_interactions))
+        return sum(len(s.encode("utf-8")) for s in (self.subject, self.body, *self.previous_interactions))
 
 
 class BatchIn(BaseModel):
@@ -86,13 +100,13 @@ class BatchOut(BaseModel):
 
 class FeedbackIn(BaseModel):
     model_config = Strict
-    ticket_id: str = Field(min_length=1, max_length=128)
-    category: str | None = None
-    priority: str | None = None
-    extracted_info: dict[str, str | None] | None = None
-    labels: dict[str, str] | None = Field(default=None, description="Corrections of other taxonomies' label fields.")
-    reviewer: str = Field(min_length=1, max_length=128)
-    comment: str | None = Field(default=None, max_length=10_000)
+    ticket_id: Text = Field(min_length=1, max_length=128)
+    category: Text | None = None
+    priority: Text | None = None
+    extracted_info: dict[str, Text | None] | None = None
+    labels: dict[str, Text] | None = Field(default=None, description="Corrections of other taxonomies' label fields.")
+    reviewer: Text = Field(min_length=1, max_length=128)
+    comment: Text | None = Field(default=None, max_length=10_000)
 
 
 class FeedbackOut(BaseModel):

@@ -29,6 +29,18 @@ def _check(ticket: TicketIn, settings: Any) -> None:
         raise ApiError(422, "invalid_request", f"previous_interactions has {len(ticket.previous_interactions)} items; the limit is {settings.api.max_history_items}")
 
 
+def _echo_id(raw: Any) -> str | None:
+    """The caller's ticket_id for a per-item error, if it is printable JSON text."""
+    value = raw.get("ticket_id") if isinstance(raw, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def _request(ticket: TicketIn) -> TicketRequest:
     return TicketRequest(ticket.subject, ticket.body, tuple(ticket.previous_interactions), ticket.ticket_id)
 
@@ -57,9 +69,9 @@ async def batch(payload: BatchIn, service: ServiceDep, settings: SettingsDep) ->
             valid.append((i, _request(ticket)))
         except ValidationError as exc:
             msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'ticket'}: {e['msg']}" for e in exc.errors()[:5])
-            results[i] = {"ticket_id": raw.get("ticket_id") if isinstance(raw, dict) else None, "error": {"status": 422, "message": msg}}
+            results[i] = {"ticket_id": _echo_id(raw), "error": {"status": 422, "message": msg}}
         except ApiError as exc:
-            results[i] = {"ticket_id": raw.get("ticket_id"), "error": {"status": exc.status, "message": exc.message}}
+            results[i] = {"ticket_id": _echo_id(raw), "error": {"status": exc.status, "message": exc.message}}
     if valid:
         outcomes = await service.classify_many([req for _, req in valid])
         if all(o.status == 429 for o in outcomes):
