@@ -17,6 +17,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from server.config import Settings
+from server.engines import cascade
 from server.engines.base import Engine, EngineError, EngineOutput, EngineUnavailable, ModelInfo
 from server.engines.batcher import DynamicBatcher
 from server.engines.decoding import DecodingPlan, SequenceDecoder
@@ -95,14 +96,23 @@ class BatchRunner:
         self.temperatures: dict[str, float] = {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        if settings.engine.prefix_cache:
+        self.cascade = False
+        if settings.engine.prefix_cache and self.renderer.prefix_ids:
             self._prefix_kv = self._compute_prefix(self.renderer.prefix_ids)
+            # Shared-prefix attention where the architecture allows; else the prefix KV is copied per row.
+            self.cascade = cascade.enable(model)
 
     # -- model calls ----------------------------------------------------------------------------
     @torch.inference_mode()
     def _compute_prefix(self, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        out = self.model(torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
+        with cascade.shared_prefix(None):
+            out = self.model(torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
         return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+    @property
+    def _shared(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The prefix KV handed to cascade attention (None: rows carry their own copy)."""
+        return self._prefix_kv if self.cascade else None
 
     def _new_cache(self, kv: list[tuple[torch.Tensor, torch.Tensor]] | None):
         from transformers import DynamicCache
@@ -112,21 +122,24 @@ class BatchRunner:
     @torch.inference_mode()
     def _prefill_one(self, enc: EncodedPrompt, first: list[int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         """Prefill one ticket on top of the shared prefix; returns its KV and last-position logits."""
-        if self._prefix_kv is not None:
+        if self.cascade:
+            cache, start, ids = self._new_cache(None), len(enc.prefix_ids), enc.suffix_ids + first
+        elif self._prefix_kv is not None:
             cache, start, ids = self._new_cache(self._prefix_kv), len(enc.prefix_ids), enc.suffix_ids + first
         else:
             cache, start, ids = self._new_cache(None), 0, enc.ids + first
         positions = torch.arange(start, start + len(ids), device=self.device).unsqueeze(0)
-        out = self.model(
-            torch.tensor([ids], device=self.device), position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
-        )
+        with cascade.shared_prefix(self._shared):
+            out = self.model(
+                torch.tensor([ids], device=self.device), position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+            )
         return [(layer.keys, layer.values) for layer in out.past_key_values.layers], out.logits[0, -1].float()
 
     def _merge(self, kvs: list[list[tuple[torch.Tensor, torch.Tensor]]], lengths: list[int]) -> tuple[Any, torch.Tensor]:
         """Left-pad each ticket's KV (after the shared prefix) to a common length; pads are masked out."""
         from transformers import DynamicCache
 
-        shared = len(self.renderer.prefix_ids) if self._prefix_kv is not None else 0
+        shared = len(self.renderer.prefix_ids) if (self._prefix_kv is not None and not self.cascade) else 0
         width = max(lengths)
         B = len(kvs)
         mask = torch.zeros(B, width, dtype=torch.long, device=self.device)
@@ -180,7 +193,8 @@ class BatchRunner:
             kvs.append(kv)
             lengths.append(kv[0][0].shape[2])
             queues.append(decoders[i].step(logits))
-        positions = torch.tensor(lengths, dtype=torch.long)
+        offset = len(self.renderer.prefix_ids) if self.cascade else 0  # the rows' caches start after the prefix
+        positions = torch.tensor(lengths, dtype=torch.long) + offset
         cache, mask = self._merge(kvs, lengths)
         del kvs
         rows = list(live)
@@ -201,7 +215,8 @@ class BatchRunner:
             pos = positions.unsqueeze(1) + torch.arange(width)
             positions += width
             mask = torch.cat([mask, torch.ones((len(rows), width), dtype=torch.long, device=self.device)], dim=1)
-            out = self.model(ids.to(self.device), attention_mask=mask, position_ids=pos.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+            with cascade.shared_prefix(self._shared):
+                out = self.model(ids.to(self.device), attention_mask=mask, position_ids=pos.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
             logits = out.logits[:, -1].float().cpu()
             for r, i in enumerate(rows):
                 rest = queues[r][width:]

@@ -54,6 +54,17 @@ def test_prefix_cache_does_not_change_answers(fast_settings, taxonomy, runner, t
             assert b.confidence[field] == pytest.approx(conf, abs=2e-3)
 
 
+def test_shared_prefix_attention_equals_copied_prefix(fast_settings, taxonomy, runner, tickets, batched):
+    """Cascade attention (prefix KV kept once) must give the answers of the per-row prefix copy."""
+    assert runner.cascade, "SmolLM2 (all global attention) should use shared-prefix attention"
+    copied = BatchRunner(fast_settings, taxonomy, model=runner.model, tokenizer=runner.tokenizer)
+    copied.cascade = False
+    for a, b in zip(copied.run(tickets[:3]), batched[:3]):
+        assert a.raw_text == b.raw_text
+        for field, conf in a.confidence.items():
+            assert b.confidence[field] == pytest.approx(conf, abs=1e-4)
+
+
 def test_outputs_match_the_schema_regex(taxonomy, batched):
     regex = re.compile(build_regex_from_schema(output_json_schema(taxonomy)))
     for out in batched:
