@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from server.api.errors import error_response, install_error_handlers
 from server.api.routers import classify, feedback, health

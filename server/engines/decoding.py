@@ -13,7 +13,6 @@ decoder produces, so training and serving never disagree on how an answer is spl
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -296,6 +295,3 @@ def _only_eos(guide: Guide, eos: int) -> bool:
     tokens = guide.get_tokens()
     return len(tokens) == 1 and tokens[0] == eos
 
-
-def label_entropy(p: float) -> float:
-    return -p * math.log(p) if p > 0 else 0.0
