@@ -18,7 +18,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from server.config import load_settings  # noqa: E402
 from server.engines.base import EngineOutput  # noqa: E402
+from server.engines.batcher import DynamicBatcher  # noqa: E402
 from server.engines.loading import load_model  # noqa: E402
 from server.engines.outlines_reference import OutlinesReference  # noqa: E402
 from server.engines.transformers_engine import BatchRunner, TransformersEngine  # noqa: E402
@@ -88,19 +89,19 @@ def run_naive(ref: OutlinesReference, tickets: list[TicketInput]) -> tuple[list[
     return outs, lat, time.perf_counter() - started
 
 
-async def run_engine(engine: TransformersEngine, tickets: list[TicketInput], concurrency: int) -> tuple[list[Any], list[float], float]:
+async def run_engine(classify: Callable[[list[TicketInput]], Awaitable[list[Any]]], tickets: list[TicketInput], concurrency: int, label: str) -> tuple[list[Any], list[float], float]:
     outs: list[Any] = [None] * len(tickets)
     lat: list[float] = [0.0] * len(tickets)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(tickets)):
         queue.put_nowait(i)
-    bar = tqdm(total=len(tickets), desc=f"engine c={concurrency}", file=sys.stderr)
+    bar = tqdm(total=len(tickets), desc=label, file=sys.stderr)
 
     async def client() -> None:
         while not queue.empty():
             i = queue.get_nowait()
             t0 = time.perf_counter()
-            (outs[i],) = await engine.classify([tickets[i]])
+            (outs[i],) = await classify([tickets[i]])
             lat[i] = time.perf_counter() - t0
             bar.update(1)
 
@@ -134,10 +135,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         engine = TransformersEngine(settings.model_copy(update={"engine": e}), taxonomy, runner=runner)
         await engine.start()
         subset = tickets if c > 1 else tickets[: args.n_c1]
-        outs, lat, wall = await run_engine(engine, subset, c)
+        outs, lat, wall = await run_engine(engine.classify, subset, c, f"engine c={c}")
         await engine.stop()
         runs[f"engine_c{c}"] = summarise(f"engine_c{c}", outs, lat, wall, rows)
         outputs[f"engine_c{c}"] = outs
+    if args.static:
+        # The same engine with static batches (a batch starts when the previous one has fully finished):
+        # the measurement before continuous batching, kept to show what it buys.
+        static = DynamicBatcher(runner.run, max_batch=32, wait_ms=settings.engine.batch_wait_ms, max_queue=settings.engine.max_queue)
+        static.start()
+        outs, lat, wall = await run_engine(static.submit, tickets, 32, "static batches c=32")
+        await static.stop()
+        runs["engine_c32_static_batches"] = summarise("engine_c32_static_batches", outs, lat, wall, rows)
+        outputs["engine_c32_static_batches"] = outs
 
     ref = OutlinesReference(settings, taxonomy, model=naive_model, tokenizer=tokenizer)
     outs, lat, wall = run_naive(ref, tickets)
@@ -158,6 +168,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "data" / "tickets" / "golden.csv"))
     parser.add_argument("--config", default=None)
     parser.add_argument("--out", default=None, help="Also write the JSON here")
+    parser.add_argument("--static", action=argparse.BooleanOptionalAction, default=True, help="Also run c=32 with static batches")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     line = json.dumps(result)

@@ -38,6 +38,7 @@ class DynamicBatcher(Generic[T, R]):
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._current: list[_Item[T]] = []  # the batch being collected or run: stop() must fail it too
+        self._stopping = False
         self.batches = 0
         self.items = 0
         self.busy_s = 0.0
@@ -55,6 +56,7 @@ class DynamicBatcher(Generic[T, R]):
         self._worker = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._worker:
             self._worker.cancel()
             try:
@@ -133,3 +135,65 @@ class DynamicBatcher(Generic[T, R]):
 
     def stats(self) -> dict[str, Any]:
         return {"queue_depth": self.depth, "batches": self.batches, "items": self.items, "mean_batch": self.items / self.batches if self.batches else 0.0}
+
+
+class ContinuousBatcher(DynamicBatcher[T, R]):
+    """Continuous batching: one long-running decode loop on the engine thread pulls new items
+    between its steps (`take`) and hands each result back as soon as it is ready (`deliver`),
+    so a ticket neither waits for a batch to fill up nor for the slowest ticket of its batch.
+
+    `run_stream(take, deliver)` must return once `take` gives nothing and all it took is delivered.
+    """
+
+    def __init__(self, run_stream: Callable[..., None], *, max_batch: int, wait_ms: float, max_queue: int, name: str = "engine"):
+        super().__init__(lambda items: [], max_batch=max_batch, wait_ms=wait_ms, max_queue=max_queue, name=name)
+        self._run_stream = run_stream
+
+    async def _drain(self, first: list[_Item[T]], k: int) -> list[_Item[T]]:
+        assert self._queue is not None
+        items = [i for i in first if not i.future.done()]
+        while len(items) < k and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not item.future.done():  # the caller gave up (deadline) before we got to it
+                items.append(item)
+        return items
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            self._current = []
+            first = await self._queue.get()
+            await asyncio.sleep(self.wait_s)  # let concurrent requests arrive to share the first steps
+            seed = [first]
+
+            def take(k: int) -> list[tuple[_Item[T], T]]:
+                nonlocal seed
+                if self._stopping:  # wind down: finish what is in flight, admit nothing new
+                    return []
+                items = asyncio.run_coroutine_threadsafe(self._drain(seed, k), loop).result()
+                seed = []
+                self._current += items
+                return [(item, item.value) for item in items]
+
+            def deliver(item: _Item[T], result: R) -> None:
+                loop.call_soon_threadsafe(_resolve, item.future, result)
+                self.items += 1
+
+            started = time.perf_counter()
+            try:
+                await loop.run_in_executor(self._executor, self._run_stream, take, deliver)
+            except Exception as exc:  # every caller still waiting gets the error, none hangs
+                log.exception("decode loop failed")
+                for item in self._current:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+            finally:
+                self.busy_s += time.perf_counter() - started
+                self.batches += 1
+            await asyncio.sleep(0)  # let the delivered results land before the next loop
+
+
+def _resolve(future: asyncio.Future, result: object) -> None:
+    if not future.done():
+        future.set_result(result)

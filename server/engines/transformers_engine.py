@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers.cache_utils import DynamicLayer
@@ -19,7 +20,7 @@ from transformers.cache_utils import DynamicLayer
 from server.config import Settings
 from server.engines import cascade
 from server.engines.base import Engine, EngineError, EngineOutput, EngineUnavailable, ModelInfo
-from server.engines.batcher import DynamicBatcher
+from server.engines.batcher import ContinuousBatcher, DynamicBatcher
 from server.engines.decoding import DecodingPlan, SequenceDecoder
 from server.engines.loading import load_model
 from server.prompts import EncodedPrompt, PromptRenderer, TicketInput, load_prompt
@@ -62,6 +63,28 @@ class PreallocatedLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
         self._views()
+
+    def crop_left(self, n: int) -> None:
+        """Drop the n oldest columns (padding no remaining row uses); a view, no copy."""
+        self.kbuf, self.vbuf = self.kbuf[:, :, n:], self.vbuf[:, :, n:]
+        self.length -= n
+        self._views()
+
+
+@dataclass
+class _Row:
+    key: Any  # the caller's handle, given back with the result
+    enc: EncodedPrompt
+    dec: SequenceDecoder
+    queue: list[int]  # tokens to feed before the next decision
+    pos: int  # position id of the next token
+
+
+@dataclass
+class _BatchState:
+    rows: list[_Row] = field(default_factory=list)
+    cache: Any = None
+    mask: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
 
 
 def outlines_vocabulary(tokenizer: Any):
@@ -138,92 +161,124 @@ class BatchRunner:
         keep = start if self.cascade else 0
         return [(layer.keys[:, :, keep:], layer.values[:, :, keep:]) for layer in out.past_key_values.layers], out.logits[0, -1].float()
 
-    def _merge(self, kvs: list[list[tuple[torch.Tensor, torch.Tensor]]], lengths: list[int]) -> tuple[Any, torch.Tensor]:
-        """Left-pad each ticket's KV (after the shared prefix) to a common length; pads are masked out."""
-        from transformers import DynamicCache
-
-        shared = len(self.renderer.prefix_ids) if (self._prefix_kv is not None and not self.cascade) else 0
-        width = max(lengths)
-        B = len(kvs)
-        mask = torch.zeros(B, width, dtype=torch.long, device=self.device)
-        for b, n in enumerate(lengths):
-            mask[b, :shared] = 1
-            mask[b, width - (n - shared) :] = 1
-        cache = DynamicCache(config=self.model.config)
-        layers = []
-        for layer_i in range(len(kvs[0])):
-            k0 = kvs[0][layer_i][0]
-            layer = PreallocatedLayer((B, k0.shape[1], width, k0.shape[3]), capacity=width + DECODE_HEADROOM, like=k0)
-            for b, (kv, n) in enumerate(zip(kvs, lengths)):
-                k, v = kv[layer_i]
-                layer.kbuf[b, :, :shared] = k[0, :, :shared]
-                layer.vbuf[b, :, :shared] = v[0, :, :shared]
-                layer.kbuf[b, :, width - (n - shared) : width] = k[0, :, shared:n]
-                layer.vbuf[b, :, width - (n - shared) : width] = v[0, :, shared:n]
-            layers.append(layer)
-        cache.layers = layers
-        return cache, mask
-
-    # -- a batch ------------------------------------------------------------------------------
+    # -- continuous batching --------------------------------------------------------------------
     def encode(self, ticket: TicketInput) -> EncodedPrompt:
         return self.renderer.render(ticket)
 
-    @torch.inference_mode()
     def run(self, tickets: Sequence[TicketInput]) -> list[EngineOutput | EngineError]:
+        """Classify a fixed list (eval, CLI, tests): the streaming loop over a list source."""
         results: list[EngineOutput | EngineError | None] = [None] * len(tickets)
-        live: list[int] = []
-        encs: dict[int, EncodedPrompt] = {}
-        decoders: dict[int, SequenceDecoder] = {}
-        for i, ticket in enumerate(tickets):
-            try:
-                encs[i] = self.encode(ticket)
-                decoders[i] = SequenceDecoder(self.plan, self.temperatures)
-                live.append(i)
-            except Exception as exc:  # one unencodable ticket must not sink the batch
-                log.exception("encoding failed")
-                results[i] = EngineError(f"could not encode ticket: {exc}")
-        if live:
-            self._decode(live, encs, decoders)
-            for i in live:
-                results[i] = self._finish(encs[i], decoders[i])
+        todo = list(enumerate(tickets))
+
+        def take(k: int) -> list[tuple[Any, TicketInput]]:
+            nonlocal todo
+            got, todo = todo[:k], todo[k:]
+            return got
+
+        def deliver(key: Any, result: EngineOutput | EngineError) -> None:
+            results[key] = result
+
+        self.run_stream(take, deliver)
         return results  # type: ignore[return-value]
 
-    def _decode(self, live: list[int], encs: dict[int, EncodedPrompt], decoders: dict[int, SequenceDecoder]) -> None:
-        kvs, lengths, queues = [], [], []
-        for i in live:
-            first = decoders[i].start()
-            kv, logits = self._prefill_one(encs[i], first)
-            kvs.append(kv)
-            lengths.append(kv[0][0].shape[2])
-            queues.append(decoders[i].step(logits))
-        offset = len(self.renderer.prefix_ids) if self.cascade else 0  # the rows' caches start after the prefix
-        positions = torch.tensor(lengths, dtype=torch.long) + offset
-        cache, mask = self._merge(kvs, lengths)
-        del kvs
-        rows = list(live)
+    @torch.inference_mode()
+    def run_stream(self, take: Callable[[int], list[tuple[Any, TicketInput]]], deliver: Callable[[Any, EngineOutput | EngineError], None], max_batch: int | None = None) -> None:
+        """Decode until `take` runs dry and every admitted ticket is delivered.
+
+        New tickets join the running batch between steps (when a quarter of the slots are free, so
+        admission prefill stalls stay rare), and each result is delivered as soon as it is complete:
+        no ticket waits for the slowest of its batch."""
+        max_batch = max_batch or self.settings.engine.max_batch_size
+        state = _BatchState()
         while True:
-            keep = [r for r, q in enumerate(queues) if q]
-            if not keep:
+            free = max_batch - len(state.rows)
+            if free and (not state.rows or free >= max(1, max_batch // 4)):
+                self._admit(state, take(free), deliver)
+            if not state.rows:
                 return
-            if len(keep) < len(rows):  # finished tickets leave the batch
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                mask, positions = mask[index], positions[index.cpu()]
-                rows = [rows[r] for r in keep]
-                queues = [queues[r] for r in keep]
-            # Every row feeds the same number of real tokens, so no compute goes to padding; a row
-            # with a longer forced run feeds the rest in the next steps (it needs no logits meanwhile).
-            width = min(len(q) for q in queues)
-            ids = torch.tensor([q[:width] for q in queues], dtype=torch.long)
-            pos = positions.unsqueeze(1) + torch.arange(width)
-            positions += width
-            mask = torch.cat([mask, torch.ones((len(rows), width), dtype=torch.long, device=self.device)], dim=1)
-            with cascade.shared_prefix(self._shared):
-                out = self.model(ids.to(self.device), attention_mask=mask, position_ids=pos.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
-            logits = out.logits[:, -1].float().cpu()
-            for r, i in enumerate(rows):
-                rest = queues[r][width:]
-                queues[r] = rest if rest else decoders[i].step(logits[r])
+            self._step(state, deliver)
+
+    def _admit(self, state: "_BatchState", items: list[tuple[Any, TicketInput]], deliver: Callable[[Any, Any], None]) -> None:
+        fresh: list[tuple[_Row, list[tuple[torch.Tensor, torch.Tensor]]]] = []
+        for key, ticket in items:
+            try:
+                enc = self.encode(ticket)
+            except Exception as exc:  # one unencodable ticket must not sink the batch
+                log.exception("encoding failed")
+                deliver(key, EngineError(f"could not encode ticket: {exc}"))
+                continue
+            dec = SequenceDecoder(self.plan, self.temperatures)
+            kv, logits = self._prefill_one(enc, dec.start())
+            start = len(enc.prefix_ids) if self.cascade else 0  # a row's cache starts after the shared prefix
+            row = _Row(key, enc, dec, dec.step(logits), start + kv[0][0].shape[2])
+            if not row.queue:
+                deliver(key, self._finish(enc, dec))
+            else:
+                fresh.append((row, kv))
+        if not fresh:
+            return
+        # Rows are left-padded to a common width; padding is masked out and positions are explicit.
+        old_w = state.mask.shape[1] if state.rows else 0
+        width = max([old_w] + [kv[0][0].shape[2] for _, kv in fresh])
+        b0, B = len(state.rows), len(state.rows) + len(fresh)
+        mask = torch.zeros(B, width, dtype=torch.long, device=self.device)
+        if b0:
+            mask[:b0, width - old_w :] = state.mask
+        layers = []
+        for li in range(len(fresh[0][1])):
+            k0 = fresh[0][1][li][0]
+            layer = PreallocatedLayer((B, k0.shape[1], width, k0.shape[3]), capacity=width + DECODE_HEADROOM, like=k0)
+            if b0:
+                old = state.cache.layers[li]
+                layer.kbuf[:b0, :, width - old_w : width] = old.keys
+                layer.vbuf[:b0, :, width - old_w : width] = old.values
+            for j, (_, kv) in enumerate(fresh):
+                k, v = kv[li]
+                n = k.shape[2]
+                layer.kbuf[b0 + j, :, width - n : width] = k[0]
+                layer.vbuf[b0 + j, :, width - n : width] = v[0]
+            layers.append(layer)
+        for j, (_, kv) in enumerate(fresh):
+            mask[b0 + j, width - kv[0][0].shape[2] :] = 1
+        from transformers import DynamicCache
+
+        state.cache = DynamicCache(config=self.model.config)
+        state.cache.layers = layers
+        state.mask = mask
+        state.rows += [row for row, _ in fresh]
+
+    def _step(self, state: "_BatchState", deliver: Callable[[Any, Any], None]) -> None:
+        rows = state.rows
+        # Every row feeds the same number of real tokens, so no compute goes to padding; a row
+        # with a longer forced run feeds the rest in the next steps (it needs no logits meanwhile).
+        width = min(len(r.queue) for r in rows)
+        ids = torch.tensor([r.queue[:width] for r in rows], dtype=torch.long)
+        pos = torch.tensor([[r.pos + i for i in range(width)] for r in rows], dtype=torch.long)
+        for r in rows:
+            r.pos += width
+        state.mask = torch.cat([state.mask, torch.ones((len(rows), width), dtype=torch.long, device=self.device)], dim=1)
+        with cascade.shared_prefix(self._shared):
+            out = self.model(ids.to(self.device), attention_mask=state.mask, position_ids=pos.to(self.device), past_key_values=state.cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1].float().cpu()
+        keep = []
+        for i, r in enumerate(rows):
+            rest = r.queue[width:]
+            r.queue = rest if rest else r.dec.step(logits[i])
+            if r.queue:
+                keep.append(i)
+            else:
+                deliver(r.key, self._finish(r.enc, r.dec))
+        if len(keep) < len(rows):  # finished tickets leave the batch
+            index = torch.tensor(keep, dtype=torch.long, device=self.device)
+            state.cache.batch_select_indices(index)
+            state.mask = state.mask[index]
+            state.rows = [rows[i] for i in keep]
+            if state.rows:  # columns that only the departed rows used
+                first = int(state.mask.any(dim=0).nonzero()[0])
+                if first:
+                    state.mask = state.mask[:, first:]
+                    for layer in state.cache.layers:
+                        layer.crop_left(first)
 
     def _finish(self, enc: EncodedPrompt, dec: SequenceDecoder) -> EngineOutput | EngineError:
         try:
@@ -263,7 +318,7 @@ class TransformersEngine(Engine):
                 return
             log.info("model loaded in %.1fs (%s)", time.perf_counter() - started, self.runner.dtype)
         e = self.settings.engine
-        self._batcher = DynamicBatcher(self.runner.run, max_batch=e.max_batch_size, wait_ms=e.batch_wait_ms, max_queue=e.max_queue)
+        self._batcher = ContinuousBatcher(self.runner.run_stream, max_batch=e.max_batch_size, wait_ms=e.batch_wait_ms, max_queue=e.max_queue)
         self._batcher.start()
 
     async def stop(self) -> None:

@@ -248,3 +248,61 @@ async def test_short_result_list_fails_the_callers_left_without_result():
         assert len(results) == 2 and all(isinstance(r, EngineError) for r in results)
     finally:
         await batcher.stop()
+
+
+async def test_continuous_batcher_admits_mid_stream_and_delivers_each_when_ready():
+    import time
+
+    from server.engines.batcher import ContinuousBatcher
+
+    finished_at: dict[str, float] = {}
+    loops = []
+
+    def run_stream(take, deliver):
+        loops.append(1)
+        active = []
+        while True:
+            active += take(4 - len(active))
+            if not active:
+                return
+            time.sleep(0.03)  # one decode step; the oldest ticket finishes
+            key, value = active.pop(0)
+            finished_at[value] = time.perf_counter()
+            deliver(key, f"done:{value}")
+
+    batcher = ContinuousBatcher(run_stream, max_batch=4, wait_ms=5, max_queue=16)
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit(["a", "b", "c"]))
+        await asyncio.sleep(0.04)  # the stream is running now
+        late = asyncio.create_task(batcher.submit(["d"]))
+        got_a_at = None
+        while got_a_at is None:
+            await asyncio.sleep(0.005)
+            if "a" in finished_at:
+                got_a_at = time.perf_counter()
+        assert await first == ["done:a", "done:b", "done:c"]
+        assert await late == ["done:d"]
+    finally:
+        await batcher.stop()
+    assert len(loops) == 1, "the late ticket joined the running stream instead of waiting for a new batch"
+    assert finished_at["a"] < finished_at["c"] < finished_at["d"]
+
+
+async def test_continuous_batcher_failure_reaches_waiting_callers():
+    from server.engines.batcher import ContinuousBatcher
+
+    def run_stream(take, deliver):
+        items = take(4)
+        deliver(*items[0])
+        raise RuntimeError("out of memory")
+
+    batcher = ContinuousBatcher(run_stream, max_batch=4, wait_ms=1, max_queue=16)
+    batcher.start()
+    try:
+        ok = asyncio.create_task(batcher.submit(["x"]))
+        assert await asyncio.wait_for(ok, 2) == ["x"]
+        with pytest.raises(RuntimeError, match="out of memory"):
+            await asyncio.wait_for(batcher.submit(["y", "z"]), 2)
+    finally:
+        await batcher.stop()

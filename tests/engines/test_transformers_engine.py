@@ -3,6 +3,7 @@ not change answers (beyond float noise), and every answer matches the schema."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import re
@@ -11,7 +12,7 @@ import pytest
 from outlines_core.json_schema import build_regex_from_schema
 
 from server.engines.base import EngineOutput
-from server.engines.transformers_engine import BatchRunner
+from server.engines.transformers_engine import BatchRunner, TransformersEngine
 from server.prompts import TicketInput
 from server.schema import output_json_schema
 from tests.conftest import ROOT, SEED_TICKET
@@ -72,6 +73,24 @@ def test_outputs_match_the_schema_regex(taxonomy, batched):
         assert json.loads(out.raw_text) == out.output
         assert out.prompt_tokens > 600 and out.completion_tokens > 10
         assert out.prompt_version == "classify/v1"
+
+
+async def test_engine_continuous_batching_matches_the_batch_run(fast_settings, taxonomy, runner, tickets, batched):
+    """Tickets that join a running decode loop get the answers they get in a fixed batch."""
+    engine = TransformersEngine(fast_settings, taxonomy, runner=runner)
+    await engine.start()
+    try:
+        first = asyncio.create_task(engine.classify(tickets[:2]))
+        await asyncio.sleep(1.0)  # the first two are decoding when the rest arrive
+        later = [asyncio.create_task(engine.classify([t])) for t in tickets[2:]]
+        outs = list(await first) + [(await task)[0] for task in later]
+    finally:
+        await engine.stop()
+    assert engine.stats()["items"] == len(tickets)
+    for a, b in zip(outs, batched):
+        assert labels(a) == labels(b)
+        for field, conf in a.confidence.items():
+            assert b.confidence[field] == pytest.approx(conf, abs=2e-3)
 
 
 def test_long_ticket_is_cut_and_flagged(runner):
