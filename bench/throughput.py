@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "data" / "tickets" / "golden.csv"))
     parser.add_argument("--config", default=None)
     parser.add_argument("--out", default=None, help="Also write the JSON here")
-    parser.add_argument("--static", action=argparse.BooleanOptionalAction, default=True, help="Also run c=32 with static batches")
+    parser.add_argument("--static", action=argparse.BooleanOptionalAction, default=False, help="Also run c=32 with static batches (the measurement before continuous batching)")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     line = json.dumps(result)

@@ -42,6 +42,9 @@ class EngineSettings(_Section):
     max_batch_size: int = Field(default=32, ge=1, le=512)
     batch_wait_ms: float = Field(default=5.0, ge=0, description="How long the first queued ticket waits for company.")
     max_queue: int = Field(default=1024, ge=1, description="Queued tickets beyond this get 429.")
+    admit_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="Continuous batching admits new tickets once this share of the batch slots is free (each admission stalls decoding for its prefill)."
+    )
     request_timeout_s: float = Field(default=300.0, gt=0, description="Past this a request returns a stored needs_review failure.")
     prefix_cache: bool = Field(default=True, description="Reuse the KV cache of the static prompt prefix.")
     max_string_tokens: int = Field(default=16, ge=1, description="Budget for short free-text fields (product, error_code).")

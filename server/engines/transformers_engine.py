@@ -117,6 +117,7 @@ class BatchRunner:
             max_reasoning_tokens=settings.engine.max_reasoning_tokens,
         )
         self.temperatures: dict[str, float] = {}
+        self.admit_fraction = settings.engine.admit_fraction
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.cascade = False
@@ -192,7 +193,7 @@ class BatchRunner:
         state = _BatchState()
         while True:
             free = max_batch - len(state.rows)
-            if free and (not state.rows or free >= max(1, max_batch // 4)):
+            if free and (not state.rows or free >= max(1, int(max_batch * self.admit_fraction))):
                 self._admit(state, take(free), deliver)
             if not state.rows:
                 return
