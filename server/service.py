@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from server.config import Settings
-from server.engines.base import Engine, EngineError, EngineOutput
+from server.engines.base import Engine, EngineError, EngineOutput, EngineOverloaded, EngineTimeout, EngineUnavailable
 from server.prompts import TicketInput
 from server.store import repository as repo
 from server.taxonomy import Taxonomy
@@ -139,7 +139,7 @@ class ClassificationService:
                 await asyncio.wait_for(self.engine.classify(tickets), timeout=self.settings.engine.request_timeout_s)
             )
         except asyncio.TimeoutError:
-            raw = [EngineError(f"deadline of {self.settings.engine.request_timeout_s:.0f}s exceeded")] * len(tickets)
+            raw = [EngineTimeout(f"deadline of {self.settings.engine.request_timeout_s:g}s exceeded")] * len(tickets)
         except EngineError as exc:  # overloaded / unavailable: stored as failures, then surfaced as 429/503
             raw = [exc] * len(tickets)
         except Exception as exc:  # an engine bug must still end as a stored failure
@@ -167,12 +167,10 @@ class ClassificationService:
 
 
 def _status_for(exc: BaseException) -> int:
-    from server.engines.base import EngineOverloaded, EngineUnavailable
-
     if isinstance(exc, EngineOverloaded):
         return 429
     if isinstance(exc, EngineUnavailable):
         return 503
-    if "deadline" in str(exc):
+    if isinstance(exc, EngineTimeout):
         return 504
     return 502

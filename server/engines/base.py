@@ -22,6 +22,10 @@ class EngineOverloaded(EngineError):
         self.retry_after_s = retry_after_s
 
 
+class EngineTimeout(EngineError):
+    """The request's deadline passed before the engine answered: stored as failed, 504."""
+
+
 class EngineUnavailable(EngineError):
     """Model not loaded or engine stopped: the API answers 503."""
 
