@@ -83,19 +83,10 @@ class ClassificationOut(BaseModel):
     request_id: str
 
 
-class ItemError(BaseModel):
-    status: int
-    message: str
-
-
-class BatchItemOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    ticket_id: str | None = None
-    error: ItemError | None = None
-
-
 class BatchOut(BaseModel):
-    results: list[dict[str, Any]]
+    results: list[dict[str, Any]] = Field(
+        description='In request order: a classification (as /v1/classify) or {"ticket_id", "error": {"status", "message"}}.'
+    )
 
 
 class FeedbackIn(BaseModel):
