@@ -256,7 +256,7 @@ class SequenceDecoder:
             tok = int(torch.argmax(logits.masked_fill(~unpack_bitmask(self._bitmask, logits.shape[-1]), -torch.inf)))
         guide.advance(tok, False)
         self.text_tokens.append(tok)
-        if guide.is_finished() or _only_eos(guide, self.plan.eos_token_id):
+        if guide.is_finished():
             self.text_parts.append(self.plan.tokenizer.decode(self.text_tokens))
             self.guide = None
             self.seg_i += 1
@@ -289,9 +289,3 @@ def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Outlines' packed int32 token bitmask -> bool per token. (Outlines' own kernel is
     torch.compile'd, which costs a C++ toolchain and a compile at first use on CPU.)"""
     return ((bitmask.reshape(-1, 1) >> _SHIFTS) & 1).bool().reshape(-1)[:vocab_size]
-
-
-def _only_eos(guide: Guide, eos: int) -> bool:
-    tokens = guide.get_tokens()
-    return len(tokens) == 1 and tokens[0] == eos
-

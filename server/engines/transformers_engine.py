@@ -118,7 +118,6 @@ class BatchRunner:
         )
         self.temperatures: dict[str, float] = {}
         self.admit_fraction = settings.engine.admit_fraction
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.cascade = False
         if settings.engine.prefix_cache and self.renderer.prefix_ids:
@@ -186,8 +185,8 @@ class BatchRunner:
     def run_stream(self, take: Callable[[int], list[tuple[Any, TicketInput]]], deliver: Callable[[Any, EngineOutput | EngineError], None], max_batch: int | None = None) -> None:
         """Decode until `take` runs dry and every admitted ticket is delivered.
 
-        New tickets join the running batch between steps (when a quarter of the slots are free, so
-        admission prefill stalls stay rare), and each result is delivered as soon as it is complete:
+        New tickets join the running batch between steps (once `admit_fraction` of the slots are
+        free, so admission prefill stalls stay rare), and each result is delivered as soon as it is complete:
         no ticket waits for the slowest of its batch."""
         max_batch = max_batch or self.settings.engine.max_batch_size
         state = _BatchState()
@@ -241,9 +240,7 @@ class BatchRunner:
             layers.append(layer)
         for j, (_, kv) in enumerate(fresh):
             mask[b0 + j, width - kv[0][0].shape[2] :] = 1
-        from transformers import DynamicCache
-
-        state.cache = DynamicCache(config=self.model.config)
+        state.cache = self._new_cache(None)
         state.cache.layers = layers
         state.mask = mask
         state.rows += [row for row, _ in fresh]
