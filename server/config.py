@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,13 @@ class ModelSettings(_Section):
         default=str(DEFAULT_BASE_MODEL_DIR),
         description="HF model id or local folder of the base model (converted safetensors).",
     )
-    adapter: str | None = Field(default=None, description="Folder of a LoRA adapter, or none.")
+    adapter: str | None = Field(
+        default="registry",
+        description="LoRA adapter: 'registry' = the active entry of the model registry (none if nothing is promoted), "
+        "a registered name, a folder, or none/'none' for the bare base model.",
+    )
+    registry: Path = Field(default=PROJECT_ROOT / "models" / "registry.json", description="The model registry index (promote/rollback).")
+    watch_registry_s: float = Field(default=2.0, ge=0, description="How often a server in registry mode checks for a promotion (0 = never; hot swap).")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",
         description="auto = bf16 only where the CPU has native bf16 (AMX/AVX512-BF16); emulated bf16 is slower than fp32.",
@@ -54,7 +60,7 @@ class EngineSettings(_Section):
 class PromptSettings(_Section):
     dir: Path = PROJECT_ROOT / "prompts"
     version: str = "v1"
-    review_version: str = "v1"
+    review_version: str = Field(default="auto", description="Re-review prompt; auto = the classify prompt's version (review/v2 pairs with classify/v2).")
     max_body_tokens: int = Field(default=768, ge=32, description="Body beyond this keeps its head and tail.")
     max_history_tokens: int = Field(default=256, ge=0, description="Budget for previous interactions, newest first.")
 
@@ -67,10 +73,103 @@ class ApiSettings(_Section):
     max_history_items: int = Field(default=50, ge=0)
 
 
+class RouteRule(_Section):
+    """One row of the engine rule table: the first rule whose conditions all hold picks the engine.
+
+    A rule without conditions matches every ticket (the catch-all, normally the last row).
+    """
+
+    engine: str = Field(default="default", description="'default' (the engine of the [model] settings) or a name under routing.engines.")
+    max_chars: int | None = Field(default=None, ge=0, description="Ticket text (subject + body + history) at most this many characters.")
+    min_chars: int | None = Field(default=None, ge=0, description="Ticket text at least this many characters.")
+    languages: list[Literal["en", "de", "es", "fr", "pt", "unknown"]] | None = Field(
+        default=None, description="The detected language is one of these ('unknown': none could be told)."
+    )
+
+
+class EngineProfile(_Section):
+    """A further local engine for the rule table: the [model]/[engine] settings with these overrides."""
+
+    base: str | None = Field(default=None, description="Base model (HF id or folder); none = model.base.")
+    adapter: str | None = Field(default=None, description="A registered adapter name or folder; none = the bare base model.")
+    kind: Literal["transformers", "outlines"] | None = Field(default=None, description="none = engine.kind.")
+    cost_per_cpu_second: float | None = Field(default=None, ge=0, description="This engine's price of one second (USD); none = routing.cost_per_cpu_second.")
+
+
 class RoutingSettings(_Section):
     confidence_threshold: float = Field(
-        default=0.5, ge=0.0, description="A label field under this gets needs_review; above 1 flags every ticket."
+        default=0.5, ge=0.0, description="A label field under this takes the low-confidence path; above 1 sends every ticket down it."
     )
+    field_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Per-field overrides of confidence_threshold, e.g. {priority: 0.4}."
+    )
+    review: bool = Field(default=True, description="Re-run a low-confidence ticket through the review prompt on the local model first.")
+    cost_per_cpu_second: float = Field(default=0.0, ge=0, description="Cost of one second of local engine time (USD), stored per result.")
+    rules: list[RouteRule] = Field(
+        default_factory=lambda: [RouteRule()],
+        description="Which local engine answers a ticket: the first matching rule; none matching = 'default'. "
+        "E.g. [{max_chars: 600, languages: [en], engine: small}, {engine: default}].",
+    )
+    engines: dict[str, EngineProfile] = Field(default_factory=dict, description="Named further engines the rules can pick, e.g. {small: {adapter: ...}}.")
+    backup: str | None = Field(
+        default=None, description="Engine ('default' or a name under engines) asked when the chosen one is unavailable or overloaded."
+    )
+    hosted_concurrency: int = Field(default=8, ge=1, description="Hosted fallback calls in flight at once (per process).")
+
+    @model_validator(mode="after")
+    def _known_engines(self) -> RoutingSettings:
+        if "default" in self.engines:
+            raise ValueError("routing.engines: 'default' is the engine of the [model] settings; give this one another name")
+        known = {"default", *self.engines}
+        for i, rule in enumerate(self.rules):
+            if rule.engine not in known:
+                raise ValueError(f"routing.rules[{i}].engine {rule.engine!r} is not 'default' nor a name under routing.engines")
+        if self.backup is not None and self.backup not in known:
+            raise ValueError(f"routing.backup {self.backup!r} is not 'default' nor a name under routing.engines")
+        return self
+
+
+class FallbackSettings(_Section):
+    """The hosted model asked about tickets the local model stays unsure of. Off by default."""
+
+    enabled: bool = False
+    provider: Literal["openai", "anthropic"] = "openai"
+    base_url: str | None = Field(default=None, description="OpenAI-compatible or Anthropic endpoint; none = the provider's default.")
+    model: str = "gpt-4o-mini"
+    api_key: SecretStr | None = Field(default=None, description="The key itself (TRIAGE_FALLBACK__API_KEY).")
+    api_key_env: str | None = Field(default=None, description="Or the name of an environment variable holding the key.")
+    timeout_s: float = Field(default=20.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, description="Retries (with backoff) on 429/5xx/timeouts; one hosted attempt per ticket.")
+    price_input_per_1k: float = Field(default=0.0, ge=0, description="USD per 1K input tokens.")
+    price_output_per_1k: float = Field(default=0.0, ge=0, description="USD per 1K output tokens.")
+    breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit breaker.")
+    breaker_reset_s: float = Field(default=30.0, gt=0, description="How long the breaker stays open before one trial call.")
+
+
+class RedactionSettings(_Section):
+    """PII removal applied to everything sent to a hosted model."""
+
+    spacy_model: str | None = Field(default=None, description="Installed spaCy model for PERSON/LOCATION NER (e.g. en_core_web_sm); none = patterns only.")
+    patterns: dict[str, str] = Field(
+        default_factory=lambda: {
+            "ACCOUNT_NUMBER": r"(?i)\b(?:account|acct|konto|cuenta|compte|conta)(?:\s*(?:no\.?|number|nr\.?|nummer|n[uú]mero|#))?\s*[:#]?\s*([A-Z0-9][A-Z0-9-]{5,})\b",
+            "ORDER_ID": r"(?i)\b(?:order|bestellung|pedido|commande|encomenda)(?:\s*(?:no\.?|number|nr\.?|nummer|n[uú]mero|id|#))?\s*[:#]?\s*([A-Z0-9][A-Z0-9-]{4,})\b",
+        },
+        description="Extra recognisers: entity type -> regex (group 1, if any, is the value).",
+    )
+
+
+class CacheSettings(_Section):
+    enabled: bool = True
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "triage"
+    ttl_s: float = Field(default=86_400.0, gt=0)
+    max_entries: int = Field(default=100_000, ge=1, description="In-process backend only (LRU beyond it).")
+    near_duplicates: bool = True
+    near_threshold: float = Field(default=0.9, gt=0, le=1, description="Estimated Jaccard similarity of word shingles for a near-duplicate hit.")
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    shingle_size: int = Field(default=3, ge=1, le=10)
 
 
 class Settings(BaseSettings):
@@ -84,6 +183,9 @@ class Settings(BaseSettings):
     prompt: PromptSettings = PromptSettings()
     api: ApiSettings = ApiSettings()
     routing: RoutingSettings = RoutingSettings()
+    fallback: FallbackSettings = FallbackSettings()
+    redaction: RedactionSettings = RedactionSettings()
+    cache: CacheSettings = CacheSettings()
 
     @field_validator("database_url")
     @classmethod
