@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import jinja2
 import yaml
 
-from server.schema import FieldOrder, example_output, output_layout
+from server.schema import FIELD_ORDERS, FieldOrder, example_output, output_layout
 from server.taxonomy import Taxonomy
 
 TRUNCATION_MARK = " [...] "
@@ -71,8 +71,8 @@ def load_prompt(prompts_dir: Path, kind: str, version: str) -> PromptVersion:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
     template = env.from_string(path.read_text(encoding="utf-8"))
     order = meta.get("field_order", "labels_first")
-    if order not in ("labels_first", "reasoning_first"):
-        raise ValueError(f"{meta_path}: field_order must be labels_first or reasoning_first")
+    if order not in FIELD_ORDERS:
+        raise ValueError(f"{meta_path}: field_order must be one of {', '.join(FIELD_ORDERS)}")
     return PromptVersion(kind=kind, version=version, template=template, system=meta.get("system"), field_order=order)
 
 

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from server.taxonomy import FieldSpec, Taxonomy
 
-FieldOrder = Literal["labels_first", "reasoning_first"]
+FieldOrder = Literal["labels_first", "reasoning_first", "labels_then_text"]
+FIELD_ORDERS: tuple[str, ...] = ("labels_first", "reasoning_first", "labels_then_text")
 REASONING = FieldSpec(name="reasoning", description="One short English sentence justifying the labels.")
 
 
@@ -36,7 +37,12 @@ class Slot:
 def output_layout(taxonomy: Taxonomy, field_order: FieldOrder = "labels_first") -> list[Slot]:
     """The fields in the order the model writes them."""
     slots = [Slot((f.name,), f, nullable=False) for f in taxonomy.labels]
-    slots += [Slot(("extracted_info", f.name), f, nullable=not f.is_label) for f in taxonomy.extracted_info]
+    nested = list(taxonomy.extracted_info)
+    if field_order == "labels_then_text":
+        # Every label (sentiment too) is decided before any free text: a labels-only pass (calibration,
+        # quick evals) can stop at the first text field and still get exactly the full run's labels.
+        nested.sort(key=lambda f: not f.is_label)
+    slots += [Slot(("extracted_info", f.name), f, nullable=not f.is_label) for f in nested]
     if taxonomy.reasoning:
         reasoning = Slot(("reasoning",), REASONING, nullable=False)
         slots = [reasoning, *slots] if field_order == "reasoning_first" else [*slots, reasoning]

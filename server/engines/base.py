@@ -30,6 +30,15 @@ class EngineUnavailable(EngineError):
     """Model not loaded or engine stopped: the API answers 503."""
 
 
+@dataclass(frozen=True)
+class ReviewInput:
+    """A second look at a ticket whose first answer was unsure: rendered with the review prompt."""
+
+    ticket: TicketInput
+    previous: dict[str, Any]  # the first answer
+    uncertain: tuple[str, ...]  # the label fields under their thresholds
+
+
 @dataclass
 class EngineOutput:
     output: dict[str, Any]  # the schema-conformant JSON object
@@ -62,8 +71,13 @@ class Engine(abc.ABC):
     async def stop(self) -> None: ...
 
     @abc.abstractmethod
-    async def classify(self, tickets: Sequence[TicketInput]) -> list[EngineOutput | EngineError]:
-        """One outcome per ticket, in order; a failing ticket yields an EngineError, not an exception."""
+    async def classify(self, tickets: Sequence[TicketInput | ReviewInput]) -> list[EngineOutput | EngineError]:
+        """One outcome per ticket, in order; a failing ticket yields an EngineError, not an exception.
+        A ReviewInput is answered with the review prompt (only where `supports_review`)."""
+
+    @property
+    def supports_review(self) -> bool:
+        return False
 
     @property
     @abc.abstractmethod

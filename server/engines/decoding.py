@@ -89,7 +89,8 @@ def _scaffold(layout: Sequence[Slot]) -> list[str | Slot]:
 class DecodingPlan:
     """Compiled once per (taxonomy, field order, tokenizer): the segments and their token ids."""
 
-    def __init__(self, layout: Sequence[Slot], tokenizer: Any, vocabulary: Vocabulary, *, max_string_tokens: int, max_reasoning_tokens: int):
+    def __init__(self, layout: Sequence[Slot], tokenizer: Any, vocabulary: Vocabulary | None, *, max_string_tokens: int, max_reasoning_tokens: int):
+        """`vocabulary=None` builds a plan for target encoding only (fine-tuning): no regex index, cannot decode text."""
         self.layout = list(layout)
         self.tokenizer = tokenizer
         self.eos_token_id = tokenizer.eos_token_id
@@ -110,8 +111,11 @@ class DecodingPlan:
                 segments.append(Choice(part, self._trie(part.spec.labels), end_ids[0]))
             else:
                 budget = max_reasoning_tokens if part.name == "reasoning" else max_string_tokens
-                segments.append(Text(part, self._index(text_value_regex(part), vocabulary), budget))
+                index = self._index(text_value_regex(part), vocabulary) if vocabulary is not None else None
+                segments.append(Text(part, index, budget))  # type: ignore[arg-type]
         self.segments = segments
+        # Past this segment nothing is a label: a labels-only pass stops there.
+        self.last_choice = max((i for i, seg in enumerate(segments) if isinstance(seg, Choice)), default=-1)
         self.quote_ids = self.encode('"')
 
     def encode(self, text: str) -> list[int]:
@@ -133,10 +137,13 @@ class DecodingPlan:
             node.label = label
         return root
 
-    def answer_token_ids(self, answer: dict[str, Any]) -> list[int]:
-        """Token ids of a gold answer exactly as the decoder would write it (for training targets)."""
+    def answer_token_ids(self, answer: dict[str, Any], *, labels_only: bool = False) -> list[int]:
+        """Token ids of a gold answer exactly as the decoder would write it (for training targets).
+        `labels_only` stops after the last label, as a labels-only decoding pass does."""
         ids: list[int] = []
-        for seg in self.segments:
+        for i, seg in enumerate(self.segments):
+            if labels_only and i > self.last_choice:
+                break
             if isinstance(seg, Literal):
                 ids += seg.ids
                 continue
@@ -163,9 +170,14 @@ class SequenceDecoder:
     """Decoding state of one ticket. `step(logits)` consumes the logits of the last fed position and
     returns the tokens to feed next (the chosen token plus any forced continuation), or [] when done."""
 
-    def __init__(self, plan: DecodingPlan, temperatures: dict[str, float] | None = None):
+    def __init__(self, plan: DecodingPlan, temperatures: dict[str, float] | None = None, *, labels_only: bool = False, record: bool = False):
+        """`labels_only`: stop once every label is decided (same labels and confidences as a full run when
+        labels precede text). `record`: keep each label decision's raw option scores (for calibration)."""
         self.plan = plan
         self.temperatures = temperatures or {}
+        self.labels_only = labels_only
+        self.labels: dict[tuple[str, ...], str] = {}
+        self.trace: dict[str, list[tuple[torch.Tensor, int]]] | None = {} if record else None
         self.seg_i = 0
         self.node: TrieNode | None = None
         self.guide: Guide | None = None
@@ -193,6 +205,9 @@ class SequenceDecoder:
     def _advance_forced(self, fed: list[int]) -> list[int]:
         """Walk forward through everything the schema forces; stop at the next real decision."""
         while self.seg_i < len(self.plan.segments):
+            if self.labels_only and self.seg_i > self.plan.last_choice:
+                self.seg_i = len(self.plan.segments)
+                break
             seg = self.plan.segments[self.seg_i]
             if isinstance(seg, Literal):
                 fed += seg.ids
@@ -224,6 +239,7 @@ class SequenceDecoder:
     def _finish_choice(self, seg: Choice) -> None:
         assert self.node is not None and self.node.label is not None
         self.text_parts.append(self.node.label)
+        self.labels[seg.slot.path] = self.node.label
         self.confidence[seg.slot.name] = self._label_prob
         self.node = None
         self.seg_i += 1
@@ -233,9 +249,11 @@ class SequenceDecoder:
         options = list(self.node.children)
         if self.node.label is not None:
             options.append(seg.end_token)
-        scores = logits[options].float() / self.temperatures.get(seg.slot.name, 1.0)
-        probs = torch.softmax(scores, dim=-1)
+        raw = logits[options].float()
+        probs = torch.softmax(raw / self.temperatures.get(seg.slot.name, 1.0), dim=-1)
         k = int(torch.argmax(probs))
+        if self.trace is not None:
+            self.trace.setdefault(seg.slot.name, []).append((raw.clone(), k))
         self._label_prob *= float(probs[k])
         if self.node.label is not None and k == len(options) - 1:
             self._finish_choice(seg)
@@ -279,6 +297,12 @@ class SequenceDecoder:
         return "".join(self.text_parts)
 
     def result(self) -> dict[str, Any]:
+        if self.labels_only:
+            out: dict[str, Any] = {}
+            for path, label in self.labels.items():
+                target = out.setdefault(path[0], {}) if len(path) == 2 else out
+                target[path[-1]] = label
+            return out
         return json.loads(self.text)
 
 

@@ -39,8 +39,9 @@ def resolve_dtype(setting: str) -> torch.dtype:
     return torch.float32
 
 
-def load_model(settings: ModelSettings, *, dtype: torch.dtype | None = None) -> tuple[Any, Any, torch.dtype]:
-    """Return (model, tokenizer, dtype); an adapter is merged so inference runs at base-model speed."""
+def load_model(settings: ModelSettings, *, adapter_path: str | Path | None = None, dtype: torch.dtype | None = None) -> tuple[Any, Any, torch.dtype]:
+    """Return (model, tokenizer, dtype); an adapter (resolved by the caller, see server.registry) is
+    merged so inference runs at base-model speed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = settings.base
@@ -51,12 +52,14 @@ def load_model(settings: ModelSettings, *, dtype: torch.dtype | None = None) -> 
         torch.set_num_threads(settings.threads)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    if settings.adapter:
+    if adapter_path:
         if importlib.util.find_spec("peft") is None:
             raise RuntimeError("a LoRA adapter is configured but peft is not installed")
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, settings.adapter).merge_and_unload()
+        model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+        # peft may leave fp32 LoRA products in a bf16 model or vice versa; one dtype keeps one kernel path.
+        model = model.to(dtype)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -9,22 +9,24 @@ together. Each decode step feeds every ticket whatever the schema forces after i
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from transformers.cache_utils import DynamicLayer
 
 from server.config import Settings
 from server.engines import cascade
-from server.engines.base import Engine, EngineError, EngineOutput, EngineUnavailable, ModelInfo
+from server.engines.base import Engine, EngineError, EngineOutput, EngineUnavailable, ModelInfo, ReviewInput
 from server.engines.batcher import ContinuousBatcher, DynamicBatcher
 from server.engines.decoding import DecodingPlan, SequenceDecoder
 from server.engines.loading import load_model
-from server.prompts import EncodedPrompt, PromptRenderer, TicketInput, load_prompt
+from server.prompts import EncodedPrompt, PromptRenderer, PromptVersion, TicketInput, load_prompt
 from server.schema import output_layout
+from server.registry import AdapterEntry, resolve_adapter
 from server.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -96,19 +98,49 @@ def outlines_vocabulary(tokenizer: Any):
     return OutlinesCoreBackend.create_outlines_core_vocabulary(tokenizer.get_vocab(), tokenizer.eos_token_id, tokenizer.eos_token, tt.convert_token_to_string)
 
 
+def prompt_version_for(settings: Settings, manifest: dict[str, Any]) -> str:
+    """An adapter is trained on one prompt version and must be served with it: its manifest decides,
+    and an explicitly configured different version is refused rather than silently mis-serving."""
+    configured = f"classify/{settings.prompt.version}"
+    trained = manifest.get("prompt_version")
+    if not trained:
+        return configured
+    if "version" in settings.prompt.model_fields_set and trained != configured:
+        raise ValueError(f"adapter {manifest.get('name')!r} was trained with prompt {trained} but {configured} is configured")
+    return trained
+
+
 class BatchRunner:
     """Synchronous core: model + prompt renderer + decoding plan. Used by the engine and the benchmark."""
 
-    def __init__(self, settings: Settings, taxonomy: Taxonomy, *, model: Any = None, tokenizer: Any = None, dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        taxonomy: Taxonomy,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        dtype: torch.dtype | None = None,
+        adapter: AdapterEntry | None | Literal["resolve"] = "resolve",
+    ):
+        """`adapter`: the LoRA adapter to merge ("resolve" = as the settings say: registry, name or folder).
+        With a `model` given, `adapter` only names what that model already is (its manifest still
+        supplies prompt version and calibration)."""
         self.settings = settings
         self.taxonomy = taxonomy
+        if adapter == "resolve":
+            adapter = resolve_adapter(settings.model) if model is None else None
+        self.adapter = adapter
         if model is None:
-            model, tokenizer, dtype = load_model(settings.model)
+            model, tokenizer, dtype = load_model(settings.model, adapter_path=self.adapter.path if self.adapter else None)
         self.model, self.tokenizer = model, tokenizer
         self.dtype = dtype or next(model.parameters()).dtype
         self.device = next(model.parameters()).device
-        prompt = load_prompt(settings.prompt.dir, "classify", settings.prompt.version)
+        manifest = self.adapter.manifest if self.adapter else {}
+        self.prompt_version = prompt_version_for(settings, manifest)
+        prompt = load_prompt(settings.prompt.dir, "classify", self.prompt_version.removeprefix("classify/"))
         self.renderer = PromptRenderer(prompt, taxonomy, tokenizer, max_body_tokens=settings.prompt.max_body_tokens, max_history_tokens=settings.prompt.max_history_tokens)
+        self.review_renderer = self._review_renderer(prompt)
         self.plan = DecodingPlan(
             output_layout(taxonomy, prompt.field_order),
             tokenizer,
@@ -116,7 +148,10 @@ class BatchRunner:
             max_string_tokens=settings.engine.max_string_tokens,
             max_reasoning_tokens=settings.engine.max_reasoning_tokens,
         )
-        self.temperatures: dict[str, float] = {}
+        # Temperature scaling fitted after training (finetune.calibrate): confidences mean what they say.
+        self.temperatures: dict[str, float] = dict((manifest.get("calibration") or {}).get("temperatures") or {})
+        self.labels_only = False  # stop after the labels (calibration, quick evals): same labels, no free text
+        self.record = False  # keep label-decision scores on EngineOutput.extra["trace"]
         self.admit_fraction = settings.engine.admit_fraction
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.cascade = False
@@ -161,9 +196,41 @@ class BatchRunner:
         keep = start if self.cascade else 0
         return [(layer.keys[:, :, keep:], layer.values[:, :, keep:]) for layer in out.past_key_values.layers], out.logits[0, -1].float()
 
+    def _review_renderer(self, classify: PromptVersion) -> PromptRenderer | None:
+        """The review prompt, if it can run in the same batches: it must share the classify prompt's
+        static prefix (the cached KV and the shared-prefix attention assume one prefix per batch)."""
+        p = self.settings.prompt
+        version = classify.version if p.review_version == "auto" else p.review_version
+        try:
+            review = load_prompt(p.dir, "review", version)
+        except FileNotFoundError:
+            return None
+        if review.field_order != classify.field_order or review.system != classify.system:
+            log.warning("review/%s does not match classify/%s (system message or field order): local re-review disabled", version, classify.version)
+            return None
+        renderer = PromptRenderer(review, self.taxonomy, self.tokenizer, max_body_tokens=p.max_body_tokens, max_history_tokens=p.max_history_tokens)
+        probe = renderer.render(TicketInput("s", "b"), low_confidence_fields="x", previous_result="{}")
+        if self.renderer.prefix_text and not probe.text.startswith(self.renderer.prefix_text):
+            log.warning("review/%s does not start with classify/%s's prefix: local re-review disabled", version, classify.version)
+            return None
+        return renderer
+
     # -- continuous batching --------------------------------------------------------------------
-    def encode(self, ticket: TicketInput) -> EncodedPrompt:
-        return self.renderer.render(ticket)
+    def encode(self, item: TicketInput | ReviewInput) -> EncodedPrompt:
+        if not isinstance(item, ReviewInput):
+            return self.renderer.render(item)
+        if self.review_renderer is None:
+            raise EngineError("this model has no review prompt that shares its classify prompt")
+        enc = self.review_renderer.render(
+            item.ticket,
+            low_confidence_fields=", ".join(item.uncertain),
+            previous_result=json.dumps(item.previous, ensure_ascii=False),
+        )
+        prefix = self.renderer.prefix_text
+        if not prefix:
+            return enc
+        suffix = self.tokenizer.encode(enc.text[len(prefix) :], add_special_tokens=False)
+        return EncodedPrompt(list(self.renderer.prefix_ids), suffix, enc.truncated, enc.prompt_version, enc.text)
 
     def run(self, tickets: Sequence[TicketInput]) -> list[EngineOutput | EngineError]:
         """Classify a fixed list (eval, CLI, tests): the streaming loop over a list source."""
@@ -207,7 +274,7 @@ class BatchRunner:
                 log.exception("encoding failed")
                 deliver(key, EngineError(f"could not encode ticket: {exc}"))
                 continue
-            dec = SequenceDecoder(self.plan, self.temperatures)
+            dec = SequenceDecoder(self.plan, self.temperatures, labels_only=self.labels_only, record=self.record)
             kv, logits = self._prefill_one(enc, dec.start())
             start = len(enc.prefix_ids) if self.cascade else 0  # a row's cache starts after the shared prefix
             row = _Row(key, enc, dec, dec.step(logits), start + kv[0][0].shape[2])
@@ -284,7 +351,9 @@ class BatchRunner:
         except ValueError as exc:  # cannot happen by construction; stored as a failure if it ever does
             return EngineError(f"invalid JSON from decoder: {exc}: {dec.text[:200]}")
         confidence = {f.name: dec.confidence.get(f.name) for f in self.taxonomy.label_fields}
+        extra = {"trace": dec.trace} if dec.trace is not None else {}
         return EngineOutput(
+            extra=extra,
             output=output,
             confidence=confidence,
             raw_text=dec.text,
@@ -296,6 +365,10 @@ class BatchRunner:
 
 
 class TransformersEngine(Engine):
+    """The batched engine behind the API. In registry mode it hot-swaps the adapter on promotion:
+    the new model loads beside the old one, the decode loop stops admitting, in-flight tickets finish
+    on the old model, and the next loop runs on the new one. A failed load leaves the old one serving."""
+
     name = "transformers"
 
     def __init__(self, settings: Settings, taxonomy: Taxonomy, runner: BatchRunner | None = None):
@@ -303,7 +376,11 @@ class TransformersEngine(Engine):
         self.taxonomy = taxonomy
         self.runner = runner
         self.load_error: str | None = None
+        self.swap_error: str | None = None
+        self.swaps = 0
+        self._next: BatchRunner | None = None
         self._batcher: DynamicBatcher | None = None
+        self._watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
         if self.runner is None:
@@ -314,16 +391,82 @@ class TransformersEngine(Engine):
                 self.load_error = f"{type(exc).__name__}: {exc}"
                 log.exception("model failed to load")
                 return
-            log.info("model loaded in %.1fs (%s)", time.perf_counter() - started, self.runner.dtype)
+            log.info("model loaded in %.1fs (%s, adapter %s)", time.perf_counter() - started, self.runner.dtype, self.adapter_name)
         e = self.settings.engine
-        self._batcher = ContinuousBatcher(self.runner.run_stream, max_batch=e.max_batch_size, wait_ms=e.batch_wait_ms, max_queue=e.max_queue)
+        self._batcher = ContinuousBatcher(self._run_stream, max_batch=e.max_batch_size, wait_ms=e.batch_wait_ms, max_queue=e.max_queue)
         self._batcher.start()
+        if self.settings.model.adapter == "registry" and self.settings.model.watch_registry_s > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
 
     async def stop(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
         if self._batcher:
             await self._batcher.stop()
 
-    async def classify(self, tickets: Sequence[TicketInput]) -> list[EngineOutput | EngineError]:
+    # -- hot swap -------------------------------------------------------------------------------
+    def _run_stream(self, take: Callable[[int], list], deliver: Callable[[Any, Any], None]) -> None:
+        if self._next is not None:  # between decode loops: nothing is in flight
+            self.runner, self._next = self._next, None
+            self.swaps += 1
+            log.info("now serving adapter %s", self.adapter_name)
+        runner = self.runner
+        assert runner is not None
+        first = True
+
+        def gated_take(k: int) -> list:
+            nonlocal first
+            # The loop's first take must run (it holds the ticket that woke the loop); afterwards a
+            # pending swap stops admission so the loop drains and returns.
+            if self._next is not None and not first:
+                return []
+            first = False
+            return take(k)
+
+        runner.run_stream(gated_take, deliver)
+
+    async def swap_to(self, adapter: AdapterEntry | None) -> None:
+        """Load `adapter` beside the serving model and switch to it between decode loops."""
+        try:
+            new = await asyncio.to_thread(BatchRunner, self.settings, self.taxonomy, adapter=adapter)
+        except Exception as exc:
+            self.swap_error = f"{type(exc).__name__}: {exc}"
+            log.exception("hot swap to %s failed; still serving %s", adapter.name if adapter else "base", self.adapter_name)
+            return
+        self.swap_error = None
+        self._next = new
+        if self._batcher is not None and self._batcher.depth == 0 and self.runner is not None:
+            # Idle: no loop will come round to pick it up, so take it now.
+            self.runner, self._next = new, None
+            self.swaps += 1
+
+    async def _watch_registry(self) -> None:
+        from server.registry import Registry
+
+        registry = Registry(self.settings.model.registry)
+        seen = registry.version()
+        while True:
+            await asyncio.sleep(self.settings.model.watch_registry_s)
+            try:
+                now = registry.version()
+                if now == seen:
+                    continue
+                seen = now
+                entry = resolve_adapter(self.settings.model)
+                if (entry.name if entry else None) != self.adapter_name:
+                    log.info("registry changed: loading adapter %s", entry.name if entry else "none (base)")
+                    await self.swap_to(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bad registry edit must not kill the server; the old model keeps serving
+                log.exception("registry check failed")
+
+    # -- Engine -------------------------------------------------------------------------------
+    @property
+    def supports_review(self) -> bool:
+        return self.runner is not None and self.runner.review_renderer is not None
+
+    async def classify(self, tickets: Sequence[TicketInput | ReviewInput]) -> list[EngineOutput | EngineError]:
         if self._batcher is None or not self.ready:
             raise EngineUnavailable(self.load_error or "model not loaded")
         return await self._batcher.submit(list(tickets))
@@ -333,17 +476,25 @@ class TransformersEngine(Engine):
         return self.runner is not None and self._batcher is not None and self._batcher.running
 
     @property
+    def adapter_name(self) -> str | None:
+        return self.runner.adapter.name if self.runner and self.runner.adapter else None
+
+    @property
     def info(self) -> ModelInfo:
         return ModelInfo(
             base=self.settings.model.base,
-            adapter=self.settings.model.adapter,
+            adapter=self.adapter_name,
             dtype=str(self.runner.dtype).removeprefix("torch.") if self.runner else "unloaded",
             engine=self.name,
         )
 
     @property
     def prompt_version(self) -> str:
-        return f"classify/{self.settings.prompt.version}"
+        return self.runner.prompt_version if self.runner else f"classify/{self.settings.prompt.version}"
 
     def stats(self) -> dict[str, Any]:
-        return self._batcher.stats() if self._batcher else {}
+        stats = dict(self._batcher.stats()) if self._batcher else {}
+        stats["adapter_swaps"] = self.swaps
+        if self.swap_error:
+            stats["swap_error"] = self.swap_error
+        return stats

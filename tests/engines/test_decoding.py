@@ -41,7 +41,7 @@ def drive(dec: SequenceDecoder, logits_fn, vocab_size: int, max_steps: int = 500
         assert steps < max_steps, "decoder did not terminate"
 
 
-@pytest.mark.parametrize("order", ["labels_first", "reasoning_first"])
+@pytest.mark.parametrize("order", ["labels_first", "reasoning_first", "labels_then_text"])
 def test_random_logits_always_yield_schema_valid_json(order, tokenizer, vocabulary):
     """Whatever the model prefers, the output matches the regex Outlines compiles from the same schema."""
     taxonomy = load_taxonomy("tickets")
@@ -178,3 +178,37 @@ def test_text_budget_closes_strings(tokenizer, vocabulary):
     obj = json.loads(dec.text)
     assert obj["reasoning"].startswith("word")
     assert len(tokenizer.encode(obj["reasoning"], add_special_tokens=False)) <= 3
+
+
+def test_labels_only_pass_gives_the_full_runs_labels_and_confidences(tokenizer, vocabulary):
+    """With every label before any text, stopping after the labels changes nothing about them."""
+    taxonomy = load_taxonomy("tickets")
+    plan = make_plan(taxonomy, tokenizer, vocabulary, "labels_then_text")
+    V = len(tokenizer)
+    for seed in range(6):
+        full, quick = SequenceDecoder(plan), SequenceDecoder(plan, labels_only=True, record=True)
+        for dec in (full, quick):
+            gen = torch.Generator().manual_seed(seed)
+            drive(dec, lambda *_: torch.randn(V, generator=gen) * 5, V)
+        result, labels = json.loads(full.text), quick.result()
+        assert labels == {"category": result["category"], "priority": result["priority"], "extracted_info": {"sentiment": result["extracted_info"]["sentiment"]}}
+        assert quick.confidence == pytest.approx(full.confidence)
+        assert len(quick.out_ids) < len(full.out_ids)
+        # the recorded scores reproduce the confidence at T=1 (what calibration refits)
+        for name, steps in quick.trace.items():
+            p = math.prod(float(torch.softmax(s, -1)[k]) for s, k in steps)
+            assert p == pytest.approx(quick.confidence[name], rel=1e-5)
+
+
+def test_temperature_changes_confidence_not_the_label(tokenizer, vocabulary):
+    taxonomy = load_taxonomy("tickets")
+    plan = make_plan(taxonomy, tokenizer, vocabulary, "labels_then_text")
+    V = len(tokenizer)
+    outs = []
+    for temps in ({}, {"category": 3.0, "priority": 3.0, "sentiment": 3.0}):
+        gen = torch.Generator().manual_seed(7)
+        dec = SequenceDecoder(plan, temps, labels_only=True)
+        drive(dec, lambda *_: torch.randn(V, generator=gen) * 5, V)
+        outs.append(dec)
+    assert outs[0].result() == outs[1].result()
+    assert all(outs[1].confidence[k] <= outs[0].confidence[k] + 1e-9 for k in outs[0].confidence)
