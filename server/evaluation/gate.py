@@ -1,0 +1,255 @@
+"""The regression gate: may a candidate model replace the baseline?
+
+Both sides are `run_eval` summaries (`n`, `invalid_json`, `<field>_accuracy`, `<field>_macro_f1`,
+`<field>_ece`, `per_label: {field: {label: {precision, recall, f1, support}}}`, `data_sha256`).
+Every rule is one named `Check`; the verdict is "yes" only when all of them pass. A rule that
+cannot be evaluated (a metric missing on either side) fails: a gate must not wave through what it
+could not look at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Float slack so that a drop of exactly the tolerance (0.9 - 0.88 = 0.0200000001...) passes.
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class GateRules:
+    # Candidate overall accuracy of `field` must be >= baseline - this (0 = not lower at all).
+    min_category_accuracy_delta: float = 0.0
+    # No label's recall (its per-label accuracy) may drop by more than this (0.02 = 2 points).
+    max_per_label_drop: float = 0.02
+    # Absolute: at most this many tickets without a valid JSON answer.
+    max_invalid_json: int = 0
+    # ECE of `field` may grow by at most this.
+    max_ece_increase: float = 0.02
+    # The label field the rules look at; taxonomies other than `tickets` name it differently.
+    field: str = "category"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class GateVerdict:
+    proceed: bool
+    checks: list[Check] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"Proceed with deployment: {'yes' if self.proceed else 'no'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": "yes" if self.proceed else "no",
+            "proceed": self.proceed,
+            "checks": [dataclasses.asdict(c) for c in self.checks],
+        }
+
+
+# -- rules ------------------------------------------------------------------------------------
+
+
+def load_rules(path_or_dict: str | Path | dict[str, Any] | None) -> GateRules:
+    """Rules from a YAML file or a dict; unknown keys and wrongly typed values raise ValueError."""
+    if path_or_dict is None:
+        return GateRules()
+    if isinstance(path_or_dict, dict):
+        raw: Any = path_or_dict
+        where = "gate rules"
+    else:
+        p = Path(path_or_dict)
+        if not p.is_file():
+            raise ValueError(f"gate rules file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{p}: not valid YAML: {exc}") from exc
+        where = str(p)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: must be a mapping of rule names to values")
+    known = {f.name: f for f in dataclasses.fields(GateRules)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return GateRules(**{k: _coerce_rule(where, k, v, known[k].type) for k, v in raw.items()})
+
+
+def _coerce_rule(where: str, key: str, value: Any, type_name: Any) -> Any:
+    # Annotations are strings under `from __future__ import annotations`.
+    kind = str(type_name)
+    if kind == "str":
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{where}: {key} must be a non-empty string, got {value!r}")
+        return value.strip()
+    # bool is an int subclass; `max_invalid_json: true` is a typo, not 1.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: {key} must be a number, got {value!r}")
+    if kind == "int":
+        if float(value) != int(value):
+            raise ValueError(f"{where}: {key} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+# -- the gate ---------------------------------------------------------------------------------
+
+
+def evaluate_gate(candidate: dict[str, Any], baseline: dict[str, Any] | None, rules: GateRules = GateRules()) -> GateVerdict:
+    """All checks of `rules`; without a baseline only the absolute ones (invalid JSON)."""
+    checks = [_check_invalid_json(candidate, rules)]
+    if baseline is not None:
+        checks += [
+            _check_same_data(candidate, baseline),
+            _check_accuracy(candidate, baseline, rules),
+            _check_per_label(candidate, baseline, rules),
+            _check_ece(candidate, baseline, rules),
+        ]
+    return GateVerdict(proceed=all(c.passed for c in checks), checks=checks)
+
+
+def _num(summary: dict[str, Any], key: str) -> float | None:
+    value = summary.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _check_invalid_json(candidate: dict[str, Any], rules: GateRules) -> Check:
+    invalid = _num(candidate, "invalid_json")
+    if invalid is None:
+        return Check("invalid JSON", False, "candidate report has no invalid_json count")
+    n = candidate.get("n", "?")
+    return Check("invalid JSON", invalid <= rules.max_invalid_json, f"{int(invalid)} of {n} (max {rules.max_invalid_json})")
+
+
+def _check_same_data(candidate: dict[str, Any], baseline: dict[str, Any]) -> Check:
+    """Deltas between runs on different data mean nothing; `--limit` runs share the file hash, so n counts too."""
+    c_sha, b_sha = candidate.get("data_sha256"), baseline.get("data_sha256")
+    if c_sha and b_sha and c_sha != b_sha:
+        return Check("same data", False, f"data_sha256 differs: candidate {str(c_sha)[:12]}, baseline {str(b_sha)[:12]}")
+    c_n, b_n = candidate.get("n"), baseline.get("n")
+    if c_n is not None and b_n is not None and c_n != b_n:
+        return Check("same data", False, f"row counts differ: candidate {c_n}, baseline {b_n}")
+    how = f"data_sha256 {str(c_sha)[:12]}" if c_sha and b_sha else "data_sha256 not on both reports; row counts equal"
+    return Check("same data", True, f"{how}, n={c_n}")
+
+
+def _check_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
+    name = f"{rules.field} accuracy"
+    key = f"{rules.field}_accuracy"
+    cand, base = _num(candidate, key), _num(baseline, key)
+    if cand is None or base is None:
+        return Check(name, False, f"{key} missing ({'candidate' if cand is None else 'baseline'}); set the gate's `field` for this taxonomy")
+    delta = cand - base
+    passed = delta >= -rules.min_category_accuracy_delta - _EPS
+    return Check(name, passed, f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed >= {-rules.min_category_accuracy_delta:+.3f})")
+
+
+def per_label(summary: dict[str, Any], field_name: str) -> dict[str, dict[str, Any]] | None:
+    """The per-label metrics of one field, from a summary (`per_label`) or a report.json (`fields`)."""
+    found = (summary.get("per_label") or {}).get(field_name)
+    if found is None:
+        found = ((summary.get("fields") or {}).get(field_name) or {}).get("per_label")
+    return found if isinstance(found, dict) else None
+
+
+def _check_per_label(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
+    name = f"{rules.field} per-label recall"
+    cand, base = per_label(candidate, rules.field), per_label(baseline, rules.field)
+    if cand is None or base is None:
+        return Check(name, False, f"no per-label metrics for {rules.field} ({'candidate' if cand is None else 'baseline'})")
+    drops: list[tuple[str, float, float]] = []
+    compared = 0
+    for label in sorted(set(cand) & set(base)):
+        c, b = cand[label], base[label]
+        # A label absent from the data (support 0) has a meaningless recall of 0.
+        if not c.get("support") or not b.get("support"):
+            continue
+        compared += 1
+        drops.append((label, float(c.get("recall") or 0.0), float(b.get("recall") or 0.0)))
+    failing = [(lab, c, b) for lab, c, b in drops if b - c > rules.max_per_label_drop + _EPS]
+    if compared == 0:
+        return Check(name, False, "no label with support on both reports")
+    if failing:
+        worst = ", ".join(f"{lab} {c:.3f} vs {b:.3f} ({c - b:+.3f})" for lab, c, b in sorted(failing, key=lambda t: t[1] - t[2]))
+        return Check(name, False, f"dropped more than {rules.max_per_label_drop:.3f}: {worst}")
+    lab, c, b = min(drops, key=lambda t: t[1] - t[2])
+    return Check(name, True, f"{compared} labels compared; largest change {lab} {c - b:+.3f} (allowed drop {rules.max_per_label_drop:.3f})")
+
+
+def _check_ece(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
+    name = f"{rules.field} ECE"
+    key = f"{rules.field}_ece"
+    cand, base = _num(candidate, key), _num(baseline, key)
+    if cand is None and base is None:
+        return Check(name, True, "no confidences on either report")
+    if cand is None or base is None:
+        return Check(name, False, f"{key} missing ({'candidate' if cand is None else 'baseline'})")
+    delta = cand - base
+    return Check(name, delta <= rules.max_ece_increase + _EPS, f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed <= {rules.max_ece_increase:+.3f})")
+
+
+# -- comparison -------------------------------------------------------------------------------
+
+_FIELD_METRICS = ("accuracy", "macro_f1", "ece")
+_LABEL_METRICS = ("precision", "recall", "f1")
+
+
+def _delta(c: float | None, b: float | None) -> float | None:
+    return c - b if c is not None and b is not None else None
+
+
+def compare_table(candidate: dict[str, Any], baseline: dict[str, Any] | None, field: str = "category") -> list[dict[str, Any]]:
+    """Rows `{field, label, metric, candidate, baseline, delta}`: accuracy, macro-F1 and ECE of every
+    label field, then precision/recall/F1 per label of `field` (label None on field rows)."""
+    base = baseline or {}
+    keys = [k for k in candidate if k.endswith("_accuracy")] + [k for k in base if k.endswith("_accuracy") and k not in candidate]
+    rows: list[dict[str, Any]] = []
+    for fname in (k.removesuffix("_accuracy") for k in keys):
+        for metric in _FIELD_METRICS:
+            c, b = _num(candidate, f"{fname}_{metric}"), _num(base, f"{fname}_{metric}")
+            if c is None and b is None:
+                continue  # the field is not in this data set
+            rows.append({"field": fname, "label": None, "metric": metric, "candidate": c, "baseline": b, "delta": _delta(c, b)})
+    cand_labels, base_labels = per_label(candidate, field) or {}, per_label(base, field) or {}
+    for label in list(cand_labels) + [lab for lab in base_labels if lab not in cand_labels]:
+        cm, bm = cand_labels.get(label) or {}, base_labels.get(label) or {}
+        for metric in _LABEL_METRICS:
+            c, b = _num(cm, metric), _num(bm, metric)
+            rows.append({
+                "field": field, "label": label, "metric": metric, "candidate": c, "baseline": b, "delta": _delta(c, b),
+                "support": cm.get("support", bm.get("support")),
+            })
+    return rows
+
+
+def comparison_markdown(rows: list[dict[str, Any]], verdict: GateVerdict | None = None) -> str:
+    """The comparison (and the checks) as Markdown for the report folder."""
+
+    def fmt(v: Any, signed: bool = False) -> str:
+        if v is None:
+            return "—"
+        return f"{v:+.3f}" if signed else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["# Candidate vs baseline", "", "| field | label | metric | candidate | baseline | delta |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"| {r['field']} | {r['label'] or ''} | {r['metric']} | {fmt(r['candidate'])} | {fmt(r['baseline'])} | {fmt(r['delta'], True)} |"
+        for r in rows
+    ]
+    if verdict is not None:
+        lines += ["", "## Gate", "", "| check | passed | detail |", "|---|---|---|"]
+        lines += [f"| {c.name} | {'yes' if c.passed else 'no'} | {c.detail} |" for c in verdict.checks]
+        lines += ["", f"**{verdict.line()}**"]
+    return "\n".join(lines) + "\n"

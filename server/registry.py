@@ -1,0 +1,316 @@
+"""The model registry: LoRA adapters under models/adapters/<name>/ and an index naming the active one.
+
+The index (`settings.model.registry`, default models/registry.json) is
+`{"active": name | null, "history": [{action, name, previous, at, forced, reason, user}, ...]}`.
+A server in registry mode serves the active entry and polls `Registry.version()` to hot-swap on a
+promotion, so every write replaces the file atomically (temp file + os.replace: a reader never sees
+half a file) under an exclusive flock on a sidecar `.lock` file (two CLI calls cannot interleave
+their read-modify-write).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from server.config import PROJECT_ROOT
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MANIFEST = "manifest.json"
+REQUIRED_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST)
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done; the message is meant for the operator."""
+
+
+@dataclass
+class AdapterEntry:
+    name: str
+    path: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_model_path(self) -> Path | None:
+        """The base model the adapter was trained on (relative manifest paths are project-relative)."""
+        raw = (self.manifest.get("base_model") or {}).get("path")
+        return resolve_project_path(raw) if raw else None
+
+
+def resolve_project_path(raw: str | Path) -> Path:
+    """Manifests are committed to git, so their relative paths mean the project root, not the cwd."""
+    p = Path(raw).expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write next to the target, fsync, then os.replace: readers see the old or the new file, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{path}: not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RegistryError(f"{path}: must be a JSON object")
+    return data
+
+
+class Registry:
+    def __init__(self, index_path: Path, adapters_dir: Path | None = None):
+        self.index_path = Path(index_path)
+        self.adapters_dir = Path(adapters_dir) if adapters_dir is not None else self.index_path.parent / "adapters"
+        self.lock_path = self.index_path.with_name(self.index_path.name + ".lock")
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _read_index(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"active": None, "history": []}
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"{self.index_path}: not readable JSON ({exc})") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("history", []), list):
+            raise RegistryError(f"{self.index_path}: expected {{'active': ..., 'history': [...]}}")
+        data.setdefault("active", None)
+        data.setdefault("history", [])
+        return data
+
+    @property
+    def active(self) -> str | None:
+        return self._read_index().get("active")
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._read_index()["history"])
+
+    def list(self) -> list[AdapterEntry]:
+        """Every folder with a manifest.json; an unreadable manifest is listed with `{"_error": ...}`
+        rather than hiding the folder (the operator should see it is broken)."""
+        if not self.adapters_dir.is_dir():
+            return []
+        entries = []
+        for folder in sorted(p for p in self.adapters_dir.iterdir() if p.is_dir() and (p / MANIFEST).is_file()):
+            try:
+                manifest = read_manifest(folder)
+            except RegistryError as exc:
+                manifest = {"_error": str(exc)}
+            entries.append(AdapterEntry(folder.name, folder, manifest))
+        return entries
+
+    def _folder(self, name: str) -> Path:
+        # Names are folder names, never paths: `promote ../../etc` must not escape adapters/.
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise RegistryError(f"invalid adapter name {name!r}")
+        return self.adapters_dir / name
+
+    def get(self, name: str) -> AdapterEntry:
+        folder = self._folder(name)
+        if not folder.is_dir():
+            known = ", ".join(e.name for e in self.list()) or "none"
+            raise RegistryError(f"adapter {name!r} not found in {self.adapters_dir} (registered: {known})")
+        return AdapterEntry(name, folder, read_manifest(folder))
+
+    def validate(self, name: str) -> AdapterEntry:
+        """The adapter can be loaded and is the one the manifest describes; RegistryError says what is wrong."""
+        entry = self.get(name)
+        for filename in REQUIRED_FILES:
+            if not (entry.path / filename).is_file():
+                raise RegistryError(f"adapter {name!r}: {filename} missing in {entry.path}")
+        _check_adapter_config(entry.path / ADAPTER_CONFIG, name)
+        _check_safetensors(entry.path / ADAPTER_WEIGHTS, name)
+        _check_checksums(entry, name)
+        return entry
+
+    def version(self) -> str:
+        """Change token for hot-swap polling: one stat, no parsing. os.replace gives a new inode and the
+        history only grows, so two writes within the filesystem's timestamp granularity still differ."""
+        try:
+            st = self.index_path.stat()
+        except FileNotFoundError:
+            return "missing"
+        return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+
+    # -- writing ----------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive across processes. Not re-entrant: never nest (a second flock in-process would block)."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def promote(self, name: str, *, force: bool = False, reason: str | None = None, user: str | None = None) -> AdapterEntry:
+        """Make `name` active. It must validate; its gate verdict must be "yes" unless forced with a reason."""
+        reason = reason.strip() if reason and reason.strip() else None
+        with self._locked():
+            entry = self.validate(name)
+            verdict = (entry.manifest.get("gate") or {}).get("verdict")
+            overridden = verdict != "yes"
+            if overridden:
+                shown = verdict if verdict else "missing (never gated)"
+                if not force:
+                    raise RegistryError(f"adapter {name!r}: gate verdict is {shown}; promote with --force --reason TEXT to override")
+                if reason is None:
+                    raise RegistryError(f"adapter {name!r}: gate verdict is {shown}; --force needs a non-empty --reason")
+            index = self._read_index()
+            previous = index.get("active")
+            if previous == name:
+                return entry  # already active: no history entry, so rollback still means "before this one"
+            index["history"].append(_event("promote", name, previous, forced=overridden, reason=reason, user=user))
+            index["active"] = name
+            write_json_atomic(self.index_path, index)
+        return entry
+
+    def rollback(self, *, user: str | None = None) -> str | None:
+        """Re-activate what was active before the latest promotion still in effect.
+
+        History is replayed as a stack (promote pushes, rollback pops), so repeated rollbacks walk
+        back through earlier promotions instead of bouncing between the last two.
+        """
+        with self._locked():
+            index = self._read_index()
+            stack = _effective_promotions(index["history"])
+            if not stack:
+                raise RegistryError("nothing to roll back: no promotion in the registry history")
+            target = stack[-1].get("previous")
+            if target is None:
+                raise RegistryError(
+                    f"nothing to roll back to: {stack[-1].get('name')!r} was promoted when no adapter was active "
+                    "(set model.adapter to none for the bare base model, or promote another adapter)"
+                )
+            self.validate(target)  # never hot-swap a server onto a deleted or damaged adapter
+            index["history"].append(_event("rollback", target, index.get("active"), forced=False, reason=None, user=user))
+            index["active"] = target
+            write_json_atomic(self.index_path, index)
+        return target
+
+    def update_manifest(self, folder: Path, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read-modify-write a manifest under the registry lock (the eval CLI records evals and the gate).
+
+        Also used for adapter folders outside adapters/: the lock is only a mutex."""
+        with self._locked():
+            manifest = read_manifest(Path(folder))
+            update(manifest)
+            write_json_atomic(Path(folder) / MANIFEST, manifest)
+        return manifest
+
+
+def _event(action: str, name: str, previous: str | None, *, forced: bool, reason: str | None, user: str | None) -> dict[str, Any]:
+    return {"action": action, "name": name, "previous": previous, "at": utc_now(), "forced": forced, "reason": reason, "user": user}
+
+
+def _effective_promotions(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    stack: list[dict[str, Any]] = []
+    for event in history:
+        if event.get("action") == "promote":
+            stack.append(event)
+        elif event.get("action") == "rollback" and stack:
+            stack.pop()
+    return stack
+
+
+def _check_adapter_config(path: Path, name: str) -> None:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"adapter {name!r}: {path.name} is not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise RegistryError(f"adapter {name!r}: {path.name} must be a JSON object")
+
+
+def _check_safetensors(path: Path, name: str) -> None:
+    """Parse the header only (numpy framework: no torch, no tensor data read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            keys = list(fh.keys())
+    except Exception as exc:  # SafetensorError, OSError: both mean "cannot be loaded"
+        raise RegistryError(f"adapter {name!r}: {path.name} is not a readable safetensors file ({exc})") from exc
+    if not keys:
+        raise RegistryError(f"adapter {name!r}: {path.name} holds no tensors")
+
+
+def _check_checksums(entry: AdapterEntry, name: str) -> None:
+    expected = entry.manifest.get("adapter_files")
+    if not isinstance(expected, dict) or not expected:
+        raise RegistryError(f"adapter {name!r}: manifest has no adapter_files checksums")
+    missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if f not in expected]
+    if missing:
+        raise RegistryError(f"adapter {name!r}: manifest adapter_files lacks {', '.join(missing)}")
+    for filename, sha in expected.items():
+        path = entry.path / filename
+        if Path(filename).name != filename or not path.is_file():
+            raise RegistryError(f"adapter {name!r}: {filename} listed in the manifest is missing")
+        actual = sha256_file(path)
+        if actual != str(sha).lower():
+            raise RegistryError(f"adapter {name!r}: sha256 of {filename} is {actual[:12]}…, manifest says {str(sha)[:12]}…")
+
+
+def resolve_adapter(model_settings: Any) -> AdapterEntry | None:
+    """What `model.adapter` means: "registry" -> the active entry (None when there is no index or nothing
+    is active); None/"none" -> None (bare base); a registered name -> that entry; a folder -> an entry
+    named after it (manifest {} when it has none)."""
+    spec = model_settings.adapter
+    if spec is None or not str(spec).strip() or str(spec).strip().lower() == "none":
+        return None
+    spec = str(spec).strip()
+    registry = Registry(model_settings.registry)
+    if spec == "registry":
+        active = registry.active
+        return registry.get(active) if active else None
+    if "/" not in spec and "\\" not in spec and (registry.adapters_dir / spec).is_dir():
+        return registry.get(spec)
+    for folder in _candidate_folders(spec):
+        if folder.is_dir():
+            folder = folder.resolve()
+            manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else {}
+            return AdapterEntry(folder.name, folder, manifest)
+    raise RegistryError(f"adapter {spec!r} is neither a registered name in {registry.adapters_dir} nor a folder")
+
+
+def _candidate_folders(spec: str) -> list[Path]:
+    p = Path(spec).expanduser()
+    return [p] if p.is_absolute() else [p, PROJECT_ROOT / p]
