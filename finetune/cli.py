@@ -1,0 +1,88 @@
+"""`triage finetune` and `triage calibrate`, added to the server's CLI through the
+`triage.commands` entry point (server never imports this package)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def finetune(
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Fine-tuning YAML (finetune/configs/*.yaml)."),
+        name: Optional[str] = typer.Option(None, help="Adapter name: written to models/adapters/<name>/."),
+        data: Optional[list[str]] = typer.Option(None, "--data", help="Training CSV/JSONL file(s); replaces the config's list."),
+        base: Optional[str] = typer.Option(None, help="Base model folder (default: the server's)."),
+        epochs: Optional[float] = typer.Option(None),
+        lr: Optional[float] = typer.Option(None),
+        rank: Optional[int] = typer.Option(None, "--rank", help="LoRA rank r."),
+        alpha: Optional[int] = typer.Option(None, help="LoRA alpha."),
+        target_modules: Optional[str] = typer.Option(None, help="Comma-separated module names, e.g. q_proj,v_proj."),
+        batch_size: Optional[int] = typer.Option(None),
+        max_length: Optional[int] = typer.Option(None),
+        max_steps: Optional[int] = typer.Option(None),
+        max_rows: Optional[int] = typer.Option(None, help="Use only this many rows (smoke runs)."),
+        seed: Optional[int] = typer.Option(None),
+        target: Optional[str] = typer.Option(None, help="full (the whole JSON answer) or labels."),
+        feedback: Optional[bool] = typer.Option(None, "--feedback/--no-feedback", help="Add reviewer corrections from the database."),
+        calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate"),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config key: --set train.warmup_ratio=0.1"),
+        server_config: Optional[Path] = typer.Option(None, "--server-config", help="Server settings YAML (database, prompt budgets)."),
+    ) -> None:
+        """Train a LoRA adapter on labelled files + reviewer feedback; writes adapter + manifest."""
+        from server.config import load_settings
+
+        from finetune.config import load_config
+        from finetune.data import DataError
+        from finetune.train import main
+
+        overrides = {
+            "name": name,
+            "data.files": data or None,
+            "base": base,
+            "train.epochs": epochs,
+            "train.lr": lr,
+            "lora.r": rank,
+            "lora.alpha": alpha,
+            "lora.target_modules": [m.strip() for m in target_modules.split(",")] if target_modules else None,
+            "train.batch_size": batch_size,
+            "train.max_length": max_length,
+            "train.max_steps": max_steps,
+            "data.max_rows": max_rows,
+            "train.seed": seed,
+            "data.target": target,
+            "data.feedback": feedback,
+            "calibrate": calibrate,
+        }
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+            overrides[key.strip()] = value
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            cfg = load_config(config, overrides)
+            out = main(cfg, load_settings(server_config))
+        except (DataError, ValueError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"adapter written: {out}")
+
+    @app.command()
+    def calibrate(
+        adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json and heldout.jsonl)."),
+        server_config: Optional[Path] = typer.Option(None, "--server-config"),
+    ) -> None:
+        """(Re)fit the per-field temperatures of an adapter on its held-out split."""
+        import json
+
+        from server.config import load_settings
+
+        from finetune.calibrate import calibrate as run
+
+        result = run(adapter, load_settings(server_config))
+        typer.echo(json.dumps(result, indent=2))

@@ -1,0 +1,238 @@
+"""Training examples from labelled files (CSV/JSONL) and from reviewer feedback in the database.
+
+Every problem with a file is reported with its file, row and column before any training starts.
+Feedback wins over a file's labels for the same ticket id: a reviewer's correction is the newest truth.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from server.prompts import TicketInput
+from server.taxonomy import Taxonomy
+
+MAX_REPORTED = 20
+
+
+class DataError(ValueError):
+    """Bad training data; the message lists the problems as `file: row N, column C: what`."""
+
+
+@dataclass
+class Example:
+    uid: str
+    ticket: TicketInput
+    answer: dict[str, Any]  # the target JSON in the taxonomy's output shape
+    source: str  # file name or "feedback"
+    language: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
+    """(columns, (row number, row)) for CSV (row 1 = header) or JSONL (row = line)."""
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        parsed: list[tuple[int, dict[str, Any]]] = []
+        columns: set[str] = set()
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: row {n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: row {n}: expected a JSON object")
+            columns |= set(obj)
+            parsed.append((n, obj))
+        return sorted(columns), iter(parsed)
+    fh = open(path, newline="", encoding="utf-8")
+    reader = csv.DictReader(fh)
+    columns = list(reader.fieldnames or [])
+
+    def gen() -> Iterator[tuple[int, dict[str, Any]]]:
+        with fh:
+            for n, row in enumerate(reader, start=2):
+                yield n, row
+
+    return columns, gen()
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def read_examples(
+    path: str | Path,
+    taxonomy: Taxonomy,
+    *,
+    text_column: str | None = None,
+    label_sources: list[str] | None = None,
+    need_reasoning: bool = True,
+) -> tuple[list[Example], dict[str, Any]]:
+    """Validated examples of one file, and its provenance record (hash, rows read/used/skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    columns, rows = _rows(path)
+    body_col = text_column or ("body" if "body" in columns else "text" if "text" in columns else None)
+    problems: list[str] = []
+    if body_col is None or body_col not in columns:
+        problems.append(f"{path}: missing column {text_column or 'body'!r} (the ticket text); has {columns}")
+    for spec in taxonomy.label_fields:
+        if spec.name not in columns:
+            problems.append(f"{path}: missing column {spec.name!r} required by taxonomy {taxonomy.key}")
+    reasoning = taxonomy.reasoning and need_reasoning
+    if reasoning and "reasoning" not in columns:
+        problems.append(f"{path}: missing column 'reasoning' (the full-answer target needs it; or use target: labels)")
+    if problems:
+        raise DataError("\n".join(problems))
+    filter_col = "label_source" if label_sources and "label_source" in columns else None
+    examples: list[Example] = []
+    read = skipped = 0
+    for n, row in rows:
+        read += 1
+        if filter_col and _text(row.get(filter_col)) not in label_sources:  # type: ignore[operator]
+            skipped += 1
+            continue
+        where = f"{path}: row {n}"
+        subject, body = _text(row.get("subject")), _text(row.get(body_col))
+        if not subject and not body:
+            problems.append(f"{where}, column {body_col!r}: empty ticket (no subject and no body)")
+            continue
+        answer: dict[str, Any] = {}
+        for spec in taxonomy.label_fields:
+            value = _text(row.get(spec.name))
+            if not value:
+                problems.append(f"{where}, column {spec.name!r}: empty label")
+            elif value not in spec.values:
+                problems.append(f"{where}, column {spec.name!r}: {value!r} is not a label of {taxonomy.key} ({', '.join(spec.labels[:8])}{', ...' if len(spec.labels) > 8 else ''})")
+            target = answer.setdefault("extracted_info", {}) if spec.in_extracted_info else answer
+            target[spec.name] = value
+        for spec in taxonomy.extracted_info:
+            if not spec.is_label:
+                answer.setdefault("extracted_info", {})[spec.name] = _text(row.get(spec.name)) or None
+        if reasoning:
+            answer["reasoning"] = _text(row.get("reasoning"))
+            if not answer["reasoning"]:
+                problems.append(f"{where}, column 'reasoning': empty (the full-answer target needs it)")
+        if len(problems) >= MAX_REPORTED:
+            break
+        uid = _text(row.get("ticket_id")) or f"{path.name}:{n}"
+        examples.append(Example(uid, TicketInput(subject, body), answer, path.name, _text(row.get("language")) or None))
+    if problems:
+        more = " (first problems only)" if len(problems) >= MAX_REPORTED else ""
+        raise DataError(f"{len(problems)} problem(s) in {path}{more}:\n" + "\n".join(problems))
+    if not examples:
+        raise DataError(f"{path}: no usable rows (read {read}, skipped {skipped} by label_source filter {label_sources})")
+    record = {"path": str(path), "sha256": sha256_file(path), "rows_read": read, "rows_used": len(examples), "rows_skipped": skipped, "label_sources": label_sources, "text_column": body_col}
+    return examples, record
+
+
+def feedback_examples(database_url: str, taxonomy: Taxonomy, *, need_reasoning: bool = True) -> tuple[list[Example], dict[str, Any]]:
+    """Reviewed predictions: the stored answer with the reviewer's corrections applied on top.
+
+    Fields the reviewer did not correct are taken as confirmed. The latest feedback per ticket wins.
+    The snapshot (highest feedback id, row count, content hash) goes into the adapter's manifest so
+    a run can be traced to the exact database state it saw."""
+    from sqlalchemy import select
+
+    from server.store.db import make_engine, make_sessionmaker, migrate
+    from server.store.models import Classification, Feedback
+
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        sessions = make_sessionmaker(engine)
+        with sessions() as session:
+            rows = session.execute(select(Feedback, Classification).join(Classification, Feedback.classification_id == Classification.id).order_by(Feedback.id)).all()
+            latest: dict[str, tuple[Any, Any]] = {}
+            skipped = 0
+            for fb, cls in rows:
+                if cls.taxonomy and cls.taxonomy != taxonomy.key:
+                    skipped += 1
+                    continue
+                latest[fb.ticket_id] = (fb, cls)
+            examples: list[Example] = []
+            digest = hashlib.sha256()
+            invalid = 0
+            for ticket_id, (fb, cls) in latest.items():
+                answer = _corrected(cls.prediction or {}, fb.corrections or {})
+                if not _complete(answer, taxonomy, need_reasoning):
+                    invalid += 1
+                    continue
+                digest.update(json.dumps([fb.id, ticket_id, answer], sort_keys=True, ensure_ascii=False).encode())
+                ticket = TicketInput(cls.subject or "", cls.body or "", tuple(cls.previous_interactions or ()))
+                examples.append(Example(ticket_id, ticket, answer, "feedback", None, {"feedback_id": fb.id, "reviewer": fb.reviewer}))
+            snapshot = {
+                "database": engine.url.render_as_string(hide_password=True),
+                "max_feedback_id": max((fb.id for fb, _ in rows), default=None),
+                "feedback_rows": len(rows),
+                "rows_used": len(examples),
+                "rows_skipped_other_taxonomy": skipped,
+                "rows_skipped_incomplete": invalid,
+                "sha256": digest.hexdigest(),
+            }
+            return examples, snapshot
+    finally:
+        engine.dispose()
+
+
+def _corrected(prediction: dict[str, Any], corrections: dict[str, Any]) -> dict[str, Any]:
+    answer = json.loads(json.dumps(prediction))
+    for key, value in corrections.items():
+        if key == "extracted_info" and isinstance(value, dict):
+            answer.setdefault("extracted_info", {}).update(value)
+        else:
+            answer[key] = value
+    return answer
+
+
+def _complete(answer: dict[str, Any], taxonomy: Taxonomy, need_reasoning: bool) -> bool:
+    for spec in taxonomy.label_fields:
+        src = answer.get("extracted_info") or {} if spec.in_extracted_info else answer
+        if src.get(spec.name) not in spec.values:
+            return False
+    return not (taxonomy.reasoning and need_reasoning and not answer.get("reasoning"))
+
+
+def merge(file_examples: list[Example], feedback: list[Example]) -> list[Example]:
+    """Feedback replaces a file example with the same ticket id; other feedback is added."""
+    by_id = {ex.uid: ex for ex in feedback}
+    merged = [by_id.pop(ex.uid, ex) for ex in file_examples]
+    return merged + list(by_id.values())
+
+
+def split(examples: list[Example], heldout_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Seeded split, stratified on the first label field so thin classes appear on both sides."""
+    rng = random.Random(seed)
+    groups: dict[str, list[Example]] = {}
+    for ex in examples:
+        first = next(iter(v for k, v in ex.answer.items() if isinstance(v, str)), "")
+        groups.setdefault(first, []).append(ex)
+    train: list[Example] = []
+    held: list[Example] = []
+    for key in sorted(groups):
+        group = groups[key]
+        rng.shuffle(group)
+        k = int(round(len(group) * heldout_fraction)) if heldout_fraction > 0 else 0
+        if heldout_fraction > 0 and len(group) >= 4:
+            k = max(k, 1)
+        held += group[:k]
+        train += group[k:]
+    rng.shuffle(train)
+    return train, held

@@ -1,0 +1,83 @@
+"""A real LoRA run: a few steps on a handful of tickets with the real base model, interrupted and
+resumed, calibrated, then served by the runner (a minute or two on CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import finetune.train as train_mod
+from finetune.config import load_config
+from server.engines.transformers_engine import BatchRunner
+from server.prompts import TicketInput
+from server.registry import AdapterEntry, Registry
+
+pytestmark = pytest.mark.model
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_config(out: Path, **extra):
+    over = {
+        "name": "tiny",
+        "output_dir": str(out),
+        "data.files": [str(ROOT / "data/tickets/sample100.csv")],
+        "data.max_rows": 14,
+        "data.heldout_fraction": 0.15,
+        "data.feedback": False,
+        "lora.r": 4,
+        "lora.alpha": 8,
+        "lora.target_modules": ["q_proj", "v_proj"],
+        "train.batch_size": 2,
+        "train.max_steps": 3,
+        "train.checkpoint_every": 1,
+        "train.max_length": 640,
+        "train.lr": 1e-3,
+        **extra,
+    }
+    return load_config(ROOT / "finetune/configs/tickets.yaml", over)
+
+
+def test_train_interrupt_resume_calibrate_and_serve(tmp_path, fast_settings, taxonomy, monkeypatch):
+    cfg = tiny_config(tmp_path)
+    real_loss, calls = train_mod._loss, {"n": 0}
+
+    def crash_on_third(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_loss(model, batch)
+
+    monkeypatch.setattr(train_mod, "_loss", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.main(cfg, fast_settings, progress=False)
+    assert sorted(p.name for p in (tmp_path / "tiny" / "checkpoints").glob("step-*")) == ["step-000001", "step-000002"]
+    monkeypatch.setattr(train_mod, "_loss", real_loss)
+
+    out = train_mod.main(cfg, fast_settings, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["resumed_from_step"] == 2 and manifest["training"]["steps"] == 3
+    assert manifest["prompt_version"] == "classify/v2" and manifest["taxonomy"] == "tickets@1"
+    assert manifest["data"]["sources"][0]["rows_used"] == 100 and manifest["data"]["train_rows"] + manifest["data"]["heldout_rows"] == 14
+    assert manifest["hyperparameters"]["lora"]["r"] == 4
+    cal = manifest["calibration"]
+    assert set(cal["temperatures"]) == {"category", "priority", "sentiment"} and all(t > 0 for t in cal["temperatures"].values())
+    assert not (out / "checkpoints").exists()
+    Registry(tmp_path / "registry.json", tmp_path).validate("tiny")  # hashes in the manifest match the files
+
+    runner = BatchRunner(fast_settings, taxonomy, adapter=AdapterEntry("tiny", out, manifest))
+    assert runner.prompt_version == "classify/v2" and runner.temperatures == cal["temperatures"]
+    [result] = runner.run([TicketInput("Refund", "I was charged twice, please refund.")])
+    assert result.output["category"] in taxonomy.field("category").values
+    assert set(result.confidence) == {"category", "priority", "sentiment"}
+
+
+def test_bad_training_file_fails_before_any_model_is_loaded(tmp_path, fast_settings, monkeypatch):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("subject,body,category,priority,sentiment,reasoning\nx,y,Technical,Soon,neutral,r\n")
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: pytest.fail("model loaded"))
+    from finetune.data import DataError
+
+    with pytest.raises(DataError, match=r"row 2, column 'priority': 'Soon'"):
+        train_mod.main(tiny_config(tmp_path, **{"data.files": [str(bad)], "data.label_sources": None}), fast_settings, progress=False)
