@@ -215,6 +215,7 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
     model.train()
     losses: list[float] = []
     seen_tokens = skipped_batches = 0
+    step_times: list[float] = []  # per optimizer step (the last micro-batch's wall time with grad_accum=1)
     t_train = time.perf_counter()
     bar = tqdm(total=total_steps, initial=step, desc=f"training {cfg.name}", unit="step", disable=not progress)
     epoch_batches: list[list[int]] = []
@@ -224,6 +225,7 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
         epoch, pos = divmod(micro, per_epoch)
         if pos == 0 or not epoch_batches:
             epoch_batches = _batches(lengths, cfg.train.batch_size, cfg.train.seed + epoch)
+        t_step = time.perf_counter()
         batch = _collate([dataset[j] for j in epoch_batches[pos]], tokenizer.pad_token_id, device)
         with autocast:
             loss = _loss(model, batch) / cfg.train.grad_accum
@@ -243,6 +245,9 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            step_times.append(time.perf_counter() - t_step)
             bar.update(1)
             if step % cfg.train.log_every == 0:
                 bar.set_postfix(loss=f"{sum(losses[-cfg.train.log_every * cfg.train.grad_accum:]) / (cfg.train.log_every * cfg.train.grad_accum):.4f}", epoch=f"{micro / per_epoch:.2f}")
@@ -282,6 +287,7 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
             "examples": len(dataset),
             "examples_per_s": round(micro * cfg.train.batch_size / train_s, 3) if train_s and micro else None,
             "tokens_per_s": round(seen_tokens / train_s, 1) if train_s else None,
+            "seconds_per_step_median": round(sorted(step_times)[len(step_times) // 2], 4) if step_times else None,
             "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 5) if losses else None,
             "trainable_parameters": trainable,
             "skipped_nonfinite_batches": skipped_batches,

@@ -396,7 +396,11 @@ class TransformersEngine(Engine):
         self._batcher = ContinuousBatcher(self._run_stream, max_batch=e.max_batch_size, wait_ms=e.batch_wait_ms, max_queue=e.max_queue)
         self._batcher.start()
         if self.settings.model.adapter == "registry" and self.settings.model.watch_registry_s > 0:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch_registry())
+            from server.registry import Registry
+
+            registry = Registry(self.settings.model.registry)
+            # The version seen now, not when the task first runs: a promotion in between must count.
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_registry(registry, registry.version()))
 
     async def stop(self) -> None:
         if self._watcher:
@@ -440,11 +444,7 @@ class TransformersEngine(Engine):
             self.runner, self._next = new, None
             self.swaps += 1
 
-    async def _watch_registry(self) -> None:
-        from server.registry import Registry
-
-        registry = Registry(self.settings.model.registry)
-        seen = registry.version()
+    async def _watch_registry(self, registry: Any, seen: str) -> None:
         while True:
             await asyncio.sleep(self.settings.model.watch_registry_s)
             try:
@@ -452,7 +452,12 @@ class TransformersEngine(Engine):
                 if now == seen:
                     continue
                 seen = now
-                entry = resolve_adapter(self.settings.model)
+                try:
+                    entry = resolve_adapter(self.settings.model)
+                except Exception as exc:  # e.g. the index names a missing adapter: keep serving, say so in /health
+                    self.swap_error = f"{type(exc).__name__}: {exc}"
+                    log.error("registry names an adapter that cannot be used; still serving %s: %s", self.adapter_name, exc)
+                    continue
                 if (entry.name if entry else None) != self.adapter_name:
                     log.info("registry changed: loading adapter %s", entry.name if entry else "none (base)")
                     await self.swap_to(entry)
