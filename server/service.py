@@ -1,7 +1,11 @@
-"""Classification as a stored transaction: accept (store pending) -> engine -> store result or failure.
+"""Classification as a stored transaction: accept (store pending) -> route -> store result or failure.
 
 A ticket counts as accepted once its pending row is committed; from then on it always ends as a
-stored result or a stored failure (a crash leaves 'pending' rows that start-up marks failed).
+stored result or a stored failure (a crash leaves 'pending' rows that start-up marks failed). The
+results of one request are stored in one transaction: all of them or none.
+
+What answers a ticket (cache, local engine, local re-review, hosted fallback, a human) is decided
+by `server.routing.Router`; this module keeps the store and the API's result shape.
 """
 
 from __future__ import annotations
@@ -11,19 +15,26 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from server.config import Settings
-from server.engines.base import Engine, EngineError, EngineOutput, EngineOverloaded, EngineTimeout, EngineUnavailable
+from server.engines.base import Engine, EngineError, EngineOverloaded, EngineTimeout, EngineUnavailable
 from server.prompts import TicketInput
+from server.routing import DEFAULT_ENGINE, Job, Router, ServiceCache
 from server.store import repository as repo
 from server.taxonomy import Taxonomy
 
+if TYPE_CHECKING:
+    from server.fallback import HostedFallback
+
 log = logging.getLogger(__name__)
+
+# A database blip while storing results is retried this many times (seconds between tries) before 503.
+STORE_RETRY_DELAYS_S = (0.2, 1.0)
 
 
 class StoreUnavailable(RuntimeError):
@@ -54,17 +65,32 @@ def new_ticket_id() -> str:
 
 
 class ClassificationService:
-    def __init__(self, settings: Settings, taxonomy: Taxonomy, engine: Engine, sessions: sessionmaker[Session]):
+    def __init__(
+        self,
+        settings: Settings,
+        taxonomy: Taxonomy,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        *,
+        engines: Mapping[str, Engine] | None = None,
+        cache: ServiceCache | None = None,
+        hosted: HostedFallback | None = None,
+    ):
+        """`engine` is the default engine; `engines` adds the named engines of `routing.engines`."""
         self.settings = settings
         self.taxonomy = taxonomy
         self.engine = engine
         self.sessions = sessions
+        self.cache = cache
+        self.hosted = hosted
+        self.router = Router(settings, taxonomy, {**(engines or {}), DEFAULT_ENGINE: engine}, cache=cache, hosted=hosted)
 
     # -- store helpers (sync; called in the threadpool) ----------------------------------------
-    def _accept(self, requests: Sequence[TicketRequest], request_ids: list[str]) -> None:
-        info = self.engine.info
+    def _accept(self, requests: Sequence[TicketRequest], request_ids: list[str], jobs: Sequence[Job]) -> None:
         with self.sessions() as session:
-            for req, rid in zip(requests, request_ids):
+            for req, rid, job in zip(requests, request_ids, jobs):
+                engine = self.router.engines[job.choice.engine]
+                info = engine.info
                 repo.create_pending(
                     session,
                     request_id=rid,
@@ -74,53 +100,75 @@ class ClassificationService:
                     previous_interactions=list(req.previous_interactions) or None,
                     model_base=info.base,
                     model_adapter=info.adapter,
-                    prompt_version=self.engine.prompt_version,
+                    prompt_version=_prompt_version(engine),
                     taxonomy=self.taxonomy.key,
                 )
 
-    def _record(self, outcomes: list[tuple[str, EngineOutput | BaseException, float, dict[str, Any] | None]]) -> None:
+    def _record(self, results: list[tuple[str, dict[str, Any]]]) -> None:
         with self.sessions() as session:
-            for rid, out, latency_ms, body in outcomes:
-                try:
-                    if isinstance(out, EngineOutput) and body is not None:
-                        repo.complete(
-                            session,
-                            rid,
-                            prediction=out.output,
-                            category=out.output.get("category"),
-                            priority=out.output.get("priority"),
-                            sentiment=(out.output.get("extracted_info") or {}).get("sentiment"),
-                            confidence=out.confidence,
-                            needs_review=body["needs_review"],
-                            input_truncated=out.truncated,
-                            latency_ms=latency_ms,
-                            prompt_tokens=out.prompt_tokens,
-                            completion_tokens=out.completion_tokens,
-                            raw_output=out.raw_text,
-                        )
-                    else:
-                        repo.fail(session, rid, error=str(out) or type(out).__name__, latency_ms=latency_ms)
-                except repo.InvalidStatusTransition:
-                    log.warning("request %s was already resolved (recovered after a restart?)", rid)
+            skipped = repo.finish_many(session, results)
+        for rid in skipped:
+            log.warning("request %s was already resolved (recovered after a restart?)", rid)
+
+    def _stored_values(self, job: Job, body: dict[str, Any] | None, latency_ms: float) -> dict[str, Any]:
+        if body is None:
+            error = job.error
+            return repo.failed_values(
+                error=(str(error) or type(error).__name__) if error is not None else "no result",
+                latency_ms=latency_ms,
+                cost_usd=job.cost_usd,
+            )
+        answer = job.answer
+        assert answer is not None
+        output = answer.output
+        info = output.get("extracted_info") if isinstance(output.get("extracted_info"), dict) else {}
+        return repo.done_values(
+            prediction=output,
+            category=output.get("category"),
+            priority=output.get("priority"),
+            sentiment=info.get("sentiment"),
+            confidence=answer.confidence,
+            needs_review=job.needs_review,
+            input_truncated=answer.truncated,
+            latency_ms=latency_ms,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            raw_output=answer.raw_text,
+            model_base=answer.model.base,
+            model_adapter=answer.model.adapter,
+            route=job.route,
+            cache_kind=job.cache_hit.kind if job.cache_hit else None,
+            engine=answer.engine,
+            cost_usd=body["cost_usd"],
+            review_reasons=job.reasons or None,
+        )
 
     # -- public ---------------------------------------------------------------------------------
     def needs_review(self, confidence: dict[str, float | None]) -> bool:
-        threshold = self.settings.routing.confidence_threshold
-        return any(c is None or c < threshold for c in confidence.values())
+        """Any label field under its threshold (`routing.field_thresholds`, else `confidence_threshold`)."""
+        return self.router.needs_review(confidence)
 
-    def response_body(self, rid: str, ticket_id: str, out: EngineOutput, latency_ms: float) -> dict[str, Any]:
-        info = self.engine.info
+    def response_body(self, rid: str, ticket_id: str, job: Job, latency_ms: float) -> dict[str, Any]:
+        answer = job.answer
+        assert answer is not None and job.route is not None
+        hit = job.cache_hit
         return {
             "ticket_id": ticket_id,
-            **out.output,
-            "confidence": out.confidence,
-            "needs_review": self.needs_review(out.confidence),
-            "model": {"base": info.base, "adapter": info.adapter},
-            "prompt_version": out.prompt_version,
+            **answer.output,
+            "confidence": answer.confidence,
+            "needs_review": job.needs_review,
+            "route": job.route,
+            "review_reasons": dict(job.reasons) or None,
+            "cache": hit.kind if hit else None,
+            "cache_similarity": round(hit.similarity, 4) if hit else None,
+            "engine": answer.engine,
+            "cost_usd": round(job.cost_usd, 10),
+            "model": {"base": answer.model.base, "adapter": answer.model.adapter},
+            "prompt_version": answer.prompt_version,
             "taxonomy": self.taxonomy.key,
             "latency_ms": round(latency_ms, 1),
-            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
-            "input_truncated": out.truncated,
+            "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens},
+            "input_truncated": answer.truncated,
             "request_id": rid,
         }
 
@@ -129,44 +177,92 @@ class ClassificationService:
         for req in requests:
             req.ticket_id = req.ticket_id or new_ticket_id()
         rids = [uuid.uuid4().hex for _ in requests]
+        tickets = [TicketInput(r.subject, r.body, tuple(r.previous_interactions)) for r in requests]
+        jobs = self.router.plan(tickets)
         try:
-            await run_in_threadpool(self._accept, requests, rids)
+            await run_in_threadpool(self._accept, requests, rids, jobs)
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-        tickets = [TicketInput(r.subject, r.body, tuple(r.previous_interactions)) for r in requests]
+
+        timeout_s = self.settings.engine.request_timeout_s
+        remaining = timeout_s - (time.perf_counter() - started)
         try:
-            raw: list[EngineOutput | BaseException] = list(
-                await asyncio.wait_for(self.engine.classify(tickets), timeout=self.settings.engine.request_timeout_s)
-            )
+            await asyncio.wait_for(self.router.run(jobs), timeout=max(remaining, 0.001))
         except asyncio.TimeoutError:
-            raw = [EngineTimeout(f"deadline of {self.settings.engine.request_timeout_s:g}s exceeded")] * len(tickets)
-        except EngineError as exc:  # overloaded / unavailable: stored as failures, then surfaced as 429/503
-            raw = [exc] * len(tickets)
-        except Exception as exc:  # an engine bug must still end as a stored failure
-            log.exception("engine failed")
-            raw = [EngineError(f"engine failure: {type(exc).__name__}: {exc}")] * len(tickets)
+            log.warning("deadline of %gs passed: %d of %d tickets unsettled", timeout_s, sum(not j.settled for j in jobs), len(jobs))
+            self.router.finish_at_deadline(jobs, timeout_s)
+        except Exception as exc:  # a routing bug must still end as stored failures, not pending rows
+            log.exception("routing failed")
+            for job in jobs:
+                if not job.settled:
+                    job.error = exc
         latency_ms = (time.perf_counter() - started) * 1000
+
         outcomes: list[Outcome] = []
-        to_store = []
-        for req, rid, out in zip(requests, rids, raw):
+        to_store: list[tuple[str, dict[str, Any]]] = []
+        for req, rid, job in zip(requests, rids, jobs):
             assert req.ticket_id is not None
-            if isinstance(out, EngineOutput):
-                body = self.response_body(rid, req.ticket_id, out, latency_ms)
+            if job.error is None and job.answer is not None:
+                body = self.response_body(rid, req.ticket_id, job, latency_ms)
                 outcomes.append(Outcome(rid, req.ticket_id, result=body))
             else:
                 body = None
-                outcomes.append(Outcome(rid, req.ticket_id, error=str(out), status=_status_for(out)))
-            to_store.append((rid, out, latency_ms, body))
-        try:
-            await run_in_threadpool(self._record, to_store)
-        except SQLAlchemyError as exc:
-            # Accepted rows stay 'pending' and are failed by start-up recovery; the caller must not see a result
-            # that is not stored.
-            raise StoreUnavailable(f"database unavailable while storing results: {type(exc).__name__}") from exc
+                error = job.error or EngineError("no result")
+                outcomes.append(Outcome(rid, req.ticket_id, error=str(error) or type(error).__name__, status=_status_for(error)))
+            to_store.append((rid, self._stored_values(job, body, latency_ms)))
+        await self._store_results(to_store)
+        await self._fill_cache(jobs)
         return outcomes
 
+    async def _store_results(self, to_store: list[tuple[str, dict[str, Any]]]) -> None:
+        for attempt, delay in enumerate((*STORE_RETRY_DELAYS_S, None)):
+            try:
+                await run_in_threadpool(self._record, to_store)
+                return
+            except SQLAlchemyError as exc:
+                if delay is None:
+                    # All-or-nothing: the accepted rows stay 'pending' and start-up recovery fails them;
+                    # the caller must not see a result that is not stored.
+                    raise StoreUnavailable(f"database unavailable while storing results: {type(exc).__name__}") from exc
+                log.warning("storing results failed (%s), retry %d in %.1fs", type(exc).__name__, attempt + 1, delay)
+                await asyncio.sleep(delay)
 
-def _status_for(exc: BaseException) -> int:
+    async def _fill_cache(self, jobs: Sequence[Job]) -> None:
+        """Confident answers only (never human / needs_review), after they are stored."""
+        if self.cache is None or not self.cache.enabled:
+            return
+        todo = [j for j in jobs if j.cacheable and j.cache_hit is None]
+        if not todo:
+            return
+
+        def put() -> None:
+            for job in todo:
+                assert job.answer is not None and job.route is not None
+                # Under the namespace of the local engine that answered (a backup's answer is not the chosen engine's).
+                engine = self.router.engines[job.engine_name or job.choice.engine]
+                self.cache.put(engine, job.ticket, job.answer.to_cache(job.route))  # type: ignore[union-attr]
+
+        try:
+            await run_in_threadpool(put)
+        except Exception:  # noqa: BLE001 - the cache never breaks classification
+            log.warning("result cache put failed", exc_info=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "routing": self.router.stats(),
+            "cache": self.cache.stats() if self.cache is not None else {"enabled": False},
+            "fallback": self.hosted.stats() if self.hosted is not None else {"enabled": False},
+        }
+
+
+def _prompt_version(engine: Engine) -> str:
+    try:
+        return engine.prompt_version
+    except NotImplementedError:
+        return "unknown"
+
+
+def _status_for(exc: BaseException | None) -> int:
     if isinstance(exc, EngineOverloaded):
         return 429
     if isinstance(exc, EngineUnavailable):
@@ -174,3 +270,6 @@ def _status_for(exc: BaseException) -> int:
     if isinstance(exc, EngineTimeout):
         return 504
     return 502
+
+
+__all__ = ["ClassificationService", "Outcome", "StoreUnavailable", "TicketRequest", "new_ticket_id"]

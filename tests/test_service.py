@@ -102,6 +102,8 @@ async def test_results_are_stored_with_versions(store):
     assert [o.status for o in outcomes] == [200, 200]
     assert outcomes[1].ticket_id == "T-2" and outcomes[0].ticket_id.startswith("t_")
     assert outcomes[0].result["needs_review"] is True  # priority 0.4 < default threshold 0.5
+    assert outcomes[0].result["route"] == "human"  # the double has no review prompt; the fallback is off
+    assert outcomes[0].result["review_reasons"] == {"priority": 0.4}
     stored = rows(store)
     assert [r.status for r in stored] == ["done", "done"]
     assert stored[0].prompt_version == "classify/v1" and stored[0].model_base == "base-model"
@@ -111,7 +113,7 @@ async def test_results_are_stored_with_versions(store):
 
 @pytest.mark.parametrize(
     "mode,status,error",
-    [("raise", 502, "kernel exploded"), ("slow", 504, "deadline"), ("overloaded", 429, "queue is full")],
+    [("raise", 502, "kernel exploded"), ("overloaded", 429, "queue is full")],
 )
 async def test_engine_faults_end_as_stored_failures(store, mode, status, error):
     outcomes = await service(store, mode, timeout=0.3).classify_many([TicketRequest("s", "b")])
@@ -119,6 +121,19 @@ async def test_engine_faults_end_as_stored_failures(store, mode, status, error):
     (row,) = rows(store)
     assert row.status == "failed" and error in row.error
     assert row.completed_at is not None
+
+
+async def test_deadline_ends_as_a_stored_needs_review_result(store):
+    """Past engine.request_timeout_s the caller gets a 200 needs_review result (route human, labels null), not a 504."""
+    outcomes = await service(store, "slow", timeout=0.3).classify_many([TicketRequest("s", "b")])
+    (outcome,) = outcomes
+    assert outcome.status == 200 and outcome.error is None
+    body = outcome.result
+    assert body["route"] == "human" and body["needs_review"] is True and "deadline" in body["review_reasons"]
+    assert body["category"] is None and body["priority"] is None
+    (row,) = rows(store)
+    assert row.status == "done" and row.needs_review is True and row.route == "human"
+    assert "deadline" in row.review_reasons and row.completed_at is not None
 
 
 async def test_one_failing_item_does_not_sink_the_others(store):

@@ -1,23 +1,28 @@
-"""The app factory: `create_server(settings)` builds the store and the engine in the lifespan."""
+"""The app factory: `create_server(settings)` builds the store, the engines, the result cache and the
+hosted fallback (only when enabled) in the lifespan, and closes them at shutdown."""
 
 from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Mapping
 
 from fastapi import FastAPI, Request
 
 from server.api.errors import error_response, install_error_handlers
-from server.api.routers import classify, feedback, health
-from server.config import Settings, load_settings
+from server.api.routers import classify, feedback, health, review
+from server.config import EngineProfile, Settings, load_settings
 from server.engines.base import Engine
+from server.routing import ServiceCache
 from server.service import ClassificationService
 from server.store import repository as repo
 from server.store.db import make_engine, make_sessionmaker, migrate
 from server.store.models import utcnow
 from server.taxonomy import load_taxonomy
+
+if TYPE_CHECKING:
+    from server.fallback import HostedFallback
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,42 @@ def build_engine(settings: Settings, taxonomy) -> Engine:
     return TransformersEngine(settings, taxonomy)
 
 
-def create_server(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+def profile_settings(settings: Settings, profile: EngineProfile) -> Settings:
+    """The settings a named engine of `routing.engines` is built with: [model]/[engine] plus its overrides."""
+    adapter = profile.adapter if profile.adapter is not None else "none"
+    model = settings.model.model_copy(
+        update={
+            "base": profile.base or settings.model.base,
+            "adapter": adapter,
+            "watch_registry_s": settings.model.watch_registry_s if adapter == "registry" else 0.0,
+        }
+    )
+    engine = settings.engine.model_copy(update={"kind": profile.kind or settings.engine.kind})
+    return settings.model_copy(update={"model": model, "engine": engine})
+
+
+def build_engines(settings: Settings, taxonomy, given: Mapping[str, Engine] | None = None) -> dict[str, Engine]:
+    """The named engines of `routing.engines` (the default engine is built separately); `given` wins."""
+    given = dict(given or {})
+    return {name: given.get(name) or build_engine(profile_settings(settings, profile), taxonomy) for name, profile in settings.routing.engines.items()}
+
+
+def build_hosted(settings: Settings, taxonomy) -> HostedFallback | None:
+    if not settings.fallback.enabled:
+        return None  # off: no SDK client, no PII models loaded
+    from server.fallback import HostedFallback
+
+    return HostedFallback(settings.fallback, settings.redaction, taxonomy)
+
+
+def create_server(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    *,
+    engines: Mapping[str, Engine] | None = None,
+    hosted: HostedFallback | None = None,
+) -> FastAPI:
+    """`engine`/`engines`/`hosted` replace what the settings would build (tests, embedding)."""
     settings = settings or load_settings()
     taxonomy = load_taxonomy(settings.taxonomy)
 
@@ -47,14 +87,31 @@ def create_server(settings: Settings | None = None, engine: Engine | None = None
             if recovered:
                 log.warning("marked %d interrupted classifications as failed", recovered)
         eng = engine or build_engine(settings, taxonomy)
-        await eng.start()
-        app.state.settings, app.state.taxonomy, app.state.engine = settings, taxonomy, eng
-        app.state.db_engine, app.state.sessions = db_engine, sessions
-        app.state.service = ClassificationService(settings, taxonomy, eng, sessions)
+        named = build_engines(settings, taxonomy, engines)
+        started: list[Engine] = []
+        cache: ServiceCache | None = None
+        fallback: HostedFallback | None = None
         try:
+            for e in (eng, *named.values()):
+                await e.start()
+                started.append(e)
+            cache = ServiceCache(settings, taxonomy)
+            fallback = hosted if hosted is not None else build_hosted(settings, taxonomy)
+            app.state.settings, app.state.taxonomy, app.state.engine = settings, taxonomy, eng
+            app.state.db_engine, app.state.sessions = db_engine, sessions
+            app.state.cache, app.state.hosted = cache, fallback
+            app.state.service = ClassificationService(settings, taxonomy, eng, sessions, engines=named, cache=cache, hosted=fallback)
             yield
         finally:
-            await eng.stop()
+            for e in reversed(started):
+                try:
+                    await e.stop()
+                except Exception:  # noqa: BLE001 - shut the rest down anyway
+                    log.exception("engine did not stop cleanly")
+            if fallback is not None:
+                await fallback.aclose()
+            if cache is not None:
+                cache.close()
             db_engine.dispose()
 
     app = FastAPI(
@@ -75,5 +132,6 @@ def create_server(settings: Settings | None = None, engine: Engine | None = None
 
     app.include_router(classify.router)
     app.include_router(feedback.router)
+    app.include_router(review.router)
     app.include_router(health.router)
     return app

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -72,8 +73,20 @@ class ClassificationOut(BaseModel):
     priority: str | None = None
     extracted_info: ExtractedInfo | None = None
     reasoning: str | None = None
-    confidence: dict[str, float | None]
-    needs_review: bool
+    confidence: dict[str, float | None] = Field(description="Per label field; null where unknown (hosted answer without logprobs, deadline).")
+    needs_review: bool = Field(description="True: a person should check this result; it is listed by GET /v1/review until feedback arrives.")
+    route: Literal["local", "local+review", "hosted", "human", "cache"] = Field(
+        description="local: the local model was confident; local+review: confident after a re-review on the local model; "
+        "hosted: the hosted fallback answered; human: still unsure (needs_review); cache: reused an earlier answer."
+    )
+    review_reasons: dict[str, float | str | None] | None = Field(
+        default=None,
+        description="Why review is needed: each low label field -> its confidence; hosted_invalid / fallback_unavailable / deadline -> a short detail.",
+    )
+    cache: Literal["exact", "near"] | None = Field(default=None, description="A cache hit: the same ticket (exact) or a near-duplicate (near).")
+    cache_similarity: float | None = Field(default=None, description="Estimated similarity to the cached ticket (1.0 for exact).")
+    engine: str = Field(description="Which engine/adapter answered, e.g. transformers:tickets-smollm2-v1 or hosted:openai:gpt-4o-mini.")
+    cost_usd: float = Field(description="This ticket's share of local engine time x routing.cost_per_cpu_second, plus the hosted call's cost.")
     model: ModelRef
     prompt_version: str
     taxonomy: str
@@ -106,6 +119,24 @@ class FeedbackOut(BaseModel):
     request_id: str
     corrections: dict[str, Any]
     original: dict[str, Any] | None
+
+
+class ReviewItem(BaseModel):
+    request_id: str
+    ticket_id: str
+    created_at: datetime
+    route: str | None
+    reasons: dict[str, float | str | None] = Field(description="As `review_reasons` of the result.")
+    prediction: dict[str, Any] | None
+    confidence: dict[str, float | None] | None
+    engine: str | None
+
+
+class ReviewQueueOut(BaseModel):
+    items: list[ReviewItem] = Field(description="Oldest first.")
+    total: int = Field(description="Items matching the filter, all pages.")
+    limit: int
+    offset: int
 
 
 class ErrorOut(BaseModel):

@@ -106,13 +106,22 @@ class Classification(Base):
     sentiment: Mapped[str | None] = mapped_column(String(32))
     prediction: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     confidence: Mapped[dict[str, float] | None] = mapped_column(JSONType)
-    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), index=True)
 
     # Provenance: which model/prompt produced the answer, for audits and A/B comparisons.
     model_base: Mapped[str] = mapped_column(String(256))
     model_adapter: Mapped[str | None] = mapped_column(String(256))
     prompt_version: Mapped[str] = mapped_column(String(64))
     taxonomy: Mapped[str | None] = mapped_column(String(128))
+
+    # Routing (migration 0002): NULL while pending, for failures and for rows older than 0002.
+    route: Mapped[str | None] = mapped_column(String(16))  # local | local+review | hosted | human | cache
+    cache_kind: Mapped[str | None] = mapped_column(String(8))  # exact | near (route cache only)
+    engine: Mapped[str | None] = mapped_column(String(256))  # which engine answered, e.g. hosted:openai:gpt-4o-mini
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    # Why a result needs review: low label field -> its confidence; hosted_invalid / deadline /
+    # fallback_unavailable -> a short detail. NULL when no review is needed.
+    review_reasons: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     latency_ms: Mapped[float | None] = mapped_column(Float)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)

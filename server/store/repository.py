@@ -9,12 +9,13 @@ nor can a result be recorded twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, exists, func, select, type_coerce, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from server.store.models import STATUSES, Classification, Feedback, utcnow
@@ -26,10 +27,14 @@ __all__ = [
     "complete",
     "count_by_status",
     "create_pending",
+    "done_values",
     "fail",
+    "failed_values",
+    "finish_many",
     "get_by_request_id",
     "get_latest_by_ticket_id",
     "mark_stale_pending_failed",
+    "review_queue",
 ]
 
 class ClassificationNotFound(LookupError):
@@ -108,15 +113,13 @@ def _finish(session: Session, request_id: str, values: dict[str, Any]) -> Classi
     return row
 
 
-def complete(
-    session: Session,
-    request_id: str,
+def done_values(
     *,
     prediction: dict[str, Any],
     category: str | None,
     priority: str | None,
     sentiment: str | None,
-    confidence: dict[str, float],
+    confidence: dict[str, float | None],
     needs_review: bool,
     input_truncated: bool,
     latency_ms: float | None,
@@ -125,10 +128,13 @@ def complete(
     raw_output: str | None,
     model_base: str | None = None,
     model_adapter: str | None = None,
-) -> Classification:
-    """Store the model's answer. ``model_base``/``model_adapter`` override the
-    values recorded at creation when the serving model changed meanwhile
-    (e.g. a hot-swapped adapter)."""
+    route: str | None = None,
+    cache_kind: str | None = None,
+    engine: str | None = None,
+    cost_usd: float | None = None,
+    review_reasons: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The column values of a stored answer (for ``complete`` and ``finish_many``)."""
     values: dict[str, Any] = {
         "status": "done",
         "prediction": prediction,
@@ -143,20 +149,61 @@ def complete(
         "completion_tokens": completion_tokens,
         "raw_output": raw_output,
         "error": None,
+        "route": route,
+        "cache_kind": cache_kind,
+        "engine": engine,
+        "cost_usd": cost_usd,
+        "review_reasons": review_reasons or None,
     }
     if model_base is not None:
         values["model_base"] = model_base
     if model_adapter is not None:
         values["model_adapter"] = model_adapter
-    return _finish(session, request_id, values)
+    return values
+
+
+def failed_values(*, error: str, latency_ms: float | None = None, engine: str | None = None, cost_usd: float | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = {"status": "failed", "error": error, "latency_ms": latency_ms}
+    if engine is not None:
+        values["engine"] = engine
+    if cost_usd is not None:
+        values["cost_usd"] = cost_usd
+    return values
+
+
+def complete(session: Session, request_id: str, **kwargs: Any) -> Classification:
+    """Store the model's answer (keyword arguments: see ``done_values``). ``model_base``/``model_adapter``
+    override the values recorded at creation when the serving model changed meanwhile (e.g. a
+    hot-swapped adapter, or a backup engine answered)."""
+    return _finish(session, request_id, done_values(**kwargs))
+
+
+def finish_many(session: Session, results: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Close several pending requests in ONE transaction: all of them are stored or none is.
+
+    ``results`` pairs a request_id with ``done_values(...)`` or ``failed_values(...)``. Returns the
+    request_ids that were left alone because they were no longer pending (e.g. failed by recovery).
+    """
+    skipped: list[str] = []
+    now = utcnow()
+    with _writing(session):
+        for request_id, values in results:
+            result = session.execute(
+                update(Classification)
+                .where(Classification.request_id == request_id, Classification.status == "pending")
+                .values(completed_at=now, **values)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                skipped.append(request_id)
+    return skipped
 
 
 def fail(
     session: Session, request_id: str, *, error: str, latency_ms: float | None = None
 ) -> Classification:
     """Close a request that could not be classified, keeping the reason."""
-    values = {"status": "failed", "error": error, "latency_ms": latency_ms}
-    return _finish(session, request_id, values)
+    return _finish(session, request_id, failed_values(error=error, latency_ms=latency_ms))
 
 
 def get_by_request_id(session: Session, request_id: str) -> Classification | None:
@@ -224,3 +271,38 @@ def mark_stale_pending_failed(session: Session, older_than: datetime, error: str
             .execution_options(synchronize_session="fetch")
         )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def review_queue(
+    session: Session, *, reason: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[Classification], int]:
+    """Stored results that need review and have no feedback yet, oldest first, with their total.
+
+    Feedback attaches to a ticket's newest row, so feedback given at or after a row resolves it
+    (an older row of the same ticket too). ``reason`` keeps rows whose ``review_reasons`` has that key.
+    """
+    resolved = exists().where(
+        and_(Feedback.ticket_id == Classification.ticket_id, Feedback.classification_id >= Classification.id)
+    )
+    conditions = [Classification.status == "done", Classification.needs_review.is_(True), ~resolved]
+    if reason is not None:
+        conditions.append(_has_reason(session, reason))
+    total = session.scalar(select(func.count()).select_from(Classification).where(*conditions)) or 0
+    rows = session.scalars(
+        select(Classification)
+        .where(*conditions)
+        .order_by(Classification.created_at, Classification.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def _has_reason(session: Session, reason: str) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        # The column type is JSON with a JSONB variant; coerce to reach JSONB's `?` (has key) operator.
+        return type_coerce(Classification.review_reasons, JSONB).has_key(reason)
+    # SQLite: json_type is NULL for a missing key and 'null' for a key holding JSON null.
+    path = '$."' + reason.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return func.json_type(Classification.review_reasons, path).is_not(None)

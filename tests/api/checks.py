@@ -11,7 +11,9 @@ SENTIMENTS = {"positive", "neutral", "negative"}
 RESULT_KEYS = {
     "ticket_id", "category", "priority", "extracted_info", "reasoning", "confidence", "needs_review", "model",
     "prompt_version", "taxonomy", "latency_ms", "usage", "input_truncated", "request_id",
+    "route", "review_reasons", "cache", "cache_similarity", "engine", "cost_usd",
 }
+ROUTES = {"local", "local+review", "hosted", "human", "cache"}
 
 
 def assert_error_body(r: Any, *statuses: int) -> dict[str, Any]:
@@ -53,6 +55,19 @@ def assert_full_result(body: dict[str, Any], *, ticket_id: str | None = None, th
     assert isinstance(body["needs_review"], bool)
     if threshold is not None:
         assert body["needs_review"] == any(c < threshold for c in conf.values()), (threshold, conf, body["needs_review"])
+        low = {name: c for name, c in conf.items() if c < threshold}
+        if low:
+            assert body["route"] == "human" and body["review_reasons"] is not None, body
+            assert {k: v for k, v in body["review_reasons"].items() if k in conf} == low, body["review_reasons"]
+
+    # Routing: how the answer was reached, by which engine, at what cost.
+    assert body["route"] in ROUTES, body["route"]
+    assert body["needs_review"] == (body["route"] == "human") or body["route"] == "hosted", body
+    assert body["cache"] in (None, "exact", "near") and (body["cache"] is not None) == (body["route"] == "cache"), body
+    assert body["cache_similarity"] is None or 0 < body["cache_similarity"] <= 1
+    assert isinstance(body["engine"], str) and ":" in body["engine"], body["engine"]
+    assert isinstance(body["cost_usd"], (int, float)) and body["cost_usd"] >= 0
+    assert body["review_reasons"] is None or (isinstance(body["review_reasons"], dict) and body["needs_review"]), body
 
     model = body["model"]
     assert set(model) >= {"base", "adapter"}, model
@@ -63,7 +78,8 @@ def assert_full_result(body: dict[str, Any], *, ticket_id: str | None = None, th
     assert body["taxonomy"] == "tickets@1"
     assert isinstance(body["latency_ms"], (int, float)) and body["latency_ms"] > 0
     usage = body["usage"]
-    assert isinstance(usage["prompt_tokens"], int) and usage["prompt_tokens"] > 0, usage
-    assert isinstance(usage["completion_tokens"], int) and usage["completion_tokens"] > 0, usage
+    spent = body["route"] != "cache"  # a cache hit spends no tokens
+    assert isinstance(usage["prompt_tokens"], int) and (usage["prompt_tokens"] > 0) == spent, usage
+    assert isinstance(usage["completion_tokens"], int) and (usage["completion_tokens"] > 0) == spent, usage
     assert isinstance(body["input_truncated"], bool)
     assert isinstance(body["request_id"], str) and re.fullmatch(r"[0-9a-f]{32}", body["request_id"]), body["request_id"]

@@ -2,7 +2,10 @@
 
 Two servers are started together at the beginning of the session (their model loads overlap): the main
 one with the default routing threshold and one with TRIAGE_ROUTING__CONFIDENCE_THRESHOLD=1.5, which must
-flag every ticket for review. Storage is checked by opening the server's SQLite file with SQLAlchemy.
+flag every ticket for review (the hosted fallback is off there, so every ticket goes to a human). A third,
+`hosted_server`, starts only when a test asks for it: threshold 1.5 and the hosted fallback pointed at
+the FakeOpenAI test server of tests/fallback (a real HTTP server in this process). Storage is checked by
+opening the server's SQLite file with SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.store.db import make_engine, make_sessionmaker
 from server.store.models import Classification
+from tests.fallback.fake_hosted import FakeHostedAPI, fake_openai, openai_server  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = float(os.environ.get("TRIAGE_TEST_READY_TIMEOUT_S", "180"))
@@ -136,6 +140,33 @@ def _servers(tmp_path_factory) -> Iterator[dict[str, ServerProc]]:
     finally:
         for s in servers.values():
             s.stop()
+
+
+HOSTED_MODEL = "fake-gpt-4o-mini"
+
+
+@pytest.fixture(scope="session")
+def hosted_server(tmp_path_factory, openai_server: FakeHostedAPI) -> Iterator[ServerProc]:
+    """Every ticket takes the low-confidence path (threshold 1.5) and the hosted fallback is FakeOpenAI."""
+    proc = ServerProc(
+        "hosted",
+        tmp_path_factory.mktemp("server-hosted"),
+        {
+            "TRIAGE_ROUTING__CONFIDENCE_THRESHOLD": "1.5",
+            "TRIAGE_FALLBACK__ENABLED": "true",
+            "TRIAGE_FALLBACK__PROVIDER": "openai",
+            "TRIAGE_FALLBACK__BASE_URL": f"{openai_server.url}/v1",
+            "TRIAGE_FALLBACK__MODEL": HOSTED_MODEL,
+            "TRIAGE_FALLBACK__API_KEY": "sk-test-not-a-real-key",
+            "TRIAGE_FALLBACK__TIMEOUT_S": "10",
+        },
+    )
+    try:
+        proc.start()
+        proc.wait_ready(time.monotonic() + READY_TIMEOUT_S)
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="session")

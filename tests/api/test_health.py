@@ -18,6 +18,12 @@ def test_health(client):
     assert body["prompt_version"] == "classify/v1"
     assert body["taxonomy"] == "tickets@1"
     assert isinstance(body["engine"], dict)
+    # Counters next to the engine stats: routes, result cache, hosted fallback (off by default).
+    assert set(body["cache"]) >= {"enabled", "backend", "exact", "near", "reachable"}
+    assert set(body["cache"]["exact"]) == {"hits", "misses"} and body["cache"]["reachable"] is True
+    assert set(body["routing"]["routes"]) == {"local", "local+review", "hosted", "human", "cache"}
+    assert body["routing"]["engines"]["default"]["engine"] == "transformers:smollm2-135m-instruct"
+    assert body["fallback"] == {"enabled": False}
 
 
 def test_ready(client):
@@ -36,7 +42,7 @@ def test_openapi(client):
     r = client.get("/openapi.json")
     assert r.status_code == 200
     spec = r.json()
-    assert {"/v1/classify", "/v1/batch", "/v1/feedback", "/health", "/ready"} <= set(spec["paths"])
+    assert {"/v1/classify", "/v1/batch", "/v1/feedback", "/v1/review", "/health", "/ready"} <= set(spec["paths"])
     assert "post" in spec["paths"]["/v1/classify"]
 
 

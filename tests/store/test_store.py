@@ -76,7 +76,10 @@ def test_migration_creates_tables(migrated: Engine) -> None:
     assert fk["constrained_columns"] == ["classification_id"]
     assert fk["options"].get("ondelete", "").upper() == "CASCADE"
     with migrated.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    for name in ("route", "cache_kind", "engine", "cost_usd", "review_reasons"):
+        assert cols[name]["nullable"] is True, name
+    assert ix["ix_classifications_needs_review"] == ["needs_review"]
 
 
 def test_migration_matches_models(migrated: Engine) -> None:
@@ -319,3 +322,115 @@ def test_alembic_cli_with_ini(tmp_path: Path) -> None:
         eng = make_engine(f"sqlite:///{db}")
         assert {"classifications", "feedback"} <= set(inspect(eng).get_table_names())
         eng.dispose()
+
+
+# --- routing columns (migration 0002) and the review queue -----------------------------------------
+
+
+def _alembic(engine: Engine, *args: str) -> None:
+    from alembic import command
+
+    from server.store.db import _alembic_config
+
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, args[0])(cfg, *args[1:])
+
+
+def test_0002_upgrades_existing_data_and_downgrades(engine: Engine) -> None:
+    """A database at 0001 with results and feedback keeps every row through 0002 and back."""
+    _alembic(engine, "upgrade", "0001")
+    ts = datetime(2025, 1, 1, tzinfo=UTC)
+    if engine.dialect.name == "sqlite":
+        ts = ts.replace(tzinfo=None)  # stored naive UTC, as UTCDateTime does
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO classifications (request_id, ticket_id, created_at, status, body, model_base, prompt_version, "
+            "needs_review, input_truncated, prediction) VALUES ('r-old', 'T-old', :ts, 'done', 'b', 'm', 'classify/v1', "
+            ":t, :f, :pred)"
+        ), {"ts": ts, "t": True, "f": False, "pred": '{"category": "Billing"}'})
+        cid = conn.execute(text("SELECT id FROM classifications WHERE request_id = 'r-old'")).scalar()
+        conn.execute(text(
+            "INSERT INTO feedback (classification_id, ticket_id, created_at, reviewer, corrections) VALUES (:c, 'T-old', :ts, 'r', :corr)"
+        ), {"c": cid, "ts": ts, "corr": '{"category": "Sales"}'})
+    _alembic(engine, "upgrade", "head")
+    with make_sessionmaker(engine)() as s:
+        row = repo.get_by_request_id(s, "r-old")
+        assert row is not None and row.route is None and row.review_reasons is None and row.cost_usd is None
+        assert row.prediction == {"category": "Billing"} and len(row.feedback) == 1
+    _alembic(engine, "downgrade", "0001")
+    insp = inspect(engine)
+    assert "route" not in {c["name"] for c in insp.get_columns("classifications")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM feedback")).scalar() == 1  # no table rebuild, no cascade
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    _alembic(engine, "upgrade", "head")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM classifications")).scalar() == 1
+
+
+def test_routing_fields_roundtrip(session: Session) -> None:
+    row = _pending(session)
+    reasons = {"priority": 0.31, "fallback_unavailable": "rate_limited", "deadline": None}
+    done = _complete(
+        session, row.request_id, route="human", cache_kind=None, engine="hosted:openai:gpt-4o-mini",
+        cost_usd=0.00123, review_reasons=reasons, needs_review=True,
+    )
+    assert (done.route, done.engine, done.cost_usd, done.review_reasons) == ("human", "hosted:openai:gpt-4o-mini", 0.00123, reasons)
+    session.expire_all()
+    got = repo.get_by_request_id(session, row.request_id)
+    assert got.review_reasons == reasons and got.cache_kind is None
+
+
+def test_finish_many_is_one_transaction(session: Session) -> None:
+    a, b, c = _pending(session), _pending(session), _pending(session)
+    repo.fail(session, c.request_id, error="recovered")
+    done = repo.done_values(
+        prediction={"category": "Billing"}, category="Billing", priority=None, sentiment=None, confidence={"category": 0.9},
+        needs_review=False, input_truncated=False, latency_ms=1.0, prompt_tokens=0, completion_tokens=0, raw_output=None,
+        route="cache", cache_kind="near", engine="transformers:x", cost_usd=0.0,
+    )
+    skipped = repo.finish_many(session, [(a.request_id, done), (b.request_id, repo.failed_values(error="boom", cost_usd=0.5)), (c.request_id, done)])
+    assert skipped == [c.request_id]
+    session.expire_all()
+    assert repo.get_by_request_id(session, a.request_id).cache_kind == "near"
+    failed = repo.get_by_request_id(session, b.request_id)
+    assert failed.status == "failed" and failed.cost_usd == 0.5
+    assert repo.get_by_request_id(session, c.request_id).status == "failed"
+
+    # A failure inside the batch leaves every row as it was.
+    d, e = _pending(session), _pending(session)
+    with pytest.raises(Exception):
+        repo.finish_many(session, [(d.request_id, done), (e.request_id, {**done, "status": "bogus"})])
+    session.expire_all()
+    assert [repo.get_by_request_id(session, r.request_id).status for r in (d, e)] == ["pending", "pending"]
+
+
+def test_review_queue(session: Session) -> None:
+    def result(ticket_id: str, reasons: dict | None, *, needs_review: bool = True) -> Classification:
+        row = _pending(session, ticket_id=ticket_id)
+        return _complete(session, row.request_id, needs_review=needs_review, review_reasons=reasons, route="human" if needs_review else "local")
+
+    a = result("T-a", {"priority": 0.2})
+    result("T-ok", None, needs_review=False)
+    b = result("T-b", {"category": 0.1, "fallback_unavailable": "timeout"})
+    c = result("T-c", {"deadline": None})  # a key holding JSON null still counts
+    failed = _pending(session, ticket_id="T-f")
+    repo.fail(session, failed.request_id, error="x")
+
+    rows, total = repo.review_queue(session)
+    assert [r.ticket_id for r in rows] == ["T-a", "T-b", "T-c"] and total == 3
+    assert [r.ticket_id for r in repo.review_queue(session, reason="priority")[0]] == ["T-a"]
+    assert [r.ticket_id for r in repo.review_queue(session, reason="fallback_unavailable")[0]] == ["T-b"]
+    assert [r.ticket_id for r in repo.review_queue(session, reason="deadline")[0]] == ["T-c"]
+    assert repo.review_queue(session, reason="hosted_invalid") == ([], 0)
+    page, total = repo.review_queue(session, limit=1, offset=1)
+    assert [r.id for r in page] == [b.id] and total == 3
+
+    repo.add_feedback(session, classification=a, reviewer="r", comment=None, corrections={"priority": "Low"})
+    assert [r.ticket_id for r in repo.review_queue(session)[0]] == ["T-b", "T-c"]
+    # Feedback on an older row does not resolve a newer classification of the same ticket.
+    newer = result("T-c", {"priority": 0.3})
+    repo.add_feedback(session, classification=c, reviewer="r", comment=None, corrections={"category": "Sales"})
+    assert [r.id for r in repo.review_queue(session)[0]] == [b.id, newer.id]

@@ -16,7 +16,7 @@ from server.service import TicketRequest
 router = APIRouter(prefix="/v1", tags=["classification"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 413, 422, 429, 502, 503, 504)
+    code: {"model": ErrorOut} for code in (400, 413, 422, 429, 502, 503)
 }
 
 
@@ -50,7 +50,7 @@ async def classify(ticket: TicketIn, service: ServiceDep, settings: SettingsDep)
     _check(ticket, settings)
     (outcome,) = await service.classify_many([_request(ticket)])
     if outcome.result is None:
-        headers = {"Retry-After": "1"} if outcome.status == 429 else None
+        headers = {"Retry-After": "1"} if outcome.status == 429 else {"Retry-After": "5"} if outcome.status == 503 else None
         raise ApiError(outcome.status, "classification_failed", outcome.error or "failed", {"ticket_id": outcome.ticket_id, "request_id": outcome.request_id}, headers)
     return outcome.result
 

@@ -1,4 +1,9 @@
-"""GET /health (liveness with details) and GET /ready (can take traffic)."""
+"""GET /health (liveness with details) and GET /ready (can take traffic).
+
+/health also carries the counters: engine queue stats, routes taken, result-cache hits/misses and the
+hosted fallback's calls, failures and cost. The cache and the fallback are optional: their state is
+reported but never makes the service 'degraded'; the default engine and the database do.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,12 @@ async def health(request: Request, engine: EngineDep, taxonomy: TaxonomyDep) -> 
     load_error = getattr(engine, "load_error", None)
     if load_error:
         body["error"] = load_error
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        stats = service.stats()
+        if service.cache is not None and service.cache.enabled:
+            stats["cache"]["reachable"] = await run_in_threadpool(service.cache.ping)
+        body.update(stats)
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 

@@ -1,0 +1,48 @@
+"""GET /v1/review: stored results that need a person, oldest first, until feedback resolves them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy.exc import SQLAlchemyError
+
+from server.api.deps import SessionDep, TaxonomyDep
+from server.api.errors import ApiError
+from server.api.protocol import ErrorOut, ReviewQueueOut
+from server.routing import OTHER_REASONS
+from server.store import repository as repo
+
+router = APIRouter(prefix="/v1", tags=["review"])
+
+
+@router.get("/review", response_model=ReviewQueueOut, responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+def review_queue(
+    session: SessionDep,
+    taxonomy: TaxonomyDep,
+    reason: str | None = Query(default=None, description="Only items with this reason: a label field, hosted_invalid, deadline or fallback_unavailable."),
+    limit: int = Query(default=50, ge=1, le=500),
+    offset: int = Query(default=0, ge=0),
+) -> dict[str, Any]:
+    """Results with `needs_review` and no feedback yet. POST /v1/feedback for the ticket resolves an item."""
+    allowed = [f.name for f in taxonomy.label_fields] + list(OTHER_REASONS)
+    if reason is not None and reason not in allowed:
+        raise ApiError(422, "invalid_request", f"unknown reason {reason!r}; allowed: {', '.join(allowed)}")
+    try:
+        rows, total = repo.review_queue(session, reason=reason, limit=limit, offset=offset)
+    except SQLAlchemyError as exc:
+        raise ApiError(503, "database_unavailable", f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}) from exc
+    items = [
+        {
+            "request_id": row.request_id,
+            "ticket_id": row.ticket_id,
+            "created_at": row.created_at,
+            "route": row.route,
+            "reasons": row.review_reasons or {},
+            "prediction": row.prediction,
+            "confidence": row.confidence,
+            "engine": row.engine,
+        }
+        for row in rows
+    ]
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
