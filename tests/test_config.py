@@ -33,7 +33,7 @@ def test_defaults():
     assert s.taxonomy == "tickets"
     assert s.database_url == f"sqlite:///{PROJECT_ROOT / 'var' / 'triage.db'}"
     assert s.model.base == str(DEFAULT_BASE_MODEL_DIR)
-    assert s.model.adapter is None
+    assert s.model.adapter == "registry"  # the active adapter of models/registry.json (none if nothing is promoted)
     assert s.model.dtype == "auto"
     assert s.model.threads is None
     assert s.engine.kind == "transformers"
@@ -46,7 +46,7 @@ def test_defaults():
     assert s.engine.max_reasoning_tokens == 48
     assert s.prompt.dir == PROJECT_ROOT / "prompts"
     assert s.prompt.version == "v1"
-    assert s.prompt.review_version == "v1"
+    assert s.prompt.review_version == "auto"  # the classify version's review prompt
     assert s.prompt.max_body_tokens == 768
     assert s.prompt.max_history_tokens == 256
     assert s.api.host == "127.0.0.1"

@@ -53,7 +53,7 @@ def classify_prompt(settings):
 
 @pytest.fixture(scope="module")
 def review_prompt(settings):
-    return load_prompt(settings.prompt.dir, "review", settings.prompt.review_version)
+    return load_prompt(settings.prompt.dir, "review", "v1")
 
 
 @pytest.fixture(scope="module")
@@ -387,3 +387,14 @@ def test_plain_layout_without_chat_template(classify_prompt, tax):
     assert enc.prefix_ids + enc.suffix_ids == tok.encode(enc.text)
     assert enc.truncated
     assert "x" * 66 + TRUNCATION_MARK + "x" * 34 in enc.text
+
+
+def test_review_v2_shares_classify_v2s_cached_prefix(tax, tokenizer, settings):
+    """The server batches re-reviews with new tickets on one cached prefix: review/v2 must start with it."""
+    classify = PromptRenderer(load_prompt(settings.prompt.dir, "classify", "v2"), tax, tokenizer)
+    review = PromptRenderer(load_prompt(settings.prompt.dir, "review", "v2"), tax, tokenizer)
+    ticket = TicketInput("Refund", "Charged twice.")
+    text = review.render(ticket, low_confidence_fields="priority", previous_result='{"priority": "High"}').text
+    assert text.startswith(classify.prefix_text) and classify.prefix_ids
+    assert text.index("### Review") > text.index("Charged twice.")
+    assert len(classify.prefix_ids) < 200  # compact: the definitions are learned by the adapter

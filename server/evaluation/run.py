@@ -4,6 +4,7 @@ language, with calibration (ECE) of every confidence and the throughput."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,14 @@ def read_labelled_csv(path: Path, taxonomy: Taxonomy, limit: int | None = None) 
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit: int | None = None, runner: Any = None, console: Console | None = None) -> dict[str, Any]:
@@ -100,7 +109,8 @@ def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit:
         "data": str(data),
         "taxonomy": taxonomy.key,
         "model": {"base": settings.model.base, "adapter": settings.model.adapter},
-        "prompt_version": f"classify/{settings.prompt.version}",
+        "prompt_version": getattr(runner, "prompt_version", f"classify/{settings.prompt.version}"),
+        "data_sha256": _sha256(Path(data)),
         "invalid_json": invalid,
         "tickets_per_s": round(len(rows) / elapsed, 3) if elapsed else None,
         "seconds": round(elapsed, 1),
@@ -113,6 +123,8 @@ def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit:
     for name, rep in fields.items():
         if "confusion" not in rep:
             summary[f"{name}_exact_match"] = rep.get("exact_match")
+    # The regression gate compares labels one by one (no category may drop more than its tolerance).
+    summary["per_label"] = {name: rep["per_label"] for name, rep in fields.items() if "per_label" in rep}
     _print(console, summary, fields, groups)
     if out_dir:
         paths = write_report(out_dir, summary, fields, groups)
