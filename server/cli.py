@@ -62,12 +62,13 @@ def classify(
     if not hasattr(out, "output"):
         typer.echo(f"error: {out}", err=True)
         raise typer.Exit(1)
-    threshold = settings.routing.confidence_threshold
+    routing = settings.routing
+    low = [k for k, c in out.confidence.items() if c is None or c < routing.field_thresholds.get(k, routing.confidence_threshold)]
     result = {
         **out.output,
         "confidence": out.confidence,
-        "needs_review": any(c is None or c < threshold for c in out.confidence.values()),
-        "model": {"base": settings.model.base, "adapter": settings.model.adapter},
+        "needs_review": bool(low),  # no re-review or fallback here: what the first local pass says
+        "model": {"base": settings.model.base, "adapter": runner.adapter.name if runner.adapter else None},
         "prompt_version": out.prompt_version,
         "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
         "input_truncated": out.truncated,

@@ -23,7 +23,7 @@ class EngineOverloaded(EngineError):
 
 
 class EngineTimeout(EngineError):
-    """The request's deadline passed before the engine answered: stored as failed, 504."""
+    """The request's deadline passed before the engine answered (the service stores a needs_review result)."""
 
 
 class EngineUnavailable(EngineError):
