@@ -31,6 +31,7 @@ from server.config import load_settings  # noqa: E402
 from server.engines.base import EngineOutput  # noqa: E402
 from server.engines.batcher import DynamicBatcher  # noqa: E402
 from server.engines.loading import load_model  # noqa: E402
+from server.registry import resolve_adapter  # noqa: E402
 from server.engines.outlines_reference import OutlinesReference  # noqa: E402
 from server.engines.transformers_engine import BatchRunner, TransformersEngine  # noqa: E402
 from server.prompts import TicketInput  # noqa: E402
@@ -116,20 +117,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     taxonomy = load_taxonomy(settings.taxonomy)
     rows = sample(Path(args.data), args.n)
     tickets = [TicketInput(r["subject"], r["body"]) for r in rows]
-    model, tokenizer, dtype = load_model(settings.model)
+    adapter = resolve_adapter(settings.model)  # the served model: base + the registry's active adapter
+    adapter_path = adapter.path if adapter else None
+    model, tokenizer, dtype = load_model(settings.model, adapter_path=adapter_path)
     naive_model = model
     if dtype != torch.float32:
-        naive_model, _, _ = load_model(settings.model, dtype=torch.float32)
+        naive_model, _, _ = load_model(settings.model, adapter_path=adapter_path, dtype=torch.float32)
     result: dict[str, Any] = {
         "machine": {"threads": torch.get_num_threads(), "engine_dtype": str(dtype).removeprefix("torch.")},
-        "model": {"base": settings.model.base, "adapter": settings.model.adapter},
+        "model": {"base": settings.model.base, "adapter": adapter.name if adapter else None},
         "data": str(args.data),
         "n": len(rows),
     }
     runs: dict[str, Any] = {}
     outputs: dict[str, list[Any]] = {}
 
-    runner = BatchRunner(settings, taxonomy, model=model, tokenizer=tokenizer, dtype=dtype)
+    runner = BatchRunner(settings, taxonomy, model=model, tokenizer=tokenizer, dtype=dtype, adapter=adapter)
     for c in (32, 8, 1):
         e = settings.engine.model_copy(update={"max_batch_size": max(c, 1)})
         engine = TransformersEngine(settings.model_copy(update={"engine": e}), taxonomy, runner=runner)

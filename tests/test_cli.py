@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import ROOT, clean_env, triage_command
+from tests.conftest import ACTIVE_ADAPTER, ACTIVE_PROMPT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLI_TIMEOUT_S = 400
@@ -30,7 +31,7 @@ def test_classify_prints_json(tmp_path):
     assert set(out["confidence"]) == {"category", "priority", "sentiment"}
     assert all(isinstance(v, float) and 0 <= v <= 1 for v in out["confidence"].values())
     assert isinstance(out["needs_review"], bool)
-    assert out["prompt_version"] == "classify/v1"
+    assert out["prompt_version"] == ACTIVE_PROMPT and out["model"]["adapter"] == ACTIVE_ADAPTER
     assert not (tmp_path / "triage.db").exists(), "classify must not store anything"
 
 

@@ -177,8 +177,8 @@ class ContinuousBatcher(DynamicBatcher[T, R]):
                 return [(item, item.value) for item in items]
 
             def deliver(item: _Item[T], result: R) -> None:
+                self.items += 1  # counted before the caller can wake up and read the stats
                 loop.call_soon_threadsafe(_resolve, item.future, result)
-                self.items += 1
 
             started = time.perf_counter()
             try:

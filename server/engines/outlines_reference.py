@@ -25,11 +25,16 @@ class OutlinesReference:
         import outlines
         from outlines.types import JsonSchema
 
+        from server.engines.transformers_engine import prompt_version_for
+        from server.registry import resolve_adapter
+
+        self.adapter = resolve_adapter(settings.model)  # a given model must be the one the settings name
         if model is None:
-            model, tokenizer, _ = load_model(settings.model, dtype=torch.float32)
+            model, tokenizer, _ = load_model(settings.model, adapter_path=self.adapter.path if self.adapter else None, dtype=torch.float32)
         self.taxonomy = taxonomy
         self.tokenizer = tokenizer
-        prompt = load_prompt(settings.prompt.dir, "classify", settings.prompt.version)
+        version = prompt_version_for(settings, self.adapter.manifest if self.adapter else {})
+        prompt = load_prompt(settings.prompt.dir, "classify", version.removeprefix("classify/"))
         self.renderer = PromptRenderer(prompt, taxonomy, tokenizer, max_body_tokens=settings.prompt.max_body_tokens, max_history_tokens=settings.prompt.max_history_tokens)
         schema = output_json_schema(taxonomy, prompt.field_order)
         self.generator = outlines.Generator(outlines.from_transformers(model, tokenizer), JsonSchema(schema))
@@ -89,8 +94,9 @@ class OutlinesReferenceEngine(Engine):
 
     @property
     def info(self) -> ModelInfo:
-        return ModelInfo(self.settings.model.base, self.settings.model.adapter, "float32", self.name)
+        adapter = self.ref.adapter.name if self.ref and self.ref.adapter else None
+        return ModelInfo(self.settings.model.base, adapter, "float32", self.name)
 
     @property
     def prompt_version(self) -> str:
-        return f"classify/{self.settings.prompt.version}"
+        return self.ref.renderer.prompt.id if self.ref else f"classify/{self.settings.prompt.version}"

@@ -7,17 +7,17 @@ import pytest
 
 from tests.api.checks import assert_full_result
 from tests.api.conftest import get_row, row_count
-from tests.conftest import SEED_TICKET
+from tests.conftest import ACTIVE_ADAPTER, ACTIVE_PROMPT, SEED_TICKET
 
 pytestmark = pytest.mark.model
 
 
 def test_seed_ticket_full_result(seed_classification):
     assert_full_result(seed_classification, ticket_id="seed-0001", threshold=0.5)
-    # Default routing: the base model (classify/v1) has no paired review prompt and the fallback is off,
-    # so a ticket is answered locally or goes to a human.
-    assert seed_classification["route"] in ("local", "human")
-    assert seed_classification["engine"] == "transformers:smollm2-135m-instruct"
+    # Default routing: the shipped adapter (classify/v2 + review/v2), fallback off: answered locally,
+    # after a local re-review, or left for a human.
+    assert seed_classification["route"] in ("local", "local+review", "human")
+    assert seed_classification["engine"] == f"transformers:{ACTIVE_ADAPTER}"
     assert seed_classification["cache"] is None and seed_classification["cost_usd"] == 0.0
 
 
@@ -29,7 +29,7 @@ def test_seed_ticket_is_stored_done(seed_classification, db_sessions):
     assert row.category == seed_classification["category"]
     assert row.priority == seed_classification["priority"]
     assert row.sentiment == seed_classification["extracted_info"]["sentiment"]
-    assert row.prompt_version == seed_classification["prompt_version"] == "classify/v1"
+    assert row.prompt_version == seed_classification["prompt_version"] == ACTIVE_PROMPT
     assert row.model_base == seed_classification["model"]["base"]
     assert row.model_adapter == seed_classification["model"]["adapter"]
     assert row.needs_review == seed_classification["needs_review"]

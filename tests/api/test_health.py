@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from server.config import DEFAULT_BASE_MODEL_DIR
+from tests.conftest import ACTIVE_ADAPTER, ACTIVE_PROMPT
 
 
 def test_health(client):
@@ -13,9 +14,9 @@ def test_health(client):
     assert body["model_loaded"] is True
     assert body["database"] == "ok"
     assert body["model"]["base"] == str(DEFAULT_BASE_MODEL_DIR)
-    assert body["model"]["adapter"] is None
+    assert body["model"]["adapter"] == ACTIVE_ADAPTER
     assert body["model"]["engine"] == "transformers"
-    assert body["prompt_version"] == "classify/v1"
+    assert body["prompt_version"] == ACTIVE_PROMPT
     assert body["taxonomy"] == "tickets@1"
     assert isinstance(body["engine"], dict)
     # Counters next to the engine stats: routes, result cache, hosted fallback (off by default).
