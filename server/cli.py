@@ -248,7 +248,8 @@ def _gate(
     if out is not None and base_summary is not None:
         write_json_atomic(out / "gate.json", {**record, "candidate": summary.get("model"), "comparison": rows})
         (out / "comparison.md").write_text(comparison_markdown(rows, verdict), encoding="utf-8")
-    if entry is not None and (entry.path / "manifest.json").is_file():
+    # A --limit run is a smoke check, not evidence for promotion: the manifest keeps full runs only.
+    if entry is not None and (entry.path / "manifest.json").is_file() and ":limit=" not in key:
         _store_manifest(registry, entry, key, summary, record)
     return verdict
 
