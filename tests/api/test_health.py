@@ -23,7 +23,7 @@ def test_health(client):
     assert set(body["cache"]) >= {"enabled", "backend", "exact", "near", "reachable"}
     assert set(body["cache"]["exact"]) == {"hits", "misses"} and body["cache"]["reachable"] is True
     assert set(body["routing"]["routes"]) == {"local", "local+review", "hosted", "human", "cache"}
-    assert body["routing"]["engines"]["default"]["engine"] == "transformers:smollm2-135m-instruct"
+    assert body["routing"]["engines"]["default"]["engine"] == f"transformers:{ACTIVE_ADAPTER}"
     assert body["fallback"] == {"enabled": False}
 
 
