@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from server.prompts import TicketInput
+from server.registry import sha256_file
 from server.taxonomy import Taxonomy
 
 MAX_REPORTED = 20
@@ -32,14 +33,6 @@ class Example:
     source: str  # file name or "feedback"
     language: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:

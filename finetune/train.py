@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from server.config import PROJECT_ROOT, Settings, load_settings
+from server.registry import sha256_file
 from server.taxonomy import Taxonomy, load_taxonomy
 
 from finetune.config import FinetuneConfig
-from finetune.data import Example, feedback_examples, merge, read_examples, sha256_file, split
+from finetune.data import Example, feedback_examples, merge, read_examples, split
 from finetune.encode import IGNORE, ExampleEncoder
 
 log = logging.getLogger(__name__)

@@ -141,7 +141,8 @@ def _run_eval(settings: Settings, entry: AdapterEntry | None, data: Path, out: P
 
     pinned = _with_adapter(settings, str(entry.path) if entry else "none")
     summary = run_eval(pinned, data, out_dir=out, limit=limit)
-    summary.setdefault("data_sha256", _sha256(data))
+    if "data_sha256" not in summary:  # run_eval sets it; hashing again would read the file twice
+        summary["data_sha256"] = _sha256(data)
     model_info = dict(summary.get("model") or {})
     model_info["adapter_name"] = entry.name if entry else None
     summary["model"] = model_info

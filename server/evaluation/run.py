@@ -4,7 +4,6 @@ language, with calibration (ECE) of every confidence and the throughput."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from tqdm import tqdm
 from server.config import Settings
 from server.evaluation.metrics import extraction_match, field_report, group_accuracy
 from server.evaluation.report import write_report
+from server.registry import sha256_file
 from server.prompts import TicketInput
 from server.taxonomy import Taxonomy, load_taxonomy
 
@@ -46,14 +46,6 @@ def read_labelled_csv(path: Path, taxonomy: Taxonomy, limit: int | None = None) 
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit: int | None = None, runner: Any = None, console: Console | None = None) -> dict[str, Any]:
@@ -110,7 +102,7 @@ def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit:
         "taxonomy": taxonomy.key,
         "model": {"base": settings.model.base, "adapter": settings.model.adapter},
         "prompt_version": getattr(runner, "prompt_version", f"classify/{settings.prompt.version}"),
-        "data_sha256": _sha256(Path(data)),
+        "data_sha256": sha256_file(Path(data)),
         "invalid_json": invalid,
         "tickets_per_s": round(len(rows) / elapsed, 3) if elapsed else None,
         "seconds": round(elapsed, 1),
