@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from server.config import PROJECT_ROOT, Settings, load_settings
+from server.config import Settings, load_settings
+from server.registry import resolve_project_path
 from server.evaluation.metrics import expected_calibration_error
 from server.taxonomy import load_taxonomy
 
@@ -64,7 +65,7 @@ def calibrate(adapter_dir: str | Path, settings: Settings | None = None, *, prog
     settings = settings or load_settings()
     base = manifest.get("base_model", {}).get("path")
     if base:  # calibrate against the base the adapter was trained on
-        local = Path(base) if Path(base).is_absolute() else PROJECT_ROOT / base
+        local = resolve_project_path(base)
         settings = settings.model_copy(update={"model": settings.model.model_copy(update={"base": str(local) if local.exists() else base})})
     taxonomy = load_taxonomy(manifest.get("config", {}).get("taxonomy", settings.taxonomy))
     raw_manifest = dict(manifest)

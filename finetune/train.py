@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import PROJECT_ROOT, Settings, load_settings
-from server.registry import sha256_file
+from server.registry import resolve_project_path, sha256_file
 from server.taxonomy import Taxonomy, load_taxonomy
 
 from finetune.config import FinetuneConfig
@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-def _resolve(path: str | Path) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 def _rel(path: Path) -> str:
@@ -50,8 +47,8 @@ def load_data(cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy) -> tu
     examples: list[Example] = []
     sources = []
     for f in cfg.data.files:
-        got, record = read_examples(_resolve(f), taxonomy, text_column=cfg.data.text_column, label_sources=cfg.data.label_sources, need_reasoning=need_reasoning)
-        record["path"] = _rel(_resolve(f))
+        got, record = read_examples(resolve_project_path(f), taxonomy, text_column=cfg.data.text_column, label_sources=cfg.data.label_sources, need_reasoning=need_reasoning)
+        record["path"] = _rel(resolve_project_path(f))
         examples += got
         sources.append(record)
     provenance: dict[str, Any] = {"sources": sources}
@@ -140,7 +137,7 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
     settings = settings or load_settings()
     taxonomy = load_taxonomy(cfg.taxonomy)
     base = cfg.base or settings.model.base
-    out_dir = _resolve(cfg.output_dir) / cfg.name
+    out_dir = resolve_project_path(cfg.output_dir) / cfg.name
     ckpt_root = out_dir / "checkpoints"
     started = time.perf_counter()
     random.seed(cfg.train.seed)
@@ -274,7 +271,7 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
         "name": cfg.name,
         "kind": "lora",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "base_model": {"path": _rel(_resolve(base)) if Path(base).exists() or _resolve(base).exists() else base, "safetensors_sha256": _base_hash(base)},
+        "base_model": {"path": _rel(resolve_project_path(base)) if Path(base).exists() or resolve_project_path(base).exists() else base, "safetensors_sha256": _base_hash(base)},
         "prompt_version": encoder.prompt_id,
         "taxonomy": taxonomy.key,
         "target": cfg.data.target,
@@ -323,7 +320,7 @@ class _null:
 
 
 def _base_hash(base: str) -> str | None:
-    f = _resolve(base) / "model.safetensors"
+    f = resolve_project_path(base) / "model.safetensors"
     return sha256_file(f) if f.is_file() else None
 
 
