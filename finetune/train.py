@@ -8,6 +8,7 @@ then fit per-field temperatures on the held-out split (finetune.calibrate).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -218,7 +219,7 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
     bar = tqdm(total=total_steps, initial=step, desc=f"training {cfg.name}", unit="step", disable=not progress)
     epoch_batches: list[list[int]] = []
     optimizer.zero_grad(set_to_none=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16 else _null()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16 else contextlib.nullcontext()
     while step < total_steps:
         epoch, pos = divmod(micro, per_epoch)
         if pos == 0 or not epoch_batches:
@@ -309,14 +310,6 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
 
         calibrate(out_dir, settings, progress=progress)
     return out_dir
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _base_hash(base: str) -> str | None:
