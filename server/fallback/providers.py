@@ -66,22 +66,13 @@ def _status_error(status: int, detail: str, headers: Any) -> ProviderError:
     return ProviderError("error", detail, retryable=False)  # 400/401/403/404/422: retrying cannot help
 
 
-def _openai_error(exc: Exception) -> ProviderError:
-    if isinstance(exc, openai.APITimeoutError):
+def _sdk_error(sdk: Any, exc: Exception) -> ProviderError:
+    """Map an `openai` or `anthropic` SDK exception (both SDKs name their error classes alike)."""
+    if isinstance(exc, sdk.APITimeoutError):
         return ProviderError("timeout", "request timed out", retryable=True)
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, sdk.APIConnectionError):
         return ProviderError("error", f"connection failed: {type(exc.__cause__ or exc).__name__}", retryable=True)
-    if isinstance(exc, openai.APIStatusError):
-        return _status_error(exc.status_code, f"HTTP {exc.status_code}", exc.response.headers)
-    return ProviderError("error", type(exc).__name__, retryable=False)
-
-
-def _anthropic_error(exc: Exception) -> ProviderError:
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderError("timeout", "request timed out", retryable=True)
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError("error", f"connection failed: {type(exc.__cause__ or exc).__name__}", retryable=True)
-    if isinstance(exc, anthropic.APIStatusError):
+    if isinstance(exc, sdk.APIStatusError):
         return _status_error(exc.status_code, f"HTTP {exc.status_code}", exc.response.headers)
     return ProviderError("error", type(exc).__name__, retryable=False)
 
@@ -112,7 +103,7 @@ class OpenAIProvider:
                 max_completion_tokens=MAX_OUTPUT_TOKENS,
             )
         except openai.OpenAIError as exc:
-            raise _openai_error(exc) from exc
+            raise _sdk_error(openai, exc) from exc
         usage = response.usage
         notes: list[str] = []
         content: str | None = None
@@ -174,7 +165,7 @@ class AnthropicProvider:
                 tool_choice={"type": "tool", "name": TOOL_NAME},
             )
         except anthropic.AnthropicError as exc:
-            raise _anthropic_error(exc) from exc
+            raise _sdk_error(anthropic, exc) from exc
         notes: list[str] = []
         content: dict[str, Any] | None = None
         for block in response.content or []:
