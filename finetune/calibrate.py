@@ -52,13 +52,12 @@ def calibrate(adapter_dir: str | Path, settings: Settings | None = None, *, prog
     from tqdm import tqdm
 
     from server.engines.transformers_engine import BatchRunner
-    from server.registry import AdapterEntry
+    from server.registry import AdapterEntry, Registry
 
     from finetune.train import read_heldout
 
     adapter_dir = Path(adapter_dir)
-    manifest_path = adapter_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = json.loads((adapter_dir / "manifest.json").read_text(encoding="utf-8"))
     held = read_heldout(adapter_dir / "heldout.jsonl")
     if not held:
         raise ValueError(f"{adapter_dir}: empty held-out split, nothing to calibrate on")
@@ -95,8 +94,6 @@ def calibrate(adapter_dir: str | Path, settings: Settings | None = None, *, prog
         result["accuracy"][spec.name] = round(sum(correct) / len(correct), 4)
     result["method"] = "temperature scaling per field; log-loss of correctness on the held-out split; grid T in [0.14, 20]"
     result["fitted_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest["calibration"] = result
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(manifest_path)
+    # Under the registry lock: `triage eval` may be recording an eval in the same manifest.
+    Registry(settings.model.registry).update_manifest(adapter_dir, lambda m: m.__setitem__("calibration", result))
     return result
