@@ -40,11 +40,6 @@ def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     if prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     pk, pv = prefix[module.layer_idx]  # (1, Hkv, P, D)
-    out_dtype = query.dtype
-    if out_dtype != torch.float32:
-        # Scores, exponentials and normalisers in fp32, as SDPA does internally: summed in bf16 they
-        # lost enough precision to move label confidences by several points.
-        query, key, value, pk, pv = (t.float() for t in (query, key, value, pk, pv))
     B, H, q, D = query.shape
     Hkv, kv = key.shape[1], key.shape[2]
     G = H // Hkv  # query heads per KV head (grouped-query attention); groups are contiguous
@@ -70,7 +65,7 @@ def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     denom = e_pre.sum(-1, keepdim=True) + e_suf.sum(-1, keepdim=True)
     out_pre = torch.matmul(e_pre.transpose(0, 1).reshape(Hkv, B * G * q, P), pv[0]).reshape(Hkv, B, G * q, D).transpose(0, 1)
     out = (out_pre + torch.matmul(e_suf, value)) / denom
-    return out.to(out_dtype).reshape(B, H, q, D).transpose(1, 2).contiguous(), None
+    return out.reshape(B, H, q, D).transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(NAME, cascade_attention)
