@@ -49,9 +49,9 @@ def output_layout(taxonomy: Taxonomy, field_order: FieldOrder = "labels_first") 
     return slots
 
 
-def _annotation(slot: Slot) -> Any:
+def _annotation(slot: Slot, extra_label: str | None = None) -> Any:
     if slot.spec.is_label:
-        return Literal[tuple(slot.spec.labels)]  # type: ignore[misc]
+        return Literal[tuple(slot.spec.labels + ([extra_label] if extra_label else []))]  # type: ignore[misc]
     return Optional[str] if slot.nullable else str
 
 
@@ -61,11 +61,12 @@ def output_model(taxonomy: Taxonomy, field_order: FieldOrder = "labels_first") -
     strict = ConfigDict(extra="forbid")
     layout = output_layout(taxonomy, field_order)
     top: dict[str, Any] = {}
-    nested = {s.name: (_annotation(s), ...) for s in layout if len(s.path) == 2}
+    # An out-of-scope label is a valid answer (set after decoding), though the model never writes it.
+    nested = {s.name: (_annotation(s, taxonomy.out_of_scope_label(s.name)), ...) for s in layout if len(s.path) == 2}
     info_model = create_model("ExtractedInfo", __config__=strict, **nested) if nested else None
     for slot in layout:
         if len(slot.path) == 1:
-            top[slot.name] = (_annotation(slot), ...)
+            top[slot.name] = (_annotation(slot, taxonomy.out_of_scope_label(slot.name)), ...)
         elif "extracted_info" not in top:
             top["extracted_info"] = (info_model, ...)
     return create_model(f"Classification_{taxonomy.name}", __config__=strict, **top)

@@ -26,6 +26,9 @@ class FieldSpec:
     description: str = ""
     values: dict[str, str] = field(default_factory=dict)  # label -> definition, in prompt order
     in_extracted_info: bool = False
+    # Free text that must be copied from the ticket: null or one of the ticket's candidate spans
+    # (server.extraction), decided per ticket by the decoder; never invented text.
+    copy_only: bool = False
 
     @property
     def is_label(self) -> bool:
@@ -36,6 +39,16 @@ class FieldSpec:
         return list(self.values)
 
 
+@dataclass(frozen=True)
+class OutOfScope:
+    """Answers of `field` whose confidence is under `threshold` become `label`: the ticket fits no label.
+    The model never chooses `label` itself; an adapter's manifest may carry a threshold fitted for it."""
+
+    field: str
+    label: str
+    threshold: float
+
+
 @dataclass(frozen=True, eq=False)
 class Taxonomy:
     name: str
@@ -44,6 +57,11 @@ class Taxonomy:
     extracted_info: tuple[FieldSpec, ...] = ()
     reasoning: bool = True
     source: str = ""
+    out_of_scope: OutOfScope | None = None
+
+    def out_of_scope_label(self, field_name: str) -> str | None:
+        oos = self.out_of_scope
+        return oos.label if oos is not None and oos.field == field_name else None
 
     @property
     def label_fields(self) -> list[FieldSpec]:
@@ -80,7 +98,10 @@ def _field(name: str, raw: object, nested: bool, where: str) -> FieldSpec:
     for label in values:
         if not label or '"' in label or "\\" in label or label != label.strip():
             raise TaxonomyError(f"{where}: label {label!r} of {name} must be non-empty, trimmed, without quotes or backslashes")
-    return FieldSpec(name=name, description=str(raw.get("description", "")), values=values, in_extracted_info=nested)
+    copy_only = raw.get("copy_only", False)
+    if not isinstance(copy_only, bool) or (copy_only and values):
+        raise TaxonomyError(f"{where}: {name}.copy_only must be true or false, and only on a text field")
+    return FieldSpec(name=name, description=str(raw.get("description", "")), values=values, in_extracted_info=nested, copy_only=copy_only)
 
 
 def parse_taxonomy(data: dict, source: str = "<memory>") -> Taxonomy:
@@ -94,6 +115,7 @@ def parse_taxonomy(data: dict, source: str = "<memory>") -> Taxonomy:
     if len(set(names)) != len(names) or "reasoning" in names:
         raise TaxonomyError(f"{source}: field names must be unique and not 'reasoning'")
     return Taxonomy(
+        out_of_scope=_out_of_scope(data.get("out_of_scope"), (*labels, *extracted), source),
         name=str(data["name"]),
         version=str(data.get("version", "1")),
         labels=labels,
@@ -101,6 +123,23 @@ def parse_taxonomy(data: dict, source: str = "<memory>") -> Taxonomy:
         reasoning=bool(data.get("reasoning", True)),
         source=source,
     )
+
+
+def _out_of_scope(raw: object, fields: tuple[FieldSpec, ...], source: str) -> OutOfScope | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"field", "label", "threshold"} or "label" not in raw:
+        raise TaxonomyError(f"{source}: out_of_scope needs 'label' (and optionally 'field', 'threshold'), nothing else")
+    name = str(raw.get("field", fields[0].name))
+    spec = next((f for f in fields if f.name == name and f.is_label), None)
+    if spec is None:
+        raise TaxonomyError(f"{source}: out_of_scope.field {name!r} is not a label field")
+    label, threshold = str(raw["label"]), raw.get("threshold", 0.5)
+    if label in spec.values:
+        raise TaxonomyError(f"{source}: out_of_scope.label {label!r} must not be one of {name}'s labels (the model never picks it)")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise TaxonomyError(f"{source}: out_of_scope.threshold must be a number in [0, 1]")
+    return OutOfScope(name, label, float(threshold))
 
 
 def load_taxonomy(name_or_path: str | Path) -> Taxonomy:

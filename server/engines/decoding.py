@@ -50,7 +50,17 @@ class Text:
     max_tokens: int
 
 
-Segment = Literal | Choice | Text
+@dataclass
+class SpanChoice:
+    """A copy-only text field: `null` or one of the ticket's candidate spans, chosen over a trie built
+    per ticket (the spans differ per ticket; the options end with their closing quote, so none is a
+    prefix of another)."""
+
+    slot: Slot
+    end_token: int
+
+
+Segment = Literal | Choice | Text | SpanChoice
 
 
 def text_value_regex(slot: Slot) -> str:
@@ -105,10 +115,13 @@ class DecodingPlan:
         for j, part in enumerate(merged):
             if isinstance(part, str):
                 segments.append(Literal(part, self.encode(part)))
-            elif part.spec.is_label:
+            elif part.spec.is_label or part.spec.copy_only:
                 following = merged[j + 1] if j + 1 < len(merged) else ""
                 end_ids = self.encode(following) if isinstance(following, str) and following else [self.eos_token_id]
-                segments.append(Choice(part, self._trie(part.spec.labels), end_ids[0]))
+                if part.spec.copy_only:
+                    segments.append(SpanChoice(part, end_ids[0]))
+                else:
+                    segments.append(Choice(part, self._trie(part.spec.labels), end_ids[0]))
             else:
                 budget = max_reasoning_tokens if part.name == "reasoning" else max_string_tokens
                 index = self._index(text_value_regex(part), vocabulary) if vocabulary is not None else None
@@ -117,9 +130,29 @@ class DecodingPlan:
         # Past this segment nothing is a label: a labels-only pass stops there.
         self.last_choice = max((i for i, seg in enumerate(segments) if isinstance(seg, Choice)), default=-1)
         self.quote_ids = self.encode('"')
+        self.label_ids = {seg.slot.name: {label: self.encode(label) for label in seg.slot.spec.labels} for seg in segments if isinstance(seg, Choice)}
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+    @property
+    def copy_fields(self) -> list[str]:
+        return [seg.slot.name for seg in self.segments if isinstance(seg, SpanChoice)]
+
+    def span_option(self, value: str | None) -> str:
+        """The text a copy-only value is written as (the same as a free-text value's)."""
+        return " null" if value is None else " " + json.dumps(value, ensure_ascii=False)
+
+    def span_trie(self, spans: Sequence[str]) -> TrieNode:
+        """Options `null` + each span, as written in the JSON. The node label is the JSON text of the value."""
+        root = TrieNode()
+        for option in [None, *spans]:
+            text = self.span_option(option)
+            node = root
+            for tok in self.encode(text):
+                node = node.children.setdefault(tok, TrieNode())
+            node.label = text
+        return root
 
     def _index(self, regex: str, vocabulary: Vocabulary) -> Index:
         if regex not in self._index_cache:
@@ -148,7 +181,9 @@ class DecodingPlan:
                 ids += seg.ids
                 continue
             value = _get(answer, seg.slot.path)
-            if isinstance(seg, Choice):
+            if isinstance(seg, SpanChoice):
+                ids += self.encode(self.span_option(value or None))
+            elif isinstance(seg, Choice):
                 if value not in seg.slot.spec.values:
                     raise ValueError(f"{'.'.join(seg.slot.path)}={value!r} is not an allowed label")
                 ids += self.encode(value)
@@ -170,10 +205,22 @@ class SequenceDecoder:
     """Decoding state of one ticket. `step(logits)` consumes the logits of the last fed position and
     returns the tokens to feed next (the chosen token plus any forced continuation), or [] when done."""
 
-    def __init__(self, plan: DecodingPlan, temperatures: dict[str, float] | None = None, *, labels_only: bool = False, record: bool = False):
+    def __init__(
+        self,
+        plan: DecodingPlan,
+        temperatures: dict[str, float] | None = None,
+        *,
+        labels_only: bool = False,
+        record: bool = False,
+        spans: dict[str, list[str]] | None = None,
+    ):
         """`labels_only`: stop once every label is decided (same labels and confidences as a full run when
-        labels precede text). `record`: keep each label decision's raw option scores (for calibration)."""
+        labels precede text). `record`: keep each label decision's raw option scores (for calibration).
+        `spans`: the ticket's candidate spans per copy-only field (none: such a field can only be null)."""
         self.plan = plan
+        self.spans = spans or {}
+        # Labels decided outside the language model (a classification head): field -> (label, confidence).
+        self.forced: dict[str, tuple[str, float]] = {}
         self.temperatures = temperatures or {}
         self.labels_only = labels_only
         self.labels: dict[tuple[str, ...], str] = {}
@@ -194,9 +241,17 @@ class SequenceDecoder:
         """Forced tokens before the first decision (appended to the prompt in the prefill)."""
         return self._advance_forced([])
 
+    def force(self, labels: dict[str, tuple[str, float]]) -> None:
+        """Decide these label fields without the language model's logits (with this confidence).
+        May be called after `start()`, before the first `step()`."""
+        for name, (label, _) in labels.items():
+            if label not in self.plan.label_ids.get(name, {}):
+                raise ValueError(f"{name}={label!r} is not an allowed label")
+        self.forced = dict(labels)
+
     def step(self, logits: torch.Tensor) -> list[int]:
         seg = self.plan.segments[self.seg_i]
-        if isinstance(seg, Choice):
+        if isinstance(seg, (Choice, SpanChoice)):
             return self._step_choice(seg, logits)
         assert isinstance(seg, Text)
         return self._step_text(seg, logits)
@@ -214,9 +269,13 @@ class SequenceDecoder:
                 self.text_parts.append(seg.text)
                 self.seg_i += 1
                 continue
-            if isinstance(seg, Choice):
+            if isinstance(seg, (Choice, SpanChoice)):
                 if self.node is None:
-                    self.node, self._label_prob = seg.root, 1.0
+                    root = seg.root if isinstance(seg, Choice) else self.plan.span_trie(self.spans.get(seg.slot.name, ()))
+                    self.node, self._label_prob = root, 1.0
+                    if isinstance(seg, Choice) and seg.slot.name in self.forced:
+                        fed += self._take_forced(seg)
+                        continue
                 # Single-child nodes are forced: the label is already decided.
                 while len(self.node.children) == 1 and self.node.label is None:
                     (tok, child), = self.node.children.items()
@@ -236,23 +295,37 @@ class SequenceDecoder:
         # Tokens after the last decision need no forward pass: nothing depends on their logits.
         return [] if self.done else fed
 
-    def _finish_choice(self, seg: Choice) -> None:
+    def _take_forced(self, seg: Choice) -> list[int]:
+        """Walk a forced label's whole token path (no model step) and finish the choice."""
+        label, confidence = self.forced[seg.slot.name]
+        ids = self.plan.label_ids[seg.slot.name][label]
+        node = seg.root
+        for tok in ids:
+            node = node.children[tok]
+        self.node, self._label_prob = node, confidence
+        self._finish_choice(seg)
+        return list(ids)
+
+    def _finish_choice(self, seg: Choice | SpanChoice) -> None:
         assert self.node is not None and self.node.label is not None
         self.text_parts.append(self.node.label)
-        self.labels[seg.slot.path] = self.node.label
-        self.confidence[seg.slot.name] = self._label_prob
+        if isinstance(seg, Choice):
+            self.labels[seg.slot.path] = self.node.label
+            self.confidence[seg.slot.name] = self._label_prob
         self.node = None
         self.seg_i += 1
 
-    def _step_choice(self, seg: Choice, logits: torch.Tensor) -> list[int]:
+    def _step_choice(self, seg: Choice | SpanChoice, logits: torch.Tensor) -> list[int]:
         assert self.node is not None
+        if isinstance(seg, Choice) and seg.slot.name in self.forced and self.node is seg.root:
+            return self._advance_forced(self._take_forced(seg))
         options = list(self.node.children)
         if self.node.label is not None:
             options.append(seg.end_token)
         raw = logits[options].float()
         probs = torch.softmax(raw / self.temperatures.get(seg.slot.name, 1.0), dim=-1)
         k = int(torch.argmax(probs))
-        if self.trace is not None:
+        if self.trace is not None and isinstance(seg, Choice):
             self.trace.setdefault(seg.slot.name, []).append((raw.clone(), k))
         self._label_prob *= float(probs[k])
         if self.node.label is not None and k == len(options) - 1:

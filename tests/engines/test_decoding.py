@@ -212,3 +212,84 @@ def test_temperature_changes_confidence_not_the_label(tokenizer, vocabulary):
         outs.append(dec)
     assert outs[0].result() == outs[1].result()
     assert all(outs[1].confidence[k] <= outs[0].confidence[k] + 1e-9 for k in outs[0].confidence)
+
+
+def test_copy_only_field_is_null_or_a_candidate_span(tokenizer, vocabulary):
+    """Whatever the logits, error_code is one of the ticket's spans or null: never invented text."""
+    taxonomy = load_taxonomy("tickets")
+    plan = make_plan(taxonomy, tokenizer, vocabulary, "labels_then_text")
+    assert plan.copy_fields == ["error_code"]
+    spans = ["ORA-00942", "ORD-458812", "E-104"]
+    V = len(tokenizer)
+    seen = set()
+    for seed in range(16):
+        gen = torch.Generator().manual_seed(seed)
+        dec = SequenceDecoder(plan, spans={"error_code": spans})
+        drive(dec, lambda *_: torch.randn(V, generator=gen) * 5, V)
+        value = json.loads(dec.text)["extracted_info"]["error_code"]
+        assert value is None or value in spans, value
+        seen.add(value)
+    assert len(seen) > 1, "random logits should reach more than one option"
+
+
+def test_copy_only_field_follows_the_logits(tokenizer, vocabulary):
+    taxonomy = load_taxonomy("tickets")
+    plan = make_plan(taxonomy, tokenizer, vocabulary, "labels_then_text")
+    target = tokenizer.encode(' "E-104"', add_special_tokens=False)
+    V = len(tokenizer)
+
+    def prefer_code(step, fed):
+        logits = torch.zeros(V)
+        for tok in target:
+            logits[tok] = 10.0
+        return logits
+
+    dec = SequenceDecoder(plan, spans={"error_code": ["ORA-00942", "E-104"]})
+    drive(dec, prefer_code, V)
+    assert json.loads(dec.text)["extracted_info"]["error_code"] == "E-104"
+    dec = SequenceDecoder(plan)  # no candidates: the only option is null, decided without the model
+    drive(dec, prefer_code, V)
+    assert json.loads(dec.text)["extracted_info"]["error_code"] is None
+
+
+def test_training_target_of_a_copy_only_value_is_what_the_decoder_writes(tokenizer, vocabulary):
+    """Teacher-forcing the decoder along a training target reproduces the target's tokens exactly."""
+    taxonomy = load_taxonomy("tickets")
+    plan = make_plan(taxonomy, tokenizer, vocabulary, "labels_then_text", string_tokens=16, reasoning_tokens=48)
+    answer = {"category": "Technical", "priority": "High", "extracted_info": {"sentiment": "neutral", "product": "DB", "error_code": "ORA-00942"}, "reasoning": "Broken."}
+    target = plan.answer_token_ids(answer)
+    V = len(tokenizer)
+    dec = SequenceDecoder(plan, spans={"error_code": ["ORD-1", "ORA-00942"]})
+
+    def follow(step, fed):
+        logits = torch.zeros(V)
+        logits[target[len(dec.out_ids)]] = 30.0
+        return logits
+
+    drive(dec, follow, V)
+    assert dec.out_ids == target
+    assert json.loads(dec.text) == answer
+
+
+def test_forced_labels_skip_the_model_and_carry_their_confidence(tokenizer, vocabulary):
+    """A classification head's labels are written as decided, whatever the logits say."""
+    taxonomy = load_taxonomy("tickets")
+    plan = make_plan(taxonomy, tokenizer, vocabulary, "labels_then_text")
+    V = len(tokenizer)
+    calls = {"n": 0}
+
+    def hostile(step, fed):
+        calls["n"] += 1
+        logits = torch.zeros(V)
+        logits[tokenizer.encode("Technical", add_special_tokens=False)[0]] = 50.0
+        return logits
+
+    dec = SequenceDecoder(plan, labels_only=True)
+    dec.start()
+    dec.force({"category": ("Sales", 0.61), "priority": ("Low", 0.9), "sentiment": ("positive", 0.55)})
+    fed = dec.step(hostile(0, []))
+    assert dec.done and fed == [], "with every label forced, a labels-only pass needs no model step after the prefill"
+    assert dec.result() == {"category": "Sales", "priority": "Low", "extracted_info": {"sentiment": "positive"}}
+    assert dec.confidence == {"category": 0.61, "priority": 0.9, "sentiment": 0.55}
+    with pytest.raises(ValueError, match="not an allowed label"):
+        SequenceDecoder(plan).force({"category": ("Marketing", 0.5)})
