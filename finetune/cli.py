@@ -72,6 +72,49 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         typer.echo(f"adapter written: {out}")
 
+    @app.command("fit-head")
+    def fit_head(
+        adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json)."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Fine-tuning YAML whose data and head settings to use (default: the config recorded in the manifest)."),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config key: --set head.hidden_c=0.1"),
+        server_config: Optional[Path] = typer.Option(None, "--server-config"),
+    ) -> None:
+        """Fit (or refit) a label head on an existing adapter: its hidden states + TF-IDF, calibrated on the held-out split."""
+        import json
+
+        from server.config import load_settings
+        from server.registry import read_manifest
+        from server.taxonomy import load_taxonomy
+
+        from finetune.config import config_from_dict, load_config
+        from finetune.data import DataError
+        from finetune.heads import add_head
+        from finetune.train import load_data
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        overrides: dict[str, object] = {"head.enabled": True}
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+            overrides[key.strip()] = value
+        try:
+            if config is None:
+                recorded = read_manifest(adapter).get("config")
+                if not isinstance(recorded, dict):
+                    raise ValueError(f"{adapter}: the manifest records no config; pass --config")
+                cfg = config_from_dict(recorded, overrides, f"{adapter}/manifest.json config")
+            else:
+                cfg = load_config(config, overrides)
+            settings = load_settings(server_config)
+            taxonomy = load_taxonomy(cfg.taxonomy)
+            train, held, _ = load_data(cfg, settings, taxonomy)
+            report = add_head(adapter, cfg, settings, taxonomy, train, held)
+        except (DataError, ValueError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        typer.echo(json.dumps(report, indent=2))
+
     @app.command()
     def calibrate(
         adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json and heldout.jsonl)."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ class DataArgs:
     feedback: bool = True  # add reviewer corrections from the database (they win over file labels)
     database_url: str | None = None  # default: the server settings' database
     heldout_fraction: float = 0.1  # kept apart for calibration and the held-out report
+    # A file of ticket ids (one per line) held out instead of a random fraction: the same held-out
+    # tickets for every run, and rows derived from them (augmentation) are never trained on.
+    heldout_ids: str | None = None
     max_rows: int | None = None  # cap for smoke runs (taken after shuffling)
     target: Literal["full", "labels"] = "full"  # full JSON answer, or stop after the labels
 
@@ -55,6 +59,34 @@ class TrainArgs:
 
 
 @dataclass
+class HeadArgs:
+    """A label head (server.heads.head) fitted after training; see finetune/heads.py."""
+
+    enabled: bool = False
+    # hidden_states indices and poolings: a middle layer's mean over the ticket + the last layer's last token.
+    pools: list[list[Any]] = field(default_factory=lambda: [[16, "mean"], [30, "last"]])
+    hidden_c: float = 0.05  # inverse L2 strength of the hidden-state regression (d = 576 per pool)
+    text: bool = True  # combine with the TF-IDF model
+    text_c: float = 10.0  # the classical baseline's C (chosen by cross-validation, server.evaluation.classical)
+    text_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    # Out-of-scope threshold (taxonomies with `out_of_scope`): fitted on this file's rows (in-scope and
+    # out-of-scope), the largest recall of out-of-scope at the wanted in-scope accuracy.
+    oos_data: str | None = None
+    oos_min_in_scope_accuracy: float = 0.92
+
+    @property
+    def pool_list(self) -> list[Any]:
+        from server.heads.head import Pool
+
+        pools = []
+        for item in self.pools:
+            if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], int) or item[1] not in ("mean", "last"):
+                raise ValueError(f"head.pools: each item is [layer, mean|last], got {item!r}")
+            pools.append(Pool(int(item[0]), item[1]))
+        return pools
+
+
+@dataclass
 class FinetuneConfig:
     name: str = "tickets-smollm2"
     output_dir: str = "models/adapters"
@@ -63,9 +95,16 @@ class FinetuneConfig:
     prompt_version: str = "v2"
     max_body_tokens: int | None = None  # default: the server's prompt budget (must match serving)
     calibrate: bool = True
+    # Continue from an existing adapter (registered name or folder): its LoRA shape (rank, alpha,
+    # modules) is kept and `lora` is ignored. Without: a fresh LoRA of shape `lora`.
+    init_adapter: str | None = None
+    # lora: train a LoRA adapter (and a head if head.enabled); head: no LoRA, only a label head over
+    # the bare base model (the folder's manifest says kind "head").
+    kind: Literal["lora", "head"] = "lora"
     data: DataArgs = field(default_factory=DataArgs)
     lora: LoraArgs = field(default_factory=LoraArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
+    head: HeadArgs = field(default_factory=HeadArgs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,7 +117,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        sub = {"data": DataArgs, "lora": LoraArgs, "train": TrainArgs}.get(name) if cls is FinetuneConfig else None
+        sub = {"data": DataArgs, "lora": LoraArgs, "train": TrainArgs, "head": HeadArgs}.get(name) if cls is FinetuneConfig else None
         kwargs[name] = _build(sub, value or {}, f"{where}.{name}") if sub else value
     return cls(**kwargs)
 
@@ -98,6 +137,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{p}: must be a mapping")
+    return config_from_dict(raw, overrides, str(path or "config"))
+
+
+def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None, where: str = "config") -> FinetuneConfig:
+    """A config from a mapping (e.g. the one recorded in an adapter's manifest), overrides on top."""
+    raw = copy.deepcopy(raw)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -106,4 +151,4 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = _coerce(value) if isinstance(value, str) else value
-    return _build(FinetuneConfig, raw, str(path or "config"))
+    return _build(FinetuneConfig, raw, where)

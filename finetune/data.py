@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from server.prompts import TicketInput
+from server.extraction import candidate_spans, ticket_texts
+from server.prompts import TicketInput, parse_history
 from server.registry import sha256_file
 from server.taxonomy import Taxonomy
 
@@ -107,6 +108,11 @@ def read_examples(
         if not subject and not body:
             problems.append(f"{where}, column {body_col!r}: empty ticket (no subject and no body)")
             continue
+        try:
+            history = parse_history(row.get("previous_interactions"))
+        except ValueError as exc:
+            problems.append(f"{where}, column 'previous_interactions': {exc}")
+            continue
         answer: dict[str, Any] = {}
         for spec in taxonomy.label_fields:
             value = _text(row.get(spec.name))
@@ -118,7 +124,10 @@ def read_examples(
             target[spec.name] = value
         for spec in taxonomy.extracted_info:
             if not spec.is_label:
-                answer.setdefault("extracted_info", {})[spec.name] = _text(row.get(spec.name)) or None
+                value = _text(row.get(spec.name)) or None
+                if spec.copy_only:
+                    value = copyable(value, candidate_spans(ticket_texts(subject, body, history)))
+                answer.setdefault("extracted_info", {})[spec.name] = value
         if reasoning:
             answer["reasoning"] = _text(row.get("reasoning"))
             if not answer["reasoning"]:
@@ -126,7 +135,8 @@ def read_examples(
         if len(problems) >= MAX_REPORTED:
             break
         uid = _text(row.get("ticket_id")) or f"{path.name}:{n}"
-        examples.append(Example(uid, TicketInput(subject, body), answer, path.name, _text(row.get("language")) or None))
+        meta = {"source_ticket_id": _text(row.get("source_ticket_id"))} if _text(row.get("source_ticket_id")) else {}
+        examples.append(Example(uid, TicketInput(subject, body, history), answer, path.name, _text(row.get("language")) or None, meta))
     if problems:
         more = " (first problems only)" if len(problems) >= MAX_REPORTED else ""
         raise DataError(f"{len(problems)} problem(s) in {path}{more}:\n" + "\n".join(problems))
@@ -134,6 +144,16 @@ def read_examples(
         raise DataError(f"{path}: no usable rows (read {read}, skipped {skipped} by label_source filter {label_sources})")
     record = {"path": str(path), "sha256": sha256_file(path), "rows_read": read, "rows_used": len(examples), "rows_skipped": skipped, "label_sources": label_sources, "text_column": body_col}
     return examples, record
+
+
+def copyable(value: str | None, spans: list[str]) -> str | None:
+    """A copy-only target the decoder can write: the value if it is one of the ticket's spans, else the
+    span with the same digits (a label "Error 502" for a ticket saying "Error Code 502"), else null."""
+    if value is None or value in spans:
+        return value
+    digits = "".join(c for c in value if c.isdigit())
+    same = [s for s in spans if digits and "".join(c for c in s if c.isdigit()) == digits]
+    return same[0] if same else None
 
 
 def feedback_examples(database_url: str, taxonomy: Taxonomy, *, need_reasoning: bool = True) -> tuple[list[Example], dict[str, Any]]:
@@ -210,8 +230,14 @@ def merge(file_examples: list[Example], feedback: list[Example]) -> list[Example
     return merged + list(by_id.values())
 
 
-def split(examples: list[Example], heldout_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Seeded split, stratified on the first label field so thin classes appear on both sides."""
+def split(examples: list[Example], heldout_fraction: float, seed: int, heldout_ids: set[str] | None = None) -> tuple[list[Example], list[Example]]:
+    """With `heldout_ids`: exactly those tickets are held out, and rows derived from them (augmented rows
+    naming them as `source_ticket_id`) are dropped, so nothing of a held-out ticket is trained on.
+    Without: a seeded split, stratified on the first label field so thin classes appear on both sides."""
+    if heldout_ids is not None:
+        held = [ex for ex in examples if ex.uid in heldout_ids]
+        train = [ex for ex in examples if ex.uid not in heldout_ids and ex.meta.get("source_ticket_id") not in heldout_ids]
+        return train, held
     rng = random.Random(seed)
     groups: dict[str, list[Example]] = {}
     for ex in examples:

@@ -61,7 +61,8 @@ def load_data(cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy) -> tu
     rng.shuffle(examples)
     if cfg.data.max_rows:
         examples = examples[: cfg.data.max_rows]
-    train, held = split(examples, cfg.data.heldout_fraction, cfg.train.seed)
+    held_ids = set(resolve_project_path(cfg.data.heldout_ids).read_text(encoding="utf-8").split()) if cfg.data.heldout_ids else None
+    train, held = split(examples, cfg.data.heldout_fraction, cfg.train.seed, held_ids)
     provenance.update(train_rows=len(train), heldout_rows=len(held))
     return train, held, provenance
 
@@ -125,6 +126,9 @@ def _config_hash(cfg: FinetuneConfig) -> str:
     d["train"].pop("checkpoint_every", None)
     d["train"].pop("log_every", None)
     d["train"].pop("threads", None)
+    # Neither changes the LoRA training itself (the head is fitted after it).
+    d.pop("head", None)
+    d.pop("kind", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -148,6 +152,10 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
 
     # 1. Data: everything validated before the model is even loaded.
     train_ex, held_ex, provenance = load_data(cfg, settings, taxonomy)
+    if cfg.kind == "head":  # no LoRA: a label head over the bare base model
+        from finetune.heads import head_only
+
+        return head_only(cfg, settings, taxonomy, out_dir, train_ex, held_ex, provenance, base, progress=progress)
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -181,8 +189,17 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
     # 2. Model + LoRA.
     device, dtype = pick_device(cfg)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
-    lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules))
-    model = get_peft_model(model, lora)
+    init = _init_adapter(cfg, settings)
+    if init is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(init.path), is_trainable=True)
+        provenance["init_adapter"] = {"name": init.name, "adapter_files": init.manifest.get("adapter_files")}
+        lora_shape = model.peft_config["default"]
+        log.info("continuing from adapter %s (r=%s, alpha=%s)", init.name, lora_shape.r, lora_shape.lora_alpha)
+    else:
+        lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules))
+        model = get_peft_model(model, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -309,7 +326,25 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
         from finetune.calibrate import calibrate
 
         calibrate(out_dir, settings, progress=progress)
+    if cfg.head.enabled:
+        from finetune.heads import add_head
+
+        add_head(out_dir, cfg, settings, taxonomy, train_ex, held_ex, progress=progress)
     return out_dir
+
+
+def _init_adapter(cfg: FinetuneConfig, settings: Settings) -> Any:
+    """The adapter to continue from, resolved like a served one (name or folder); it must share the base."""
+    if not cfg.init_adapter:
+        return None
+    from server.registry import resolve_adapter
+
+    entry = resolve_adapter(settings.model.model_copy(update={"adapter": cfg.init_adapter}))
+    if entry is None:
+        raise ValueError(f"init_adapter {cfg.init_adapter!r} names no adapter")
+    if entry.manifest.get("prompt_version") not in (None, f"classify/{cfg.prompt_version}"):
+        raise ValueError(f"init_adapter {entry.name} was trained on {entry.manifest.get('prompt_version')}, this job uses classify/{cfg.prompt_version}")
+    return entry
 
 
 def _base_hash(base: str) -> str | None:

@@ -34,6 +34,21 @@ class TicketInput:
     previous_interactions: tuple[str, ...] = ()
 
 
+def parse_history(cell: str | None) -> tuple[str, ...]:
+    """A data file's `previous_interactions` cell: empty, or a JSON list of strings (oldest first)."""
+    import json
+
+    if cell is None or not str(cell).strip():
+        return ()
+    try:
+        value = json.loads(cell)
+    except ValueError:
+        raise ValueError("must be a JSON list of strings") from None
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise ValueError("must be a JSON list of strings")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class PromptVersion:
     kind: str  # "classify" | "review"

@@ -28,6 +28,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MANIFEST = "manifest.json"
 REQUIRED_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST)
+HEAD_FILES = ("head.json", "head.safetensors", "head_vocabulary.json")  # server.heads.head; checksummed when present
 
 
 class RegistryError(RuntimeError):
@@ -39,6 +40,11 @@ class AdapterEntry:
     name: str
     path: Path
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_lora(self) -> bool:
+        """False for a head-only entry (manifest kind "head": a label head over the bare base model)."""
+        return self.manifest.get("kind") != "head"
 
     @property
     def base_model_path(self) -> Path | None:
@@ -152,12 +158,14 @@ class Registry:
     def validate(self, name: str) -> AdapterEntry:
         """The adapter can be loaded and is the one the manifest describes; RegistryError says what is wrong."""
         entry = self.get(name)
-        for filename in REQUIRED_FILES:
+        required = REQUIRED_FILES if entry.has_lora else (MANIFEST, *HEAD_FILES)
+        for filename in required:
             if not (entry.path / filename).is_file():
                 raise RegistryError(f"adapter {name!r}: {filename} missing in {entry.path}")
-        _check_adapter_config(entry.path / ADAPTER_CONFIG, name)
-        _check_safetensors(entry.path / ADAPTER_WEIGHTS, name)
-        _check_checksums(entry, name)
+        if entry.has_lora:
+            _check_adapter_config(entry.path / ADAPTER_CONFIG, name)
+            _check_safetensors(entry.path / ADAPTER_WEIGHTS, name)
+        _check_checksums(entry, name, [f for f in required if f != MANIFEST])
         return entry
 
     def version(self) -> str:
@@ -273,11 +281,11 @@ def _check_safetensors(path: Path, name: str) -> None:
         raise RegistryError(f"adapter {name!r}: {path.name} holds no tensors")
 
 
-def _check_checksums(entry: AdapterEntry, name: str) -> None:
+def _check_checksums(entry: AdapterEntry, name: str, required: list[str]) -> None:
     expected = entry.manifest.get("adapter_files")
     if not isinstance(expected, dict) or not expected:
         raise RegistryError(f"adapter {name!r}: manifest has no adapter_files checksums")
-    missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if f not in expected]
+    missing = [f for f in required if f not in expected]
     if missing:
         raise RegistryError(f"adapter {name!r}: manifest adapter_files lacks {', '.join(missing)}")
     for filename, sha in expected.items():

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal, Sequence
 
 import torch
@@ -24,6 +24,8 @@ from server.engines.base import Engine, EngineError, EngineOutput, EngineUnavail
 from server.engines.batcher import ContinuousBatcher, DynamicBatcher
 from server.engines.decoding import DecodingPlan, SequenceDecoder
 from server.engines.loading import load_model
+from server.heads.head import LabelHead, Pool, has_head, pool_features
+from server.extraction import candidate_spans, ticket_texts
 from server.prompts import EncodedPrompt, PromptRenderer, PromptVersion, TicketInput, load_prompt
 from server.schema import output_layout
 from server.registry import AdapterEntry, resolve_adapter
@@ -132,11 +134,16 @@ class BatchRunner:
             adapter = resolve_adapter(settings.model) if model is None else None
         self.adapter = adapter
         if model is None:
-            model, tokenizer, dtype = load_model(settings.model, adapter_path=self.adapter.path if self.adapter else None)
+            model, tokenizer, dtype = load_model(settings.model, adapter_path=self.adapter.path if self.adapter and self.adapter.has_lora else None)
         self.model, self.tokenizer = model, tokenizer
         self.dtype = dtype or next(model.parameters()).dtype
         self.device = next(model.parameters()).device
         manifest = self.adapter.manifest if self.adapter else {}
+        # A label head fitted for this model decides the label fields (server.heads.head).
+        self.head: LabelHead | None = LabelHead.load(self.adapter.path) if self.adapter and has_head(self.adapter.path) else None
+        self.out_of_scope = taxonomy.out_of_scope
+        if self.out_of_scope is not None and manifest.get("out_of_scope_threshold") is not None:
+            self.out_of_scope = replace(self.out_of_scope, threshold=float(manifest["out_of_scope_threshold"]))
         self.prompt_version = prompt_version_for(settings, manifest)
         prompt = load_prompt(settings.prompt.dir, "classify", self.prompt_version.removeprefix("classify/"))
         self.renderer = PromptRenderer(prompt, taxonomy, tokenizer, max_body_tokens=settings.prompt.max_body_tokens, max_history_tokens=settings.prompt.max_history_tokens)
@@ -178,8 +185,9 @@ class BatchRunner:
         return DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(config=self.model.config)
 
     @torch.inference_mode()
-    def _prefill_one(self, enc: EncodedPrompt, first: list[int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Prefill one ticket on top of the shared prefix; returns its KV and last-position logits.
+    def _prefill_one(self, enc: EncodedPrompt, first: list[int], pools: Sequence[Pool] = ()) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, Any]:
+        """Prefill one ticket on top of the shared prefix; returns its KV, last-position logits and, with
+        `pools`, the pooled hidden-state features of the ticket's tokens (None otherwise).
 
         The prefill itself runs plain SDPA over a cache seeded with the prefix (SDPA's fused kernel
         beats the two-part attention for long query blocks); with cascade decoding only the ticket's
@@ -191,14 +199,23 @@ class BatchRunner:
         positions = torch.arange(start, start + len(ids), device=self.device).unsqueeze(0)
         with cascade.shared_prefix(None):
             out = self.model(
-                torch.tensor([ids], device=self.device), position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+                torch.tensor([ids], device=self.device),
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                output_hidden_states=bool(pools),
             )
+        features = pool_features(out.hidden_states, pools) if pools else None
         keep = start if self.cascade else 0
-        return [(layer.keys[:, :, keep:], layer.values[:, :, keep:]) for layer in out.past_key_values.layers], out.logits[0, -1].float()
+        return [(layer.keys[:, :, keep:], layer.values[:, :, keep:]) for layer in out.past_key_values.layers], out.logits[0, -1].float(), features
 
     def _review_renderer(self, classify: PromptVersion) -> PromptRenderer | None:
         """The review prompt, if it can run in the same batches: it must share the classify prompt's
-        static prefix (the cached KV and the shared-prefix attention assume one prefix per batch)."""
+        static prefix (the cached KV and the shared-prefix attention assume one prefix per batch).
+        None with a label head: the head would give a second look the same answer."""
+        if self.head is not None:
+            return None
         p = self.settings.prompt
         version = classify.version if p.review_version == "auto" else p.review_version
         try:
@@ -231,6 +248,26 @@ class BatchRunner:
             return enc
         suffix = self.tokenizer.encode(enc.text[len(prefix) :], add_special_tokens=False)
         return EncodedPrompt(list(self.renderer.prefix_ids), suffix, enc.truncated, enc.prompt_version, enc.text)
+
+    @torch.inference_mode()
+    def features(self, tickets: Sequence[TicketInput], pools: Sequence[Pool]) -> Any:
+        """Pooled hidden states of each ticket exactly as a label head sees them when serving (the same
+        prompt, prefix cache and forced opening of the answer): the fine-tuning job fits heads on these."""
+        import numpy as np
+
+        rows = []
+        for ticket in tickets:
+            dec = SequenceDecoder(self.plan, spans=self.spans_for(ticket))
+            rows.append(self._prefill_one(self.encode(ticket), dec.start(), pools)[2])
+        return np.stack(rows)
+
+    def spans_for(self, item: TicketInput | ReviewInput) -> dict[str, list[str]]:
+        """Candidate spans of the ticket for every copy-only field (the same for all such fields)."""
+        if not self.plan.copy_fields:
+            return {}
+        ticket = item.ticket if isinstance(item, ReviewInput) else item
+        spans = candidate_spans(ticket_texts(ticket.subject, ticket.body, ticket.previous_interactions))
+        return {name: spans for name in self.plan.copy_fields}
 
     def run(self, tickets: Sequence[TicketInput]) -> list[EngineOutput | EngineError]:
         """Classify a fixed list (eval, CLI, tests): the streaming loop over a list source."""
@@ -274,8 +311,10 @@ class BatchRunner:
                 log.exception("encoding failed")
                 deliver(key, EngineError(f"could not encode ticket: {exc}"))
                 continue
-            dec = SequenceDecoder(self.plan, self.temperatures, labels_only=self.labels_only, record=self.record)
-            kv, logits = self._prefill_one(enc, dec.start())
+            dec = SequenceDecoder(self.plan, self.temperatures, labels_only=self.labels_only, record=self.record, spans=self.spans_for(ticket))
+            kv, logits, features = self._prefill_one(enc, dec.start(), self.head.pools if self.head else ())
+            if features is not None:
+                dec.force(self.head.predict(features, [ticket])[0])  # type: ignore[union-attr]
             start = len(enc.prefix_ids) if self.cascade else 0  # a row's cache starts after the shared prefix
             row = _Row(key, enc, dec, dec.step(logits), start + kv[0][0].shape[2])
             if not row.queue:
@@ -351,6 +390,11 @@ class BatchRunner:
         except ValueError as exc:  # cannot happen by construction; stored as a failure if it ever does
             return EngineError(f"invalid JSON from decoder: {exc}: {dec.text[:200]}")
         confidence = {f.name: dec.confidence.get(f.name) for f in self.taxonomy.label_fields}
+        oos = self.out_of_scope
+        if oos is not None and (confidence.get(oos.field) or 0.0) < oos.threshold:
+            # Too unsure for any label: the taxonomy's out-of-scope label (the model never writes it).
+            target = output.setdefault("extracted_info", {}) if self.taxonomy.field(oos.field).in_extracted_info else output
+            target[oos.field] = oos.label
         extra = {"trace": dec.trace} if dec.trace is not None else {}
         return EngineOutput(
             extra=extra,

@@ -39,11 +39,13 @@ def tax():
 
 
 def test_reads_valid_rows_into_the_answer_shape(tmp_path, tax):
-    path = write_csv(tmp_path / "t.csv", [row(1, product="Zoom", error_code="E42"), row(2)])
+    path = write_csv(tmp_path / "t.csv", [row(1, product="Zoom", error_code="E42", body="The printer shows E42."), row(2, error_code="E42")])
     examples, record = read_examples(path, tax)
     assert [e.uid for e in examples] == ["T1", "T2"]
     assert examples[0].answer == {"category": "Technical", "priority": "Low", "extracted_info": {"sentiment": "neutral", "product": "Zoom", "error_code": "E42"}, "reasoning": "Because."}
     assert examples[1].answer["extracted_info"]["product"] is None
+    # error_code is copy-only: a label that is no span of the ticket cannot be written by the decoder.
+    assert examples[1].answer["extracted_info"]["error_code"] is None
     assert record["rows_used"] == 2 and len(record["sha256"]) == 64
 
 
@@ -144,3 +146,16 @@ def test_config_yaml_and_flag_overrides(tmp_path):
     bad.write_text("train:\n  epoch: 3\n")
     with pytest.raises(ValueError, match="unknown key"):
         load_config(bad)
+
+
+def test_history_column_and_fixed_heldout_ids(tmp_path, tax):
+    cols = [*COLUMNS, "previous_interactions", "source_ticket_id"]
+    rows = [row(1, previous_interactions=json.dumps(["Agent: hi", "Customer: still broken"])), row(2), row(3, ticket_id="aug-1", source_ticket_id="T2"), row(4)]
+    examples, _ = read_examples(write_csv(tmp_path / "t.csv", rows, cols), tax)
+    assert examples[0].ticket.previous_interactions == ("Agent: hi", "Customer: still broken")
+    train, held = split(examples, 0.5, 0, heldout_ids={"T2"})
+    assert [e.uid for e in held] == ["T2"]
+    assert [e.uid for e in train] == ["T1", "T4"], "a row derived from a held-out ticket is never trained on"
+    bad = write_csv(tmp_path / "b.csv", [row(1, previous_interactions="not json")], cols)
+    with pytest.raises(DataError, match="row 2, column 'previous_interactions'"):
+        read_examples(bad, tax)
