@@ -105,7 +105,8 @@ def evaluate(
         summary = _run_eval(settings, candidate, data, out, limit)
         key = _eval_key(summary, data, limit)
         base_summary = _baseline_summary(ref, registry, data, key, out, limit, gate_rules.field) if ref else None
-        verdict = _gate(summary, base_summary, ref.identity if ref else None, gate_rules, candidate, registry, key, out)
+        classical = _classical_summary(settings, data, limit, gate_rules, out) if gate_rules.classical else None
+        verdict = _gate(summary, base_summary, ref.identity if ref else None, gate_rules, candidate, registry, key, out, classical)
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
@@ -113,7 +114,10 @@ def evaluate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     if as_json:
-        sys.stdout.write(json.dumps({**summary, "gate": verdict.to_dict()} if baseline is not None else summary, default=str) + "\n")
+        extra: dict[str, Any] = {"gate": verdict.to_dict()} if baseline is not None else {}
+        if classical is not None:
+            extra["classical"] = {k: classical.get(k) for k in classical if k.endswith(("_accuracy", "_macro_f1"))}
+        sys.stdout.write(json.dumps({**summary, **extra}, default=str) + "\n")
     if strict and not verdict.proceed:
         raise typer.Exit(3)
 
@@ -199,8 +203,8 @@ def _baseline_summary(ref: _BaselineRef, registry: Registry, data: Path, key: st
         return ref.report
     entry = ref.entry
     stored = (entry.manifest.get("evals") or {}).get(key) if entry else None
-    # Reuse only what the gate can use: an older stored eval without per-label metrics is re-run.
-    if entry is not None and stored and per_label(stored, field) is not None:
+    # Reuse only what the gate can use: an older stored eval without per-label or per-language metrics is re-run.
+    if entry is not None and stored and per_label(stored, field) is not None and "per_language" in stored:
         Console().print(f"baseline {entry.name}: reusing its stored eval of this data ({stored.get('evaluated_at', 'undated')})")
         ref.identity["reused_eval"] = True
         return stored
@@ -209,6 +213,19 @@ def _baseline_summary(ref: _BaselineRef, registry: Registry, data: Path, key: st
     if entry is not None and (entry.path / "manifest.json").is_file():
         _store_manifest(registry, entry, key, summary, None)
     return summary
+
+
+def _classical_summary(settings: Settings, data: Path, limit: int | None, rules: GateRules, out: Path | None) -> dict[str, Any]:
+    """The classical baseline trained on the rules' files (the eval's own tickets left out), scored on `data`."""
+    from server.evaluation.run import read_labelled_csv, run_classical_eval
+    from server.registry import resolve_project_path
+    from server.taxonomy import load_taxonomy
+
+    rows = read_labelled_csv(data, load_taxonomy(settings.taxonomy), limit)
+    exclude = {r["ticket_id"] for r in rows if r.get("ticket_id")}
+    files = [resolve_project_path(f) for f in rules.classical_train]
+    typer.echo(f"classical baseline: TF-IDF + logistic regression trained on {', '.join(rules.classical_train)} ({', '.join(rules.classical_label_sources) or 'all'} rows)", err=True)
+    return run_classical_eval(settings, data, files, rules.classical_label_sources or None, out / "classical" if out else None, limit, exclude_ids=exclude)
 
 
 def _load_report(path: Path) -> dict[str, Any]:
@@ -228,13 +245,13 @@ def _load_report(path: Path) -> dict[str, Any]:
 
 def _gate(
     summary: dict[str, Any], base_summary: dict[str, Any] | None, base_id: dict[str, Any] | None, rules: GateRules,
-    entry: AdapterEntry | None, registry: Registry, key: str, out: Path | None,
+    entry: AdapterEntry | None, registry: Registry, key: str, out: Path | None, classical: dict[str, Any] | None = None,
 ) -> GateVerdict:
     """Judge, print, write gate.json/comparison.md, and record the eval (and verdict) in the manifest."""
     from server.evaluation.gate import compare_table, comparison_markdown, evaluate_gate
     from server.registry import utc_now, write_json_atomic
 
-    verdict = evaluate_gate(summary, base_summary, rules)
+    verdict = evaluate_gate(summary, base_summary, rules, classical)
     rows = compare_table(summary, base_summary, field=rules.field) if base_summary is not None else []
     _print_gate(rows, verdict, base_summary is not None)
     record = {
@@ -242,6 +259,7 @@ def _gate(
         "data": key,
         "n": summary.get("n"),
         "baseline": base_id,
+        "classical": {k: classical.get(k) for k in classical if k.endswith("_accuracy")} if classical else None,
         "checks": verdict.to_dict()["checks"],
         "rules": rules.to_dict(),
         "at": utc_now(),

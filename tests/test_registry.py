@@ -327,7 +327,8 @@ def fake_summary(acc: float, recall_sales: float = 0.8) -> dict:
     labels = {lab: {"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5} for lab in ("Billing", "General", "Sales", "Technical")}
     labels["Sales"]["recall"] = recall_sales
     return {"n": 20, "invalid_json": 0, "category_accuracy": acc, "category_macro_f1": acc, "category_ece": 0.05,
-            "model": {"base": "b", "adapter": None}, "per_label": {"category": labels}}
+            "model": {"base": "b", "adapter": None}, "per_label": {"category": labels},
+            "per_language": {"category": {"en": {"n": 20, "accuracy": acc}}}}
 
 
 @pytest.fixture
@@ -344,8 +345,14 @@ def fake_eval(monkeypatch):
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         return json.loads(json.dumps(results[name]))
 
+    def run_classical_eval(settings, data, train_files, label_sources, out_dir=None, limit=None, console=None, exclude_ids=None):
+        calls.append("classical")
+        return fake_summary(0.5)
+
     module = types.ModuleType("server.evaluation.run")
     module.run_eval = run_eval
+    module.run_classical_eval = run_classical_eval
+    module.read_labelled_csv = lambda path, taxonomy, limit=None: [{"ticket_id": "x"}]
     monkeypatch.setitem(sys.modules, "server.evaluation.run", module)
     return calls
 
@@ -357,9 +364,10 @@ def test_cli_eval_gate_yes_records_manifest(cli, reg, fake_eval, tmp_path):
     r = cli("eval", "--data", str(data), "--model", "b", "--baseline", "a", "--out", str(out), "--json")
     assert r.exit_code == 0, r.output
     assert "Proceed with deployment: yes" in r.output.splitlines()
-    assert fake_eval == ["b", "a"]
+    assert fake_eval == ["b", "a", "classical"]
     last = json.loads(r.output.strip().splitlines()[-1])
     assert last["gate"]["verdict"] == "yes" and last["category_accuracy"] == 0.85
+    assert last["classical"]["category_accuracy"] == 0.5
     sha = hashlib.sha256(data.read_bytes()).hexdigest()
     gate = json.loads((out / "gate.json").read_text())
     assert gate["verdict"] == "yes" and gate["data"] == sha and gate["baseline"]["name"] == "a" and gate["comparison"]
@@ -374,7 +382,7 @@ def test_cli_eval_gate_yes_records_manifest(cli, reg, fake_eval, tmp_path):
     fake_eval.clear()
     r = cli("eval", "--data", str(data), "--model", "b", "--baseline", "a")
     assert r.exit_code == 0, r.output
-    assert fake_eval == ["b"] and "reusing" in r.output
+    assert fake_eval == ["b", "classical"] and "reusing" in r.output
 
 
 def test_cli_eval_gate_no(cli, reg, fake_eval, tmp_path):
@@ -401,11 +409,11 @@ def test_cli_eval_baseline_report_and_base(cli, reg, fake_eval, tmp_path):
     report.write_text(json.dumps({"summary": base, "fields": {"category": {"per_label": per_label["category"]}}, "groups": {}}))
     r = cli("eval", "--data", str(data), "--model", "a", "--baseline", str(report))
     assert r.exit_code == 0, r.output
-    assert "Proceed with deployment: no" in r.output and fake_eval == ["a"]
+    assert "Proceed with deployment: no" in r.output and fake_eval == ["a", "classical"]
     fake_eval.clear()
     r = cli("eval", "--data", str(data), "--model", "a", "--baseline", "base")
     assert r.exit_code == 0, r.output
-    assert fake_eval == ["a", None] and "Proceed with deployment: yes" in r.output
+    assert fake_eval == ["a", None, "classical"] and "Proceed with deployment: yes" in r.output
 
 
 def test_cli_eval_bad_inputs(cli, fake_eval, tmp_path):
@@ -474,3 +482,18 @@ def test_lock_serialises_read_modify_write(reg):
     for t in threads:
         t.join()
     assert reg.get("a").manifest["counter"] == 75
+
+
+def test_cli_eval_gate_refuses_a_candidate_below_the_classical_baseline(cli, reg, fake_eval, tmp_path, monkeypatch):
+    data = tmp_path / "d.csv"
+    data.write_text(DATA)
+    module = sys.modules["server.evaluation.run"]
+    monkeypatch.setattr(module, "run_classical_eval", lambda *a, **k: fake_summary(0.95))
+    r = cli("eval", "--data", str(data), "--model", "b", "--baseline", "a")
+    assert r.exit_code == 0, r.output
+    assert "Proceed with deployment: no" in r.output.splitlines()
+    assert "category 0.850 vs 0.950 (LOWER)" in r.output
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("classical_margin: -1\n")
+    r = cli("eval", "--data", str(data), "--model", "b", "--baseline", "a", "--rules", str(rules))
+    assert "Proceed with deployment: yes" in r.output.splitlines()

@@ -22,16 +22,31 @@ _EPS = 1e-9
 
 @dataclass(frozen=True)
 class GateRules:
-    # Candidate overall accuracy of `field` must be >= baseline - this (0 = not lower at all).
+    # Candidate accuracy of `field` must be >= baseline - this (0 = not lower at all).
     min_category_accuracy_delta: float = 0.0
-    # No label's recall (its per-label accuracy) may drop by more than this (0.02 = 2 points).
+    # Every other label field's accuracy may drop by at most this (0.01 = 3 tickets of 300).
+    max_accuracy_drop: float = 0.01
+    # No label of `field` may lose more recall than this (0.02 = 2 points).
     max_per_label_drop: float = 0.02
+    # No language's accuracy on any label field may drop by more than this ...
+    max_language_drop: float = 0.05
+    # ... among languages with at least this many rows (a 6-ticket slice moves 17 points per ticket).
+    min_language_support: int = 10
     # Absolute: at most this many tickets without a valid JSON answer.
     max_invalid_json: int = 0
-    # ECE of `field` may grow by at most this.
+    # ECE of any label field may grow by at most this.
     max_ece_increase: float = 0.02
-    # The label field the rules look at; taxonomies other than `tickets` name it differently.
+    # Every label field's accuracy must be >= the classical baseline's (server.evaluation.classical,
+    # trained on `classical_train`) - this margin; a negative number turns the rule off.
+    classical_margin: float = 0.0
+    classical_train: tuple[str, ...] = ("data/tickets/train.csv",)
+    classical_label_sources: tuple[str, ...] = ("reviewed",)
+    # The label field of the category-level rules; taxonomies other than `tickets` name it differently.
     field: str = "category"
+
+    @property
+    def classical(self) -> bool:
+        return self.classical_margin >= 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,6 +106,12 @@ def load_rules(path_or_dict: str | Path | dict[str, Any] | None) -> GateRules:
 def _coerce_rule(where: str, key: str, value: Any, type_name: Any) -> Any:
     # Annotations are strings under `from __future__ import annotations`.
     kind = str(type_name)
+    if kind.startswith("tuple"):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ValueError(f"{where}: {key} must be a list of strings, got {value!r}")
+        return tuple(v.strip() for v in value)
     if kind == "str":
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{where}: {key} must be a non-empty string, got {value!r}")
@@ -108,17 +129,24 @@ def _coerce_rule(where: str, key: str, value: Any, type_name: Any) -> Any:
 # -- the gate ---------------------------------------------------------------------------------
 
 
-def evaluate_gate(candidate: dict[str, Any], baseline: dict[str, Any] | None, rules: GateRules = GateRules()) -> GateVerdict:
-    """All checks of `rules`; without a baseline only the absolute ones (invalid JSON)."""
+def evaluate_gate(candidate: dict[str, Any], baseline: dict[str, Any] | None, rules: GateRules = GateRules(), classical: dict[str, Any] | None = None) -> GateVerdict:
+    """All checks of `rules`; without a baseline only the absolute ones (invalid JSON, classical baseline).
+    `classical` is the classical baseline's summary on the same data (None: that check fails if required)."""
     checks = [_check_invalid_json(candidate, rules)]
     if baseline is not None:
-        checks += [
-            _check_same_data(candidate, baseline),
-            _check_accuracy(candidate, baseline, rules),
-            _check_per_label(candidate, baseline, rules),
-            _check_ece(candidate, baseline, rules),
-        ]
+        checks += [_check_same_data(candidate, baseline), _check_accuracy(candidate, baseline, rules)]
+        checks += [_check_field_accuracy(candidate, baseline, name, rules) for name in _label_fields(candidate, baseline) if name != rules.field]
+        checks += [_check_per_label(candidate, baseline, rules), _check_languages(candidate, baseline, rules)]
+        checks += [_check_ece(candidate, baseline, rules, name) for name in [rules.field, *(n for n in _label_fields(candidate, baseline) if n != rules.field)]]
+    if rules.classical:
+        checks.append(_check_classical(candidate, classical, rules))
     return GateVerdict(proceed=all(c.passed for c in checks), checks=checks)
+
+
+def _label_fields(*summaries: dict[str, Any]) -> list[str]:
+    """Label fields with an accuracy on every summary (fields absent from the data are skipped)."""
+    names = [k.removesuffix("_accuracy") for k in summaries[0] if k.endswith("_accuracy") and k not in ("in_scope_accuracy",)]
+    return [n for n in names if all(_num(s, f"{n}_accuracy") is not None for s in summaries)]
 
 
 def _num(summary: dict[str, Any], key: str) -> float | None:
@@ -157,6 +185,57 @@ def _check_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], rules: 
     return Check(name, passed, f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed >= {-rules.min_category_accuracy_delta:+.3f})")
 
 
+def _check_field_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], name: str, rules: GateRules) -> Check:
+    cand, base = _num(candidate, f"{name}_accuracy"), _num(baseline, f"{name}_accuracy")
+    assert cand is not None and base is not None  # _label_fields only yields fields both sides have
+    delta = cand - base
+    return Check(f"{name} accuracy", delta >= -rules.max_accuracy_drop - _EPS, f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed >= {-rules.max_accuracy_drop:+.3f})")
+
+
+def _check_languages(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
+    name = "per-language accuracy"
+    cand, base = candidate.get("per_language"), baseline.get("per_language")
+    if not isinstance(cand, dict) or not isinstance(base, dict):
+        return Check(name, False, f"no per-language metrics ({'candidate' if not isinstance(cand, dict) else 'baseline'}); evaluate on data with a language column")
+    if not cand and not base:
+        return Check(name, True, "the data has no language column")
+    compared, failing, worst = 0, [], None
+    for fname in sorted(set(cand) & set(base)):
+        for lang in sorted(set(cand[fname]) & set(base[fname])):
+            c, b = cand[fname][lang], base[fname][lang]
+            if min(int(c.get("n", 0)), int(b.get("n", 0))) < rules.min_language_support:
+                continue
+            compared += 1
+            delta = float(c["accuracy"]) - float(b["accuracy"])
+            if worst is None or delta < worst[2]:
+                worst = (fname, lang, delta)
+            if delta < -rules.max_language_drop - _EPS:
+                failing.append(f"{fname}/{lang} {float(c['accuracy']):.3f} vs {float(b['accuracy']):.3f} ({delta:+.3f})")
+    if compared == 0:
+        return Check(name, False, f"no language with >= {rules.min_language_support} rows on both reports")
+    if failing:
+        return Check(name, False, f"dropped more than {rules.max_language_drop:.3f}: {', '.join(failing)}")
+    assert worst is not None
+    return Check(name, True, f"{compared} field/language slices (n >= {rules.min_language_support}); largest change {worst[0]}/{worst[1]} {worst[2]:+.3f}")
+
+
+def _check_classical(candidate: dict[str, Any], classical: dict[str, Any] | None, rules: GateRules) -> Check:
+    name = "beats classical baseline"
+    if classical is None:
+        return Check(name, False, "no classical baseline report on this data (set classical_margin < 0 to turn the rule off)")
+    fields = _label_fields(candidate, classical)
+    if not fields:
+        return Check(name, False, "no label field on both the candidate's and the classical baseline's report")
+    parts, passed = [], True
+    for f in fields:
+        cand, base = _num(candidate, f"{f}_accuracy"), _num(classical, f"{f}_accuracy")
+        assert cand is not None and base is not None
+        ok = cand >= base - rules.classical_margin - _EPS
+        passed &= ok
+        parts.append(f"{f} {cand:.3f} vs {base:.3f}{'' if ok else ' (LOWER)'}")
+    return Check(name, passed, "; ".join(parts))
+
+
 def per_label(summary: dict[str, Any], field_name: str) -> dict[str, dict[str, Any]] | None:
     """The per-label metrics of one field, from a summary (`per_label`) or a report.json (`fields`)."""
     found = (summary.get("per_label") or {}).get(field_name)
@@ -189,9 +268,9 @@ def _check_per_label(candidate: dict[str, Any], baseline: dict[str, Any], rules:
     return Check(name, True, f"{compared} labels compared; largest change {lab} {c - b:+.3f} (allowed drop {rules.max_per_label_drop:.3f})")
 
 
-def _check_ece(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
-    name = f"{rules.field} ECE"
-    key = f"{rules.field}_ece"
+def _check_ece(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules, field: str) -> Check:
+    name = f"{field} ECE"
+    key = f"{field}_ece"
     cand, base = _num(candidate, key), _num(baseline, key)
     if cand is None and base is None:
         return Check(name, True, "no confidences on either report")
@@ -223,6 +302,12 @@ def compare_table(candidate: dict[str, Any], baseline: dict[str, Any] | None, fi
             if c is None and b is None:
                 continue  # the field is not in this data set
             rows.append({"field": fname, "label": None, "metric": metric, "candidate": c, "baseline": b, "delta": _delta(c, b)})
+    cand_lang, base_lang = candidate.get("per_language") or {}, base.get("per_language") or {}
+    for fname in cand_lang:
+        for lang in sorted(set(cand_lang[fname]) | set(base_lang.get(fname, {}))):
+            cm, bm = cand_lang[fname].get(lang) or {}, (base_lang.get(fname) or {}).get(lang) or {}
+            c, b = _num(cm, "accuracy"), _num(bm, "accuracy")
+            rows.append({"field": fname, "label": f"language {lang}", "metric": "accuracy", "candidate": c, "baseline": b, "delta": _delta(c, b), "support": cm.get("n", bm.get("n"))})
     cand_labels, base_labels = per_label(candidate, field) or {}, per_label(base, field) or {}
     for label in list(cand_labels) + [lab for lab in base_labels if lab not in cand_labels]:
         cm, bm = cand_labels.get(label) or {}, base_labels.get(label) or {}

@@ -1,29 +1,32 @@
-"""`triage eval`: run the configured engine over a labelled CSV and report per field, per label and per
-language, with calibration (ECE) of every confidence and the throughput."""
+"""`triage eval`: run the configured engine (or the classical baseline) over a labelled CSV and report per
+field, per label and per language, with calibration (ECE) of every confidence and the throughput."""
 
 from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from rich.console import Console
-from rich.table import Table
 from tqdm import tqdm
 
 from server.config import Settings
 from server.evaluation.metrics import extraction_match, field_report, group_accuracy
 from server.evaluation.report import write_report
+from server.extraction import candidate_spans, ticket_texts
+from server.prompts import TicketInput, parse_history
 from server.registry import sha256_file
-from server.prompts import TicketInput
 from server.taxonomy import Taxonomy, load_taxonomy
 
 REQUIRED_KEYS = ("category", "priority", "sentiment")
 
 
-def read_labelled_csv(path: Path, taxonomy: Taxonomy, limit: int | None = None) -> list[dict[str, str]]:
-    """Rows with `subject`/`body` (or `text` as the body) and the taxonomy's label columns, validated."""
+def read_labelled_csv(path: Path, taxonomy: Taxonomy, limit: int | None = None, label_sources: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """Rows with `subject`/`body` (or `text` as the body), optional `previous_interactions` (a JSON list)
+    and the taxonomy's label columns, validated. `label_sources` keeps only rows whose `label_source`
+    column is one of them (files without that column are kept whole)."""
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         columns = set(reader.fieldnames or ())
@@ -34,10 +37,16 @@ def read_labelled_csv(path: Path, taxonomy: Taxonomy, limit: int | None = None) 
             raise ValueError(f"{path}: no label column of taxonomy {taxonomy.key} ({', '.join(f.name for f in taxonomy.label_fields)})")
         rows = []
         for line, row in enumerate(reader, start=2):
+            if label_sources and "label_source" in columns and row.get("label_source") not in label_sources:
+                continue
             for name in label_cols:
                 value = (row.get(name) or "").strip()
-                if value and value not in taxonomy.field(name).values:
+                if value and value not in taxonomy.field(name).values and value != taxonomy.out_of_scope_label(name):
                     raise ValueError(f"{path}: row {line}, column {name!r}: {value!r} is not a label of {taxonomy.key}")
+            try:
+                parse_history(row.get("previous_interactions"))
+            except ValueError as exc:
+                raise ValueError(f"{path}: row {line}, column 'previous_interactions': {exc}") from None
             row.setdefault("subject", "")
             row["body"] = row.get("body") if "body" in columns else row.get("text", "")
             rows.append(row)
@@ -48,65 +57,80 @@ def read_labelled_csv(path: Path, taxonomy: Taxonomy, limit: int | None = None) 
     return rows
 
 
-def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit: int | None = None, runner: Any = None, console: Console | None = None) -> dict[str, Any]:
-    from server.engines.base import EngineOutput
-    from server.engines.transformers_engine import BatchRunner
+def row_ticket(row: dict[str, str]) -> TicketInput:
+    return TicketInput(row.get("subject") or "", row.get("body") or "", parse_history(row.get("previous_interactions")))
 
-    console = console or Console(stderr=False)
-    taxonomy = load_taxonomy(settings.taxonomy)
-    rows = read_labelled_csv(Path(data), taxonomy, limit)
-    runner = runner or BatchRunner(settings, taxonomy)
-    bs = settings.engine.max_batch_size
+
+@dataclass
+class Predictions:
+    """What a predictor said about each row, field by field (None: no answer for that row)."""
+
+    values: dict[str, list[Any]] = field(default_factory=dict)  # field name -> value per row
+    confidence: dict[str, list[float | None]] = field(default_factory=dict)
+    invalid: int = 0
+    seconds: float = 0.0
+
+
+def engine_predictions(runner: Any, rows: list[dict[str, str]], taxonomy: Taxonomy, batch_size: int) -> Predictions:
+    from server.engines.base import EngineOutput
+
     outputs: list[Any] = []
     started = time.perf_counter()
     with tqdm(total=len(rows), desc="classifying", unit="ticket") as bar:
-        for i in range(0, len(rows), bs):
-            chunk = rows[i : i + bs]
-            outputs += runner.run([TicketInput(r.get("subject", ""), r["body"]) for r in chunk])
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i : i + batch_size]
+            outputs += runner.run([row_ticket(r) for r in chunk])
             bar.update(len(chunk))
-    elapsed = time.perf_counter() - started
+    preds = Predictions(seconds=time.perf_counter() - started)
+    preds.invalid = sum(1 for o in outputs if not isinstance(o, EngineOutput))
+    for spec in (*taxonomy.labels, *taxonomy.extracted_info):
+        values = []
+        for o in outputs:
+            src = (o.output.get("extracted_info", {}) if spec.in_extracted_info else o.output) if isinstance(o, EngineOutput) else {}
+            values.append(src.get(spec.name))
+        preds.values[spec.name] = values
+        if spec.is_label:
+            preds.confidence[spec.name] = [o.confidence.get(spec.name) if isinstance(o, EngineOutput) else None for o in outputs]
+    return preds
 
-    def pred(out: Any, name: str) -> Any:
-        if not isinstance(out, EngineOutput):
-            return None
-        spec = taxonomy.field(name)
-        src = out.output.get("extracted_info", {}) if spec.in_extracted_info else out.output
-        return src.get(name)
 
-    invalid = sum(1 for o in outputs if not isinstance(o, EngineOutput))
+def classical_predictions(model: Any, rows: list[dict[str, str]]) -> Predictions:
+    started = time.perf_counter()
+    probs = model.predict([row_ticket(r) for r in rows])
+    preds = Predictions(seconds=time.perf_counter() - started)
+    for name, fp in probs.items():
+        preds.values[name] = fp.argmax()
+        preds.confidence[name] = fp.max()
+    return preds
+
+
+def summarise(rows: list[dict[str, str]], preds: Predictions, taxonomy: Taxonomy) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(summary, per-field reports, per-group reports) of one predictor on one data set."""
     fields: dict[str, dict[str, Any]] = {}
     for spec in taxonomy.label_fields:
-        if spec.name not in rows[0]:
+        if spec.name not in rows[0] or spec.name not in preds.values:
             continue
         gold = [(r.get(spec.name) or "").strip() or None for r in rows]
-        fields[spec.name] = field_report(
-            gold,
-            [pred(o, spec.name) for o in outputs],
-            [o.confidence.get(spec.name) if isinstance(o, EngineOutput) else None for o in outputs],
-            labels=spec.labels,
-        )
+        oos = taxonomy.out_of_scope_label(spec.name)
+        fields[spec.name] = field_report(gold, preds.values[spec.name], preds.confidence.get(spec.name), labels=spec.labels + ([oos] if oos else []))
     for spec in taxonomy.extracted_info:
-        if not spec.is_label and spec.name in rows[0]:
-            fields[spec.name] = extraction_match([(r.get(spec.name) or None) for r in rows], [pred(o, spec.name) for o in outputs])
+        if not spec.is_label and spec.name in rows[0] and spec.name in preds.values:
+            rep = extraction_match([(r.get(spec.name) or None) for r in rows], preds.values[spec.name])
+            if spec.copy_only:
+                # A copy-only value must be text of the ticket; anything else was made up.
+                rep["invented"] = sum(
+                    1 for r, v in zip(rows, preds.values[spec.name]) if v is not None and v not in candidate_spans(ticket_texts(r.get("subject") or "", r["body"], parse_history(r.get("previous_interactions"))))
+                )
+            fields[spec.name] = rep
     groups: dict[str, dict[str, Any]] = {}
     if "language" in rows[0]:
         langs = [r.get("language") or None for r in rows]
         for name, rep in fields.items():
             if "confusion" in rep:
                 gold = [(r.get(name) or "").strip() or None for r in rows]
-                groups[f"{name}_by_language"] = group_accuracy(langs, gold, [pred(o, name) for o in outputs])
+                groups[f"{name}_by_language"] = group_accuracy(langs, gold, preds.values[name])
 
-    summary: dict[str, Any] = {
-        "n": len(rows),
-        "data": str(data),
-        "taxonomy": taxonomy.key,
-        "model": {"base": settings.model.base, "adapter": settings.model.adapter},
-        "prompt_version": getattr(runner, "prompt_version", f"classify/{settings.prompt.version}"),
-        "data_sha256": sha256_file(Path(data)),
-        "invalid_json": invalid,
-        "tickets_per_s": round(len(rows) / elapsed, 3) if elapsed else None,
-        "seconds": round(elapsed, 1),
-    }
+    summary: dict[str, Any] = {"n": len(rows), "invalid_json": preds.invalid}
     for name in sorted(set(REQUIRED_KEYS) | {f.name for f in taxonomy.label_fields}):
         rep = fields.get(name)
         summary[f"{name}_accuracy"] = rep["accuracy"] if rep else None
@@ -115,8 +139,66 @@ def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit:
     for name, rep in fields.items():
         if "confusion" not in rep:
             summary[f"{name}_exact_match"] = rep.get("exact_match")
-    # The regression gate compares labels one by one (no category may drop more than its tolerance).
+            summary[f"{name}_exact_match_gold_present"] = rep.get("exact_match_gold_present")
+            if "invented" in rep:
+                summary[f"{name}_invented"] = rep["invented"]
+    for spec in taxonomy.label_fields:
+        oos = taxonomy.out_of_scope_label(spec.name)
+        if oos and spec.name in fields:
+            summary.update(out_of_scope_metrics(rows, preds.values[spec.name], spec.name, oos))
+    # The regression gate compares labels one by one (no category may drop more than its tolerance)
+    # and languages one by one.
     summary["per_label"] = {name: rep["per_label"] for name, rep in fields.items() if "per_label" in rep}
+    summary["per_language"] = {name.removesuffix("_by_language"): rep for name, rep in groups.items()}
+    summary["tickets_per_s"] = round(len(rows) / preds.seconds, 3) if preds.seconds else None
+    summary["seconds"] = round(preds.seconds, 1)
+    return summary, fields, groups
+
+
+def out_of_scope_metrics(rows: list[dict[str, str]], pred: list[Any], name: str, oos: str) -> dict[str, Any]:
+    """In-scope accuracy (gold in scope, answered with the right label) and out-of-scope recall."""
+    gold = [(r.get(name) or "").strip() for r in rows]
+    inside = [(g, p) for g, p in zip(gold, pred) if g and g != oos]
+    outside = [p for g, p in zip(gold, pred) if g == oos]
+    return {
+        "in_scope_accuracy": sum(g == p for g, p in inside) / len(inside) if inside else None,
+        "oos_recall": sum(p == oos for p in outside) / len(outside) if outside else None,
+        "oos_false_positive_rate": sum(p == oos for _, p in inside) / len(inside) if inside else None,
+        "n_in_scope": len(inside),
+        "n_out_of_scope": len(outside),
+    }
+
+
+def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit: int | None = None, runner: Any = None, console: Console | None = None) -> dict[str, Any]:
+    from server.engines.transformers_engine import BatchRunner
+
+    taxonomy = load_taxonomy(settings.taxonomy)
+    rows = read_labelled_csv(Path(data), taxonomy, limit)
+    runner = runner or BatchRunner(settings, taxonomy)
+    preds = engine_predictions(runner, rows, taxonomy, settings.engine.max_batch_size)
+    meta = {
+        "model": {"base": settings.model.base, "adapter": settings.model.adapter},
+        "prompt_version": getattr(runner, "prompt_version", f"classify/{settings.prompt.version}"),
+        "head": getattr(getattr(runner, "head", None), "name", None),
+    }
+    return _report(rows, preds, taxonomy, Path(data), meta, out_dir, console)
+
+
+def run_classical_eval(settings: Settings, data: Path, train_files: Sequence[Path], label_sources: Sequence[str] | None, out_dir: Path | None = None, limit: int | None = None, console: Console | None = None, exclude_ids: set[str] | None = None) -> dict[str, Any]:
+    """The classical baseline (server.evaluation.classical) trained on `train_files`, scored on `data`."""
+    from server.evaluation.classical import train_classical
+
+    taxonomy = load_taxonomy(settings.taxonomy)
+    rows = read_labelled_csv(Path(data), taxonomy, limit)
+    model = train_classical(train_files, taxonomy, label_sources, exclude_ids=exclude_ids)
+    meta = {"model": {"classical": "tfidf word 1-2 + char 2-5, logistic regression C=10, balanced", "train": [str(f) for f in train_files], "label_sources": list(label_sources or [])}}
+    return _report(rows, classical_predictions(model, rows), taxonomy, Path(data), meta, out_dir, console)
+
+
+def _report(rows: list[dict[str, str]], preds: Predictions, taxonomy: Taxonomy, data: Path, meta: dict[str, Any], out_dir: Path | None, console: Console | None) -> dict[str, Any]:
+    console = console or Console(stderr=False)
+    summary, fields, groups = summarise(rows, preds, taxonomy)
+    summary = {"data": str(data), "taxonomy": taxonomy.key, **meta, "data_sha256": sha256_file(data), **summary}
     _print(console, summary, fields, groups)
     if out_dir:
         paths = write_report(out_dir, summary, fields, groups)
@@ -129,6 +211,8 @@ def _fmt(v: Any) -> str:
 
 
 def _print(console: Console, summary: dict[str, Any], fields: dict[str, dict[str, Any]], groups: dict[str, dict[str, Any]]) -> None:
+    from rich.table import Table
+
     t = Table(title=f"{summary['n']} tickets, {summary['tickets_per_s']} tickets/s, invalid JSON {summary['invalid_json']}")
     for col in ("field", "accuracy", "macro-F1", "ECE", "n"):
         t.add_column(col)
@@ -136,10 +220,13 @@ def _print(console: Console, summary: dict[str, Any], fields: dict[str, dict[str
         if "confusion" in rep:
             t.add_row(name, _fmt(rep["accuracy"]), _fmt(rep["macro_f1"]), _fmt(rep["ece"]), str(rep["n"]))
         else:
-            t.add_row(name + " (exact)", _fmt(rep.get("exact_match")), "-", "-", str(rep.get("n")))
+            extra = f" (exact; gold present {_fmt(rep.get('exact_match_gold_present'))}, invented {rep['invented']})" if "invented" in rep else " (exact)"
+            t.add_row(name + extra, _fmt(rep.get("exact_match")), "-", "-", str(rep.get("n")))
     console.print(t)
+    if summary.get("oos_recall") is not None or summary.get("in_scope_accuracy") is not None:
+        console.print(f"in-scope accuracy {_fmt(summary.get('in_scope_accuracy'))}, out-of-scope recall {_fmt(summary.get('oos_recall'))}")
     for name, rep in fields.items():
-        if "per_label" in rep:
+        if "per_label" in rep and len(rep["per_label"]) <= 20:
             lt = Table(title=f"{name} per label")
             for col in ("label", "precision", "recall", "F1", "support"):
                 lt.add_column(col)
