@@ -103,7 +103,12 @@ class RoutingSettings(_Section):
     field_thresholds: dict[str, float] = Field(
         default_factory=dict, description="Per-field overrides of confidence_threshold, e.g. {priority: 0.4}."
     )
-    review: bool = Field(default=True, description="Re-run a low-confidence ticket through the review prompt on the local model first.")
+    review: bool = Field(
+        default=False,
+        description="Re-run a low-confidence ticket through the review prompt on the local model first. Off by default: "
+        "measured on the golden set it made 107 of 109 unsure tickets 'confident' without making them more accurate, "
+        "and a model with a label head has no review prompt.",
+    )
     cost_per_cpu_second: float = Field(default=0.0, ge=0, description="Cost of one second of local engine time (USD), stored per result.")
     rules: list[RouteRule] = Field(
         default_factory=lambda: [RouteRule()],

@@ -62,7 +62,7 @@ def test_unknown_field_threshold_is_refused(make_service):
 # -- local re-review ------------------------------------------------------------------------------
 async def test_review_that_becomes_confident_is_local_review(make_service):
     engine = ScriptedEngine(review=True, first={"r": LOW_PRIORITY}, reviewed={"r": {"category": 0.9, "priority": 0.8, "sentiment": 0.8}})
-    body = (await one(make_service(engine), req("r"))).result
+    body = (await one(make_service(engine, routing={"review": True}), req("r"))).result
     assert body["route"] == "local+review" and body["needs_review"] is False
     assert body["confidence"]["priority"] == 0.8
     (review,) = engine.reviews
@@ -75,7 +75,7 @@ async def test_review_that_becomes_confident_is_local_review(make_service):
 @pytest.mark.parametrize("reviewed_priority, kept", [(0.4, 0.4), (0.2, 0.3)], ids=["review-better", "first-better"])
 async def test_still_low_after_review_keeps_the_more_confident_and_goes_to_human(make_service, store, reviewed_priority, kept):
     engine = ScriptedEngine(review=True, first={"r": LOW_PRIORITY}, reviewed={"r": {**LOW_PRIORITY, "priority": reviewed_priority}})
-    body = (await one(make_service(engine), req("r", ticket_id="T-r"))).result
+    body = (await one(make_service(engine, routing={"review": True}), req("r", ticket_id="T-r"))).result
     assert body["route"] == "human" and body["needs_review"] is True
     assert body["confidence"]["priority"] == kept
     assert body["review_reasons"] == {"priority": kept}
@@ -85,8 +85,9 @@ async def test_still_low_after_review_keeps_the_more_confident_and_goes_to_human
 
 async def test_review_off_or_unsupported_skips_the_review(make_service):
     for engine, settings in [
+        (ScriptedEngine(review=True, first={"r": LOW_PRIORITY}), {}),  # off by default
         (ScriptedEngine(review=True, first={"r": LOW_PRIORITY}), {"routing": {"review": False}}),
-        (ScriptedEngine(review=False, first={"r": LOW_PRIORITY}), {}),
+        (ScriptedEngine(review=False, first={"r": LOW_PRIORITY}), {"routing": {"review": True}}),
     ]:
         body = (await one(make_service(engine, **settings), req("r"))).result
         assert body["route"] == "human"
@@ -97,13 +98,17 @@ async def test_failed_review_keeps_the_first_answer(make_service):
     engine = ScriptedEngine(review=True, first={"r": LOW_PRIORITY})
     original = engine.classify
 
+    attempted = []
+
     async def fail_reviews(items):
         if any(isinstance(i, ReviewInput) for i in items):
+            attempted.append(items)
             raise EngineOverloaded(1.0)
         return await original(items)
 
     engine.classify = fail_reviews  # type: ignore[method-assign]
-    out = await one(make_service(engine), req("r"))
+    out = await one(make_service(engine, routing={"review": True}), req("r"))
+    assert attempted, "the review must have been tried"
     assert out.status == 200 and out.result["route"] == "human" and out.result["confidence"]["priority"] == 0.3
 
 
