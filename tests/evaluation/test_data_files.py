@@ -91,3 +91,34 @@ def test_every_data_folder_has_licence_and_readme() -> None:
         assert (folder / "README.md").is_file(), folder
     assert "CC-BY-NC-4.0" in (TICKETS / "LICENSE").read_text(encoding="utf-8")
     assert "Tobias Bueck" in (TICKETS / "README.md").read_text(encoding="utf-8")
+
+
+def test_augmented_rows_are_reproducible_and_never_touch_held_out_or_golden(tmp_path, golden, train, monkeypatch) -> None:
+    """build.py regenerates the committed files byte for byte; training rows come from training tickets
+    only, test rows from held-out tickets only, and no row comes from the golden set."""
+    aug = DATA / "augmented"
+    committed = {p.name: p.read_bytes() for p in aug.glob("*.csv")}
+    module = runpy.run_path(str(aug / "build.py"))
+    monkeypatch.setitem(module["main"].__globals__, "HERE", tmp_path)
+    module["main"]()
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.csv")} == committed
+    held = set((TICKETS / "heldout_ids.txt").read_text().split())
+    reviewed = {r["ticket_id"] for r in train if r["label_source"] == "reviewed"}
+    golden_ids = {r["ticket_id"] for r in golden}
+    train_rows = _rows(aug / "train_augmented.csv")
+    assert {r["source_ticket_id"] for r in train_rows} <= reviewed - held
+    for name in ("test_codes.csv", "test_injections.csv", "test_histories.csv", "test_urgency.csv"):
+        assert {r["source_ticket_id"] for r in _rows(aug / name)} <= held, name
+    assert not ({r["source_ticket_id"] for r in train_rows} & golden_ids)
+    assert held <= reviewed and len(held) == 241
+
+
+def test_clinc150() -> None:
+    for name, n_in, n_oos in [("train.csv", 15000, 0), ("validation.csv", 3000, 100), ("test.csv", 4500, 1000)]:
+        rows = _rows(DATA / "clinc150" / name)
+        assert len([r for r in rows if r["category"] != "oos"]) == n_in and len([r for r in rows if r["category"] == "oos"]) == n_oos
+    from server.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy("clinc150")
+    assert {r["category"] for r in _rows(DATA / "clinc150" / "train.csv")} == set(taxonomy.field("category").labels)
+    assert taxonomy.out_of_scope is not None and taxonomy.out_of_scope.label == "oos"
