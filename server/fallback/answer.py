@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
+from server.extraction import candidate_spans, ticket_texts
+from server.prompts import TicketInput
 from server.schema import Slot, output_layout, output_model
 from server.taxonomy import Taxonomy
 
@@ -121,6 +123,25 @@ def check_answer(taxonomy: Taxonomy, raw: str | dict[str, Any] | None) -> Checke
         target = output[slot.path[0]] if len(slot.path) == 2 else output
         target[slot.name] = value
     return CheckedAnswer(output, False, errors or ["answer failed validation"])
+
+
+def drop_invented(taxonomy: Taxonomy, output: dict[str, Any], ticket: TicketInput) -> list[str]:
+    """Copy-only fields (error codes) must be spans of the ticket, as the local decoder guarantees: a hosted
+    value that is not one is set to null. Returns a note per dropped value."""
+    notes: list[str] = []
+    spans: list[str] | None = None
+    for spec in taxonomy.extracted_info:
+        if not spec.copy_only:
+            continue
+        info = output.get("extracted_info") if isinstance(output.get("extracted_info"), dict) else {}
+        value = info.get(spec.name)
+        if value is None:
+            continue
+        spans = spans if spans is not None else candidate_spans(ticket_texts(ticket.subject, ticket.body, ticket.previous_interactions))
+        if value not in spans:
+            info[spec.name] = None
+            notes.append(f"extracted_info.{spec.name}: {str(value)[:40]!r} is not a span of the ticket, dropped")
+    return notes
 
 
 def label_confidence(taxonomy: Taxonomy, output: dict[str, Any], tokens: Sequence[TokenLogprob] | None) -> dict[str, float | None]:

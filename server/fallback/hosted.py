@@ -23,7 +23,7 @@ from server.prompts import TicketInput
 from server.schema import output_model
 from server.taxonomy import Taxonomy
 
-from .answer import check_answer, label_confidence
+from .answer import check_answer, drop_invented, label_confidence
 from .breaker import CircuitBreaker
 from .errors import HostedUnavailable, ProviderError
 from .prompt import FIELD_ORDER, Messages, build_messages
@@ -163,7 +163,7 @@ class HostedFallback:
         # The provider answered: that counts as up for the breaker, whatever the answer's quality.
         self._breaker.record_success()
         self._stats.successes += 1
-        return self._result(answer, redacted, (time.perf_counter() - started) * 1000)
+        return self._result(answer, redacted, (time.perf_counter() - started) * 1000, ticket)
 
     def stats(self) -> dict[str, Any]:
         s = self._stats
@@ -246,7 +246,7 @@ class HostedFallback:
 
         return await retrying(once)
 
-    def _result(self, answer: ProviderAnswer, redacted: Redacted, latency_ms: float) -> HostedResult:
+    def _result(self, answer: ProviderAnswer, redacted: Redacted, latency_ms: float, ticket: TicketInput) -> HostedResult:
         checked = check_answer(self.taxonomy, answer.content)
         errors = [*answer.notes, *checked.errors] if not checked.valid else list(checked.errors)
         # Confidence is read off the model's own tokens, so it is computed before placeholders are restored.
@@ -256,6 +256,7 @@ class HostedFallback:
             output = self._redactor.restore(checked.output, redacted.mapping) if self._redactor else output
         except Exception as exc:
             errors.append(f"placeholders not restored: {type(exc).__name__}")
+        errors += drop_invented(self.taxonomy, output, ticket)
         cost = (
             answer.input_tokens / 1000 * self.settings.price_input_per_1k
             + answer.output_tokens / 1000 * self.settings.price_output_per_1k

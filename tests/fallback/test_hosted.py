@@ -414,3 +414,17 @@ def test_missing_api_key_fails_at_start(fake_openai, make, monkeypatch):
         make(settings_for(fake_openai, "openai", api_key=None, api_key_env="TRIAGE_TEST_HOSTED_KEY"))
     with pytest.raises(ValueError, match="api_key"):
         make(FallbackSettings(enabled=True))
+
+
+async def test_an_error_code_not_in_the_ticket_is_dropped_one_in_it_is_kept(provider, fake, make):
+    """The hosted answer is held to the local decoder's rule: an error code is a span of the ticket or null."""
+    ticket = TicketInput("Portal down", "Since the update the portal answers HTTP 503 to every request.")
+    invented = {**default_answer(), "extracted_info": {**default_answer()["extracted_info"], "error_code": "ERR-9999"}}
+    copied = {**default_answer(), "extracted_info": {**default_answer()["extracted_info"], "error_code": "HTTP 503"}}
+    fake.script(Reply(invented), Reply(copied))
+    fallback = make(settings_for(fake, provider))
+    first = await fallback.classify(ticket)
+    assert first.output["extracted_info"]["error_code"] is None
+    assert any("ERR-9999" in e and "not a span" in e for e in first.errors)
+    second = await fallback.classify(ticket)
+    assert second.output["extracted_info"]["error_code"] == "HTTP 503" and second.valid
