@@ -35,16 +35,52 @@ def gold(examples: Sequence[Example], taxonomy: Taxonomy, name: str) -> np.ndarr
     return np.array([(ex.answer.get("extracted_info") or {}).get(name) if spec.in_extracted_info else ex.answer.get(name) for ex in examples])
 
 
+# Every layer a head or the sweep may read, mean and last token: one prefill yields all of them, so they
+# are extracted together and cached, and trying other pools or regularisation needs no model run.
+CACHE_LAYERS = (6, 12, 16, 20, 24, 28, 30)
+CACHE_POOLS = [Pool(layer, how) for layer in CACHE_LAYERS for how in ("mean", "last")]
+
+
 def extract(runner: Any, examples: Sequence[Example], pools: Sequence[Pool], progress: bool, desc: str, batch: int = 64) -> np.ndarray:
+    """Features of `pools` for every example. With all pools in CACHE_POOLS the full set is extracted and
+    cached under var/features/, keyed by the model's weights, the dtype and the tickets."""
     from tqdm import tqdm
 
-    parts = []
-    with tqdm(total=len(examples), desc=desc, unit="ticket", disable=not progress) as bar:
-        for i in range(0, len(examples), batch):
-            chunk = examples[i : i + batch]
-            parts.append(runner.features([ex.ticket for ex in chunk], pools))
-            bar.update(len(chunk))
-    return np.concatenate(parts)
+    cache = _cache_path(runner, examples) if all(p in CACHE_POOLS for p in pools) else None
+    if cache is not None and cache.is_file():
+        full = np.load(cache)
+        log.info("features of %d tickets from %s", len(examples), cache)
+    else:
+        wanted = CACHE_POOLS if cache is not None else list(pools)
+        parts = []
+        with tqdm(total=len(examples), desc=desc, unit="ticket", disable=not progress) as bar:
+            for i in range(0, len(examples), batch):
+                chunk = examples[i : i + batch]
+                parts.append(runner.features([ex.ticket for ex in chunk], wanted))
+                bar.update(len(chunk))
+        full = np.concatenate(parts)
+        if cache is None:
+            return full
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, full)
+    return select_pools(full, CACHE_POOLS, pools)
+
+
+def select_pools(features: np.ndarray, have: Sequence[Pool], want: Sequence[Pool]) -> np.ndarray:
+    d = features.shape[1] // len(have)
+    return np.concatenate([features[:, have.index(p) * d : (have.index(p) + 1) * d] for p in want], axis=1)
+
+
+def _cache_path(runner: Any, examples: Sequence[Example]) -> Any:
+    import hashlib
+    import json
+
+    from server.config import PROJECT_ROOT
+
+    adapter = runner.adapter.manifest.get("adapter_files", {}) if runner.adapter is not None else {}
+    lora = {k: v for k, v in adapter.items() if not k.startswith("head")}
+    key = json.dumps([str(runner.settings.model.base), lora, str(runner.dtype), runner.prompt_version, [p.__dict__ for p in CACHE_POOLS], [(ex.uid, ex.ticket.subject, ex.ticket.body, ex.ticket.previous_interactions) for ex in examples]], default=str)
+    return PROJECT_ROOT / "var" / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
 
 def _multiclass(model: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -203,8 +203,9 @@ def _baseline_summary(ref: _BaselineRef, registry: Registry, data: Path, key: st
         return ref.report
     entry = ref.entry
     stored = (entry.manifest.get("evals") or {}).get(key) if entry else None
-    # Reuse only what the gate can use: an older stored eval without per-label or per-language metrics is re-run.
-    if entry is not None and stored and per_label(stored, field) is not None and "per_language" in stored:
+    # Reuse only what the gate can use: an older stored eval without per-label metrics (or without
+    # per-language metrics, on data that has a language column) is re-run.
+    if entry is not None and stored and per_label(stored, field) is not None and ("per_language" in stored or not _has_language_column(data)):
         Console().print(f"baseline {entry.name}: reusing its stored eval of this data ({stored.get('evaluated_at', 'undated')})")
         ref.identity["reused_eval"] = True
         return stored
@@ -226,6 +227,13 @@ def _classical_summary(settings: Settings, data: Path, limit: int | None, rules:
     files = [resolve_project_path(f) for f in rules.classical_train]
     typer.echo(f"classical baseline: TF-IDF + logistic regression trained on {', '.join(rules.classical_train)} ({', '.join(rules.classical_label_sources) or 'all'} rows)", err=True)
     return run_classical_eval(settings, data, files, rules.classical_label_sources or None, out / "classical" if out else None, limit, exclude_ids=exclude)
+
+
+def _has_language_column(data: Path) -> bool:
+    import csv
+
+    with open(data, newline="", encoding="utf-8") as fh:
+        return "language" in (next(csv.reader(fh), None) or [])
 
 
 def _load_report(path: Path) -> dict[str, Any]:

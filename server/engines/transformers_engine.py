@@ -544,6 +544,7 @@ class TransformersEngine(Engine):
     def stats(self) -> dict[str, Any]:
         stats = dict(self._batcher.stats()) if self._batcher else {}
         stats["adapter_swaps"] = self.swaps
+        stats["label_head"] = self.runner.head.name if self.runner is not None and self.runner.head is not None else None
         if self.swap_error:
             stats["swap_error"] = self.swap_error
         return stats

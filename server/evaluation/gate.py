@@ -194,7 +194,7 @@ def _check_field_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], n
 
 def _check_languages(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
     name = "per-language accuracy"
-    cand, base = candidate.get("per_language"), baseline.get("per_language")
+    cand, base = candidate.get("per_language"), baseline.get("per_language", {} if not candidate.get("per_language") else None)
     if not isinstance(cand, dict) or not isinstance(base, dict):
         return Check(name, False, f"no per-language metrics ({'candidate' if not isinstance(cand, dict) else 'baseline'}); evaluate on data with a language column")
     if not cand and not base:
