@@ -43,12 +43,16 @@ CACHE_POOLS = [Pool(layer, how) for layer in CACHE_LAYERS for how in ("mean", "l
 
 def extract(runner: Any, examples: Sequence[Example], pools: Sequence[Pool], progress: bool, desc: str, batch: int = 64) -> np.ndarray:
     """Features of `pools` for every example. With all pools in CACHE_POOLS the full set is extracted and
-    cached under var/features/, keyed by the model's weights, the dtype and the tickets."""
+    cached under var/features/, keyed by the model's weights, the dtype and the set of tickets (in any
+    order: the sweep and the head job read the same tickets in different orders)."""
     from tqdm import tqdm
 
     cache = _cache_path(runner, examples) if all(p in CACHE_POOLS for p in pools) else None
+    order = sorted(range(len(examples)), key=lambda i: _ticket_key(examples[i]))
     if cache is not None and cache.is_file():
-        full = np.load(cache)
+        stored = np.load(cache)  # rows in sorted ticket order
+        full = np.empty_like(stored)
+        full[order] = stored
         log.info("features of %d tickets from %s", len(examples), cache)
     else:
         wanted = CACHE_POOLS if cache is not None else list(pools)
@@ -62,8 +66,14 @@ def extract(runner: Any, examples: Sequence[Example], pools: Sequence[Pool], pro
         if cache is None:
             return full
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, full)
+        np.save(cache, full[order])
     return select_pools(full, CACHE_POOLS, pools)
+
+
+def _ticket_key(ex: Example) -> str:
+    import json
+
+    return json.dumps([ex.uid, ex.ticket.subject, ex.ticket.body, list(ex.ticket.previous_interactions)], ensure_ascii=False)
 
 
 def select_pools(features: np.ndarray, have: Sequence[Pool], want: Sequence[Pool]) -> np.ndarray:
@@ -79,7 +89,7 @@ def _cache_path(runner: Any, examples: Sequence[Example]) -> Any:
 
     adapter = runner.adapter.manifest.get("adapter_files", {}) if runner.adapter is not None else {}
     lora = {k: v for k, v in adapter.items() if not k.startswith("head")}
-    key = json.dumps([str(runner.settings.model.base), lora, str(runner.dtype), runner.prompt_version, [p.__dict__ for p in CACHE_POOLS], [(ex.uid, ex.ticket.subject, ex.ticket.body, ex.ticket.previous_interactions) for ex in examples]], default=str)
+    key = json.dumps([str(runner.settings.model.base), lora, str(runner.dtype), runner.prompt_version, [p.__dict__ for p in CACHE_POOLS], sorted(_ticket_key(ex) for ex in examples)], default=str)
     return PROJECT_ROOT / "var" / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
 
