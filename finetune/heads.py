@@ -194,7 +194,7 @@ def add_head(adapter_dir: Any, cfg: Any, settings: Any, taxonomy: Taxonomy, trai
         raise ValueError("a label head needs a held-out split (its weights and temperatures are fitted there)")
     manifest = read_manifest(adapter_dir)
     bare = {k: v for k, v in manifest.items() if k not in ("head", "out_of_scope_threshold")}
-    for f in ("head.json", "head.safetensors", "head_vocabulary.json"):  # features come from the model alone
+    for f in ("head.json", "head.safetensors", "head_vocabulary.json", "copy_head.json"):  # features come from the model alone
         (adapter_dir / f).unlink(missing_ok=True)
     runner = BatchRunner(settings, taxonomy, adapter=AdapterEntry(manifest.get("name", adapter_dir.name), adapter_dir, bare))
     pools = cfg.head.pool_list
@@ -211,15 +211,69 @@ def add_head(adapter_dir: Any, cfg: Any, settings: Any, taxonomy: Taxonomy, trai
         threshold, report["out_of_scope"] = fit_oos_threshold(runner, head, taxonomy, cfg, progress)
     files = head.save(adapter_dir)
     report["fitted_at"] = utc_now()
+    (adapter_dir / "copy_head.json").unlink(missing_ok=True)
+    copy = fit_copy_scorer(taxonomy, train, held)
+    if copy is not None:
+        files.append(copy[0].save(adapter_dir, copy[1]))
 
     def update(m: dict[str, Any]) -> None:
         m["head"] = report
+        if copy is not None:
+            m["copy_head"] = copy[1]
+        else:
+            m.pop("copy_head", None)
+            m.get("adapter_files", {}).pop("copy_head.json", None)
         m.setdefault("adapter_files", {}).update({f: sha256_file(adapter_dir / f) for f in files})
         if threshold is not None:
             m["out_of_scope_threshold"] = threshold
 
     Registry(settings.model.registry).update_manifest(adapter_dir, update)
     return report
+
+
+def fit_copy_scorer(taxonomy: Taxonomy, train: Sequence[Example], held: Sequence[Example], c: float = 1.0) -> tuple[Any, dict[str, Any]] | None:
+    """The copy scorer (server.heads.copy) of the taxonomy's copy-only field, from the training rows'
+    candidates: the labelled span is the positive, the ticket's other candidates the negatives. None when
+    the taxonomy has no copy-only field or the rows hold too few labelled spans to learn from."""
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from server.extraction import candidate_features, candidates, ticket_texts
+    from server.heads.copy import CopyScorer
+
+    spec = next((f for f in taxonomy.extracted_info if f.copy_only), None)
+    if spec is None:
+        return None
+
+    def rows(examples: Sequence[Example]) -> tuple[list[dict[str, int]], list[int]]:
+        X, y = [], []
+        for ex in examples:
+            gold = (ex.answer.get("extracted_info") or {}).get(spec.name)
+            found = candidates(ticket_texts(ex.ticket.subject, ex.ticket.body, ex.ticket.previous_interactions))
+            for rank, cand in enumerate(found):
+                X.append({f: 1 for f in candidate_features(cand, len(found), rank)})
+                y.append(int(cand.span == gold))
+        return X, y
+
+    X, y = rows(train)
+    if sum(y) < 20 or sum(y) == len(y):
+        log.warning("copy scorer for %s: %d labelled spans among %d candidates, too few to fit", spec.name, sum(y), len(y))
+        return None
+    vec = DictVectorizer()
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(vec.fit_transform(X), y)
+    scorer = CopyScorer(spec.name, {f: float(w) for f, w in zip(vec.get_feature_names_out(), model.coef_[0]) if abs(w) > 1e-6}, float(model.intercept_[0]))
+
+    def exact(examples: Sequence[Example]) -> dict[str, Any]:
+        with_code, without = [], []
+        for ex in examples:
+            gold = (ex.answer.get("extracted_info") or {}).get(spec.name)
+            got = scorer.choose(ticket_texts(ex.ticket.subject, ex.ticket.body, ex.ticket.previous_interactions))
+            (with_code if gold else without).append(got == gold)
+        return {"exact_with_code": round(sum(with_code) / len(with_code), 4) if with_code else None, "n_with_code": len(with_code), "null_kept": round(sum(without) / len(without), 4) if without else None}
+
+    report = {"field": spec.name, "c": c, "candidates": len(y), "positives": int(sum(y)), "features": len(scorer.weights), "train": exact(train), "heldout": exact(held)}
+    log.info("copy scorer %s: %s", spec.name, report)
+    return scorer, report
 
 
 def fit_oos_threshold(runner: Any, head: LabelHead, taxonomy: Taxonomy, cfg: Any, progress: bool) -> tuple[float, dict[str, Any]]:

@@ -16,6 +16,7 @@ the model's job, which it is trained on.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Iterable
 
 MAX_CANDIDATES = 8  # a ticket pasting a whole log keeps its first distinct codes
@@ -35,21 +36,66 @@ _PATTERNS = [
     # A letter prefix and digits, optionally dashed: ORA-12541, E-104, E05, AADSTS50126, KB5034441, ERR-4021.
     r"\b[A-Z][A-Za-z]{0,7}-?\d{2,8}(?:-\d{1,6})?\b",
 ]
-_CANDIDATE = re.compile("|".join(f"(?:{p})" for p in _PATTERNS))
+# One capturing group per pattern (the patterns themselves only use non-capturing groups), so a
+# match's `lastindex` says which shape it has.
+_CANDIDATE = re.compile("|".join(f"({p})" for p in _PATTERNS))
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    span: str
+    pattern: int  # which of _PATTERNS matched (1-based)
+    text_index: int  # 0 subject, 1 body, 2.. history messages
+    left: str  # up to 60 characters before the first occurrence
+    right: str  # up to 40 characters after it
+
+
+def candidates(texts: Iterable[str]) -> list[Candidate]:
+    """Distinct code-like spans of the texts (subject, body, history) with where they first appear."""
+    found: dict[str, Candidate] = {}
+    for k, text in enumerate(texts):
+        text = text or ""
+        for m in _CANDIDATE.finditer(text):
+            span = m.group(0).strip()
+            if len(span) > MAX_SPAN_CHARS or span in found:
+                continue
+            found[span] = Candidate(span, m.lastindex or 0, k, text[max(0, m.start() - 60) : m.start()], text[m.end() : m.end() + 40])
+            if len(found) >= MAX_CANDIDATES:
+                return list(found.values())
+    return list(found.values())
 
 
 def candidate_spans(texts: Iterable[str]) -> list[str]:
     """Distinct code-like spans of the texts (subject, body, history), in order of first appearance."""
-    seen: dict[str, None] = {}
-    for text in texts:
-        for m in _CANDIDATE.finditer(text or ""):
-            span = m.group(0).strip()
-            if len(span) > MAX_SPAN_CHARS or span in seen:
-                continue
-            seen[span] = None
-            if len(seen) >= MAX_CANDIDATES:
-                return list(seen)
-    return list(seen)
+    return [c.span for c in candidates(texts)]
+
+
+def _shape(span: str) -> str:
+    """ORA-00942 -> A-9, 0x80070005 -> 9a9, ERR_CONNECTION_REFUSED -> A_A_A."""
+    out: list[str] = []
+    for ch in span:
+        c = "A" if ch.isupper() else "a" if ch.islower() else "9" if ch.isdigit() else ch
+        if not out or out[-1] != c:
+            out.append(c)
+    return "".join(out)
+
+
+def candidate_features(c: Candidate, n_candidates: int, rank: int) -> list[str]:
+    """Sparse features of one candidate for the copy scorer (server.heads.copy): its shape and the words
+    around it, which tell an error ("fails with", "Fehlermeldung:") from an order or model number."""
+    left = [w.lower() for w in _WORD.findall(c.left)][-4:]
+    right = [w.lower() for w in _WORD.findall(c.right)][:3]
+    feats = [f"pat={c.pattern}", f"shape={_shape(c.span)}", f"where={min(c.text_index, 2)}", f"len={min(len(c.span) // 4, 6)}", f"rank={min(rank, 3)}", f"n={min(n_candidates, 4)}"]
+    feats += [f"l={w}" for w in left] + [f"r={w}" for w in right]
+    if left:
+        feats.append(f"l1={left[-1]}")
+    if right:
+        feats.append(f"r1={right[0]}")
+    stripped = c.left.rstrip()
+    if stripped:
+        feats.append(f"lc={stripped[-1]}")
+    return feats
 
 
 def ticket_texts(subject: str, body: str, history: Iterable[str] = ()) -> list[str]:

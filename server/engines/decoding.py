@@ -221,6 +221,8 @@ class SequenceDecoder:
         self.spans = spans or {}
         # Labels decided outside the language model (a classification head): field -> (label, confidence).
         self.forced: dict[str, tuple[str, float]] = {}
+        # Copy-only values decided outside the language model (a copy scorer): field -> span or None.
+        self.forced_spans: dict[str, str | None] = {}
         self.temperatures = temperatures or {}
         self.labels_only = labels_only
         self.labels: dict[tuple[str, ...], str] = {}
@@ -249,6 +251,13 @@ class SequenceDecoder:
                 raise ValueError(f"{name}={label!r} is not an allowed label")
         self.forced = dict(labels)
 
+    def force_spans(self, values: dict[str, str | None]) -> None:
+        """Decide copy-only fields without the language model: each value must be null or a candidate span."""
+        for name, value in values.items():
+            if value is not None and value not in self.spans.get(name, ()):
+                raise ValueError(f"{name}={value!r} is not a candidate span of this ticket")
+        self.forced_spans = dict(values)
+
     def step(self, logits: torch.Tensor) -> list[int]:
         seg = self.plan.segments[self.seg_i]
         if isinstance(seg, (Choice, SpanChoice)):
@@ -275,6 +284,9 @@ class SequenceDecoder:
                     self.node, self._label_prob = root, 1.0
                     if isinstance(seg, Choice) and seg.slot.name in self.forced:
                         fed += self._take_forced(seg)
+                        continue
+                    if isinstance(seg, SpanChoice) and seg.slot.name in self.forced_spans:
+                        fed += self._take_forced_span(seg, root)
                         continue
                 # Single-child nodes are forced: the label is already decided.
                 while len(self.node.children) == 1 and self.node.label is None:
@@ -305,6 +317,15 @@ class SequenceDecoder:
         self.node, self._label_prob = node, confidence
         self._finish_choice(seg)
         return list(ids)
+
+    def _take_forced_span(self, seg: SpanChoice, root: TrieNode) -> list[int]:
+        ids = self.plan.encode(self.plan.span_option(self.forced_spans[seg.slot.name]))
+        node = root
+        for tok in ids:
+            node = node.children[tok]
+        self.node = node
+        self._finish_choice(seg)
+        return ids
 
     def _finish_choice(self, seg: Choice | SpanChoice) -> None:
         assert self.node is not None and self.node.label is not None

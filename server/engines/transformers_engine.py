@@ -24,6 +24,7 @@ from server.engines.base import Engine, EngineError, EngineOutput, EngineUnavail
 from server.engines.batcher import ContinuousBatcher, DynamicBatcher
 from server.engines.decoding import DecodingPlan, SequenceDecoder
 from server.engines.loading import load_model
+from server.heads.copy import CopyScorer
 from server.heads.head import LabelHead, Pool, has_head, pool_features
 from server.extraction import candidate_spans, ticket_texts
 from server.prompts import EncodedPrompt, PromptRenderer, PromptVersion, TicketInput, load_prompt
@@ -141,6 +142,8 @@ class BatchRunner:
         manifest = self.adapter.manifest if self.adapter else {}
         # A label head fitted for this model decides the label fields (server.heads.head).
         self.head: LabelHead | None = LabelHead.load(self.adapter.path) if self.adapter and has_head(self.adapter.path) else None
+        # A copy scorer fitted for this adapter picks the error code among the ticket's spans (server.heads.copy).
+        self.copy_scorer: CopyScorer | None = CopyScorer.load(self.adapter.path) if self.adapter else None
         self.out_of_scope = taxonomy.out_of_scope
         if self.out_of_scope is not None and manifest.get("out_of_scope_threshold") is not None:
             self.out_of_scope = replace(self.out_of_scope, threshold=float(manifest["out_of_scope_threshold"]))
@@ -312,6 +315,8 @@ class BatchRunner:
                 deliver(key, EngineError(f"could not encode ticket: {exc}"))
                 continue
             dec = SequenceDecoder(self.plan, self.temperatures, labels_only=self.labels_only, record=self.record, spans=self.spans_for(ticket))
+            if self.copy_scorer is not None and self.copy_scorer.field in dec.spans and not isinstance(ticket, ReviewInput):
+                dec.force_spans({self.copy_scorer.field: self.copy_scorer.choose(ticket_texts(ticket.subject, ticket.body, ticket.previous_interactions))})
             kv, logits, features = self._prefill_one(enc, dec.start(), self.head.pools if self.head else ())
             if features is not None:
                 dec.force(self.head.predict(features, [ticket])[0])  # type: ignore[union-attr]
