@@ -80,8 +80,8 @@ class HeadArgs:
 
         pools = []
         for item in self.pools:
-            if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], int) or item[1] not in ("mean", "last"):
-                raise ValueError(f"head.pools: each item is [layer, mean|last], got {item!r}")
+            if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], int) or item[1] not in ("mean", "last", "history"):
+                raise ValueError(f"head.pools: each item is [layer, mean|last|history], got {item!r}")
             pools.append(Pool(int(item[0]), item[1]))
         return pools
 

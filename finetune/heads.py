@@ -38,7 +38,7 @@ def gold(examples: Sequence[Example], taxonomy: Taxonomy, name: str) -> np.ndarr
 # Every layer a head or the sweep may read, mean and last token: one prefill yields all of them, so they
 # are extracted together and cached, and trying other pools or regularisation needs no model run.
 CACHE_LAYERS = (6, 12, 16, 20, 24, 28, 30)
-CACHE_POOLS = [Pool(layer, how) for layer in CACHE_LAYERS for how in ("mean", "last")]
+CACHE_POOLS = [Pool(layer, how) for layer in CACHE_LAYERS for how in ("mean", "last", "history")]
 
 
 def extract(runner: Any, examples: Sequence[Example], pools: Sequence[Pool], progress: bool, desc: str, batch: int = 64) -> np.ndarray:

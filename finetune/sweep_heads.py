@@ -29,13 +29,17 @@ from finetune.heads import CACHE_LAYERS as LAYERS  # noqa: E402
 FIELDS = ("category", "priority", "sentiment")
 
 
+# Hidden-state variants also scored in combination with the TF-IDF model (the head's form).
+COMBINED: list[list[tuple[int, str]]] = [[(16, "mean"), (30, "last")], [(16, "mean"), (16, "history"), (30, "last")]]
+
+
 def rows_of(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 
 def features(adapter: str, rows: list[dict[str, str]], tag: str) -> np.ndarray:
-    """(n, len(LAYERS) * 2 * d): mean and last token of each layer, as `finetune.heads.extract` caches them
+    """(n, len(CACHE_POOLS) * d): every cached pooling of every layer, as `finetune.heads.extract` caches them
     (a head fitted later on the same tickets reads the same cache)."""
     from server.engines.transformers_engine import BatchRunner
 
@@ -50,9 +54,12 @@ def features(adapter: str, rows: list[dict[str, str]], tag: str) -> np.ndarray:
 
 
 def cols(spec: list[tuple[int, str]], d: int) -> list[int]:
+    from finetune.heads import CACHE_POOLS
+    from server.heads.head import Pool
+
     idx: list[int] = []
     for layer, how in spec:
-        k = LAYERS.index(layer) * 2 + (0 if how == "mean" else 1)
+        k = CACHE_POOLS.index(Pool(layer, how))  # type: ignore[arg-type]
         idx += list(range(k * d, (k + 1) * d))
     return idx
 
@@ -77,7 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     noisy = [r for r in all_rows if r["label_source"] == "dataset"] if args.noisy else []
     F_train, F_held = features(args.adapter, train, f"{args.adapter}-train{'-aug' if args.augmented else ''}"), features(args.adapter, held, f"{args.adapter}-held")
     F_noisy = features(args.adapter, noisy, f"{args.adapter}-noisy") if noisy else None
-    d = F_train.shape[1] // (len(LAYERS) * 2)
+    from finetune.heads import CACHE_POOLS
+
+    d = F_train.shape[1] // len(CACHE_POOLS)
 
     def text(rows: list[dict[str, str]]) -> list[str]:
         return [ticket_text(TicketInput(r["subject"], r["body"], parse_history(r.get("previous_interactions")))) for r in rows]
@@ -103,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
             accs[f] = score(m.predict_proba(T_held), m.classes_, yh)
         record(f"tfidf LR C=10{' balanced' if balanced else ''}", accs)
     # 2. Hidden states alone, per pooling.
-    specs: list[list[tuple[int, str]]] = [[(layer, "mean")] for layer in LAYERS] + [[(30, "last")], [(16, "mean"), (30, "last")], [(12, "mean"), (24, "mean")]]
+    specs: list[list[tuple[int, str]]] = [[(layer, "mean")] for layer in LAYERS] + [
+        [(30, "last")], [(16, "mean"), (30, "last")], [(12, "mean"), (24, "mean")],
+        [(16, "mean"), (16, "history"), (30, "last")], [(12, "mean"), (24, "mean"), (24, "history")],
+    ]
     probs: dict[str, dict[str, Any]] = {}
     for spec in specs:
         idx = cols(spec, d)
@@ -115,20 +127,21 @@ def main(argv: list[str] | None = None) -> None:
                 m = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit((X - mu) / sd, yt)
                 P = m.predict_proba((Xh - mu) / sd)
                 accs[f] = score(P, m.classes_, yh)
-                if spec == [(16, "mean"), (30, "last")] and C == 0.05:
-                    probs.setdefault(f, {})["hidden"] = (P, m.classes_)
+                if C == 0.05 and spec in COMBINED:
+                    probs.setdefault(f, {})[str(spec)] = (P, m.classes_)
             record(f"hidden {'+'.join(f'L{a}{b}' for a, b in spec)} C={C}", accs)
     # 3. The shipped head's combination at fixed weights (the head job picks w by held-out log-loss).
     for f, (yt, yh) in ys.items():
         m = LogisticRegression(C=10, class_weight="balanced", max_iter=3000).fit(T_train, yt)
         probs[f]["text"] = (m.predict_proba(T_held), m.classes_)
-    for w in (0.25, 0.5, 0.75):
-        accs = {}
-        for f, (_, yh) in ys.items():
-            (Ph, ch), (Pt, ct) = probs[f]["hidden"], probs[f]["text"]
-            assert list(ch) == list(ct)
-            accs[f] = score(w * np.log(Pt + 1e-9) + (1 - w) * np.log(Ph + 1e-9), ch, yh)
-        record(f"combined w_text={w} (L16mean+L30last C=0.05)", accs)
+    for spec in COMBINED:
+        for w in (0.25, 0.5, 0.75):
+            accs = {}
+            for f, (_, yh) in ys.items():
+                (Ph, ch), (Pt, ct) = probs[f][str(spec)], probs[f]["text"]
+                assert list(ch) == list(ct)
+                accs[f] = score(w * np.log(Pt + 1e-9) + (1 - w) * np.log(Ph + 1e-9), ch, yh)
+            record(f"combined w_text={w} ({'+'.join(f'L{a}{b}' for a, b in spec)} C=0.05)", accs)
     # 4. The noisy rows added to the training side.
     if noisy:
         yn = {f: np.array([r[f] for r in noisy]) for f in FIELDS}

@@ -71,6 +71,9 @@ class EncodedPrompt:
     truncated: bool
     prompt_version: str
     text: str = field(repr=False, default="")
+    # Index into suffix_ids where the previous interactions begin (None: the ticket has none); a label
+    # head may read the history's hidden states apart from the rest (server.heads.head, pool "history").
+    history_start: int | None = None
 
     @property
     def ids(self) -> list[int]:
@@ -198,6 +201,12 @@ class PromptRenderer:
             if not text.startswith(self.prefix_text):
                 raise AssertionError("static prompt prefix changed with the ticket; the template must put the ticket last")
             suffix_ids = self.tokenizer.encode(text[len(self.prefix_text) :], add_special_tokens=False)
-            return EncodedPrompt(list(self.prefix_ids), suffix_ids, truncated, self.prompt.id, text)
+            history_start = None
+            if fitted.previous_interactions:
+                # Where the rendering with the history departs from the one without it: template-agnostic.
+                bare = self._chat(self._user_text(TicketInput(fitted.subject, fitted.body), extra))
+                bare_ids = self.tokenizer.encode(bare[len(self.prefix_text) :], add_special_tokens=False)
+                history_start = next((i for i, (a, b) in enumerate(zip(suffix_ids, bare_ids)) if a != b), min(len(suffix_ids), len(bare_ids)))
+            return EncodedPrompt(list(self.prefix_ids), suffix_ids, truncated, self.prompt.id, text, history_start)
         # Prompts with per-request extras (review) do not share a prefix.
         return EncodedPrompt([], self.tokenizer.encode(text, add_special_tokens=True), truncated, self.prompt.id, text)

@@ -398,3 +398,20 @@ def test_review_v2_shares_classify_v2s_cached_prefix(tax, tokenizer, settings):
     assert text.startswith(classify.prefix_text) and classify.prefix_ids
     assert text.index("### Review") > text.index("Charged twice.")
     assert len(classify.prefix_ids) < 200  # compact: the definitions are learned by the adapter
+
+
+def test_history_start_points_at_the_previous_interactions():
+    """A label head may pool the history apart from the rest: the renderer says where it begins."""
+    from transformers import AutoTokenizer
+
+    from server.config import DEFAULT_BASE_MODEL_DIR, PROJECT_ROOT
+    from server.prompts import PromptRenderer, TicketInput, load_prompt
+    from server.taxonomy import load_taxonomy
+
+    tok = AutoTokenizer.from_pretrained(DEFAULT_BASE_MODEL_DIR)
+    renderer = PromptRenderer(load_prompt(PROJECT_ROOT / "prompts", "classify", "v2"), load_taxonomy("tickets"), tok)
+    assert renderer.render(TicketInput("Login", "It fails.")).history_start is None
+    enc = renderer.render(TicketInput("Login", "It fails.", ("Agent: restart please", "Customer: still broken")))
+    tail = tok.decode(enc.suffix_ids[enc.history_start :])
+    assert "Agent: restart please" in tail and "It fails." not in tail
+    assert "It fails." in tok.decode(enc.suffix_ids[: enc.history_start])

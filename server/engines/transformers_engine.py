@@ -209,7 +209,7 @@ class BatchRunner:
                 logits_to_keep=1,
                 output_hidden_states=bool(pools),
             )
-        features = pool_features(out.hidden_states, pools) if pools else None
+        features = pool_features(out.hidden_states, pools, enc.history_start) if pools else None
         keep = start if self.cascade else 0
         return [(layer.keys[:, :, keep:], layer.values[:, :, keep:]) for layer in out.past_key_values.layers], out.logits[0, -1].float(), features
 

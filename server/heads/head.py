@@ -30,18 +30,28 @@ FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class Pool:
     layer: int  # index into the model's hidden_states (0 = embeddings, n_layers = after the final norm)
-    how: Literal["mean", "last"]
+    # mean: over the ticket's tokens; last: the last token (where the answer starts); history: mean over
+    # the previous interactions and what follows them (zeros for a ticket without history).
+    how: Literal["mean", "last", "history"]
 
 
-def pool_features(hidden_states: Sequence[Any], pools: Sequence[Pool]) -> np.ndarray:
+POOL_KINDS = ("mean", "last", "history")
+
+
+def pool_features(hidden_states: Sequence[Any], pools: Sequence[Pool], history_start: int | None = None) -> np.ndarray:
     """One ticket's feature vector from a prefill's hidden states (each `(1, T, d)`, T = the ticket's own
     tokens: the shared prompt prefix is cached and not part of them)."""
+    import torch
+
     parts = []
     for p in pools:
         h = hidden_states[p.layer][0].float()
-        parts.append(h.mean(dim=0) if p.how == "mean" else h[-1])
-    import torch
-
+        if p.how == "mean":
+            parts.append(h.mean(dim=0))
+        elif p.how == "last":
+            parts.append(h[-1])
+        else:
+            parts.append(h[history_start:].mean(dim=0) if history_start is not None and history_start < h.shape[0] else torch.zeros_like(h[-1]))
     return torch.cat(parts).cpu().numpy().astype(np.float32)
 
 
