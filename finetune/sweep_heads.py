@@ -49,7 +49,8 @@ def features(adapter: str, rows: list[dict[str, str]], tag: str) -> np.ndarray:
     settings = load_settings()
     settings = settings.model_copy(update={"model": settings.model.model_copy(update={"adapter": adapter})})
     runner = BatchRunner(settings, load_taxonomy("tickets"))
-    examples = [Example(r["ticket_id"], TicketInput(r["subject"], r["body"], parse_history(r.get("previous_interactions"))), {}, tag) for r in rows]
+    # Normalised as finetune.data reads them, so the head job (`triage fit-head`) hits the same cache.
+    examples = [Example(r["ticket_id"].strip(), TicketInput(r["subject"].strip(), r["body"].strip(), parse_history(r.get("previous_interactions"))), {}, tag) for r in rows]
     return extract(runner, examples, CACHE_POOLS, True, f"features {tag}")
 
 
