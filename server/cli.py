@@ -216,17 +216,36 @@ def _baseline_summary(ref: _BaselineRef, registry: Registry, data: Path, key: st
     return summary
 
 
-def _classical_summary(settings: Settings, data: Path, limit: int | None, rules: GateRules, out: Path | None) -> dict[str, Any]:
-    """The classical baseline trained on the rules' files (the eval's own tickets left out), scored on `data`."""
+def _classical_summary(settings: Settings, data: Path, limit: int | None, rules: GateRules, out: Path | None) -> dict[str, Any] | None:
+    """The classical baseline trained on the rules' files, or the taxonomy's own training file (the
+    eval's own tickets left out), scored on `data`. None, with a message, when there is no such file or
+    it does not fit the taxonomy: the eval's own numbers are still reported (the gate's rule then fails)."""
+    import csv
+
     from server.evaluation.run import read_labelled_csv, run_classical_eval
     from server.registry import resolve_project_path
     from server.taxonomy import load_taxonomy
 
-    rows = read_labelled_csv(data, load_taxonomy(settings.taxonomy), limit)
+    taxonomy = load_taxonomy(settings.taxonomy)
+    rows = read_labelled_csv(data, taxonomy, limit)
     exclude = {r["ticket_id"] for r in rows if r.get("ticket_id")}
-    files = [resolve_project_path(f) for f in rules.classical_train]
-    typer.echo(f"classical baseline: TF-IDF + logistic regression trained on {', '.join(rules.classical_train)} ({', '.join(rules.classical_label_sources) or 'all'} rows)", err=True)
-    return run_classical_eval(settings, data, files, rules.classical_label_sources or None, out / "classical" if out else None, limit, exclude_ids=exclude)
+    names = list(rules.classical_train) or [f"data/{taxonomy.name}/train.csv"]
+    files = [resolve_project_path(f) for f in names]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        typer.echo(f"classical baseline skipped: no training file {', '.join(missing)} (set classical_train in the gate rules)", err=True)
+        return None
+    sources: tuple[str, ...] = rules.classical_label_sources
+    if sources and not rules.classical_train:  # the default file: filter by label_source only where it has one
+        with open(files[0], newline="", encoding="utf-8") as fh:
+            if "label_source" not in (csv.DictReader(fh).fieldnames or []):
+                sources = ()
+    typer.echo(f"classical baseline: TF-IDF + logistic regression trained on {', '.join(names)} ({', '.join(sources) or 'all'} rows)", err=True)
+    try:
+        return run_classical_eval(settings, data, files, sources or None, out / "classical" if out else None, limit, exclude_ids=exclude)
+    except ValueError as exc:
+        typer.echo(f"classical baseline skipped: {exc}", err=True)
+        return None
 
 
 def _has_language_column(data: Path) -> bool:

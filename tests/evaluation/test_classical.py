@@ -46,3 +46,37 @@ def test_reader_filters_sources_and_checks_histories(tmp_path):
     p.write_text('subject,body,category,previous_interactions\ns,b,Billing,not json\n')
     with pytest.raises(ValueError, match="row 2, column 'previous_interactions'"):
         read_labelled_csv(p, taxonomy)
+
+
+def test_the_default_classical_data_follows_the_taxonomy(tmp_path, capsys):
+    """Without `classical_train` in the rules the baseline trains on `data/<taxonomy>/train.csv`; a
+    taxonomy without one, or rules naming a file of another taxonomy, skip the baseline with a message
+    instead of failing the eval (CLINC150's eval once died here before printing its JSON line)."""
+    import csv
+
+    import yaml
+
+    from server.cli import _classical_summary
+    from server.evaluation.gate import GateRules
+
+    settings = load_settings(database_url="sqlite://")
+    summary = _classical_summary(settings, SAMPLE, None, GateRules(), None)
+    assert summary is not None and summary["n"] == 100
+    assert "data/tickets/train.csv (reviewed rows)" in capsys.readouterr().err
+
+    raw = yaml.safe_load((ROOT / "server" / "taxonomies" / "tickets.yaml").read_text())
+    raw["name"] = "nodata"
+    (tmp_path / "nodata.yaml").write_text(yaml.safe_dump(raw))
+    assert _classical_summary(load_settings(database_url="sqlite://", taxonomy=str(tmp_path / "nodata.yaml")), SAMPLE, None, GateRules(), None) is None
+    assert "no training file data/nodata/train.csv" in capsys.readouterr().err.replace(str(ROOT) + "/", "")
+
+    with open(ROOT / "data" / "banking77" / "test.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[:20]
+    small = tmp_path / "b77.csv"
+    with open(small, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    banking = load_settings(database_url="sqlite://", taxonomy="banking77")
+    assert _classical_summary(banking, small, None, GateRules(classical_train=("data/tickets/sample100.csv",)), None) is None
+    assert "is not a label of banking77" in capsys.readouterr().err
