@@ -76,12 +76,12 @@ class HeadArgs:
 
     @property
     def pool_list(self) -> list[Any]:
-        from server.heads.head import Pool
+        from server.heads.head import POOL_KINDS, Pool
 
         pools = []
         for item in self.pools:
-            if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], int) or item[1] not in ("mean", "last", "history"):
-                raise ValueError(f"head.pools: each item is [layer, mean|last|history], got {item!r}")
+            if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], int) or item[1] not in POOL_KINDS:
+                raise ValueError(f"head.pools: each item is [layer, {'|'.join(POOL_KINDS)}], got {item!r}")
             pools.append(Pool(int(item[0]), item[1]))
         return pools
 

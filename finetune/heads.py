@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from server.evaluation.metrics import expected_calibration_error
-from server.heads.head import FieldHead, LabelHead, Pool
+from server.heads.head import POOL_KINDS, FieldHead, LabelHead, Pool
 from server.heads.text import make_vectorizer, ticket_text
 from server.taxonomy import Taxonomy
 
@@ -38,7 +38,7 @@ def gold(examples: Sequence[Example], taxonomy: Taxonomy, name: str) -> np.ndarr
 # Every layer a head or the sweep may read, mean and last token: one prefill yields all of them, so they
 # are extracted together and cached, and trying other pools or regularisation needs no model run.
 CACHE_LAYERS = (6, 12, 16, 20, 24, 28, 30)
-CACHE_POOLS = [Pool(layer, how) for layer in CACHE_LAYERS for how in ("mean", "last", "history")]
+CACHE_POOLS = [Pool(layer, how) for layer in CACHE_LAYERS for how in POOL_KINDS]
 
 
 def extract(runner: Any, examples: Sequence[Example], pools: Sequence[Pool], progress: bool, desc: str, batch: int = 64) -> np.ndarray:
@@ -211,7 +211,6 @@ def add_head(adapter_dir: Any, cfg: Any, settings: Any, taxonomy: Taxonomy, trai
         threshold, report["out_of_scope"] = fit_oos_threshold(runner, head, taxonomy, cfg, progress)
     files = head.save(adapter_dir)
     report["fitted_at"] = utc_now()
-    (adapter_dir / "copy_head.json").unlink(missing_ok=True)
     copy = fit_copy_scorer(taxonomy, train, held)
     if copy is not None:
         files.append(copy[0].save(adapter_dir, copy[1]))

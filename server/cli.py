@@ -220,8 +220,6 @@ def _classical_summary(settings: Settings, data: Path, limit: int | None, rules:
     """The classical baseline trained on the rules' files, or the taxonomy's own training file (the
     eval's own tickets left out), scored on `data`. None, with a message, when there is no such file or
     it does not fit the taxonomy: the eval's own numbers are still reported (the gate's rule then fails)."""
-    import csv
-
     from server.evaluation.run import read_labelled_csv, run_classical_eval
     from server.registry import resolve_project_path
     from server.taxonomy import load_taxonomy
@@ -237,9 +235,8 @@ def _classical_summary(settings: Settings, data: Path, limit: int | None, rules:
         return None
     sources: tuple[str, ...] = rules.classical_label_sources
     if sources and not rules.classical_train:  # the default file: filter by label_source only where it has one
-        with open(files[0], newline="", encoding="utf-8") as fh:
-            if "label_source" not in (csv.DictReader(fh).fieldnames or []):
-                sources = ()
+        if "label_source" not in _csv_columns(files[0]):
+            sources = ()
     typer.echo(f"classical baseline: TF-IDF + logistic regression trained on {', '.join(names)} ({', '.join(sources) or 'all'} rows)", err=True)
     try:
         return run_classical_eval(settings, data, files, sources or None, out / "classical" if out else None, limit, exclude_ids=exclude)
@@ -248,11 +245,15 @@ def _classical_summary(settings: Settings, data: Path, limit: int | None, rules:
         return None
 
 
-def _has_language_column(data: Path) -> bool:
+def _csv_columns(path: Path) -> list[str]:
     import csv
 
-    with open(data, newline="", encoding="utf-8") as fh:
-        return "language" in (next(csv.reader(fh), None) or [])
+    with open(path, newline="", encoding="utf-8") as fh:
+        return next(csv.reader(fh), None) or []
+
+
+def _has_language_column(data: Path) -> bool:
+    return "language" in _csv_columns(data)
 
 
 def _load_report(path: Path) -> dict[str, Any]:
