@@ -96,7 +96,10 @@ def build_stream(tickets: list[TicketInput], seed: int) -> list[Event]:
     rng = random.Random(seed)
     n = len(tickets)
     originals = [Event(t, i, "original") for i, t in enumerate(tickets)]
-    later = [Event(variant(tickets[i], kind := rng.choice(VARIANT_KINDS), rng), i, kind) for i in rng.sample(range(n), n // 2)]
+    later = [
+        Event(variant(tickets[i], kind := rng.choice(VARIANT_KINDS), rng), i, kind)
+        for i in rng.sample(range(n), n // 2)
+    ]
     later += [Event(tickets[i], i, "repeat") for i in rng.sample(range(n), n // 4)]
     rng.shuffle(later)
     return originals + later
@@ -162,7 +165,11 @@ def banding_recall(stream: list[Event], tickets: list[TicketInput], settings: Ca
 
 def _ms(values: list[float]) -> dict[str, float]:
     a = np.array(values)
-    return {"mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3)}
+    return {
+        "mean": round(float(a.mean()), 3),
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p95": round(float(np.percentile(a, 95)), 3),
+    }
 
 
 def main() -> None:
@@ -185,7 +192,13 @@ def main() -> None:
         "seed": args.seed,
         "golden_tickets": len(tickets),
         "stream": {k: sum(1 for e in stream if e.kind == k) for k in ("original", "repeat", *VARIANT_KINDS)},
-        "settings": {"near_threshold": base.near_threshold, "num_perm": base.num_perm, "shingle_size": base.shingle_size, "bands": bands, "rows": rows},
+        "settings": {
+            "near_threshold": base.near_threshold,
+            "num_perm": base.num_perm,
+            "shingle_size": base.shingle_size,
+            "bands": bands,
+            "rows": rows,
+        },
         "backends": {},
     }
     result["settings"].update(banding_recall(stream, tickets, base))

@@ -47,7 +47,12 @@ def labels(out: Any) -> dict[str, Any]:
     if not isinstance(out, EngineOutput):
         return {}
     info = out.output.get("extracted_info") or {}
-    return {"category": out.output.get("category"), "priority": out.output.get("priority"), "sentiment": info.get("sentiment"), "error_code": info.get("error_code")}
+    return {
+        "category": out.output.get("category"),
+        "priority": out.output.get("priority"),
+        "sentiment": info.get("sentiment"),
+        "error_code": info.get("error_code"),
+    }
 
 
 def run(runner: BatchRunner, rows: list[dict[str, str]], bs: int = 16) -> list[dict[str, Any]]:
@@ -70,7 +75,9 @@ def codes(runner: BatchRunner) -> dict[str, Any]:
     with_code, without, invented = [], [], 0
     for r, p in zip(rows, preds):
         value = p.get("error_code")
-        texts = ticket_texts(r["subject"], r["body"], json.loads(r["previous_interactions"]) if r["previous_interactions"] else [])
+        texts = ticket_texts(
+            r["subject"], r["body"], json.loads(r["previous_interactions"]) if r["previous_interactions"] else []
+        )
         if value is not None and value not in candidate_spans(texts):
             invented += 1
         kind = r["augmentation"].split(":")
@@ -82,9 +89,13 @@ def codes(runner: BatchRunner) -> dict[str, Any]:
         else:
             without.append(value is None)
     return {
-        "n_with_code": len(with_code), "exact_match_with_code": rate(with_code),
-        "n_not_codes": len(without), "null_kept_on_not_codes": rate(without), "invented": invented,
-        "by_family": {k: rate(v) for k, v in sorted(by_family.items())}, "by_position": {k: rate(v) for k, v in sorted(by_position.items())},
+        "n_with_code": len(with_code),
+        "exact_match_with_code": rate(with_code),
+        "n_not_codes": len(without),
+        "null_kept_on_not_codes": rate(without),
+        "invented": invented,
+        "by_family": {k: rate(v) for k, v in sorted(by_family.items())},
+        "by_position": {k: rate(v) for k, v in sorted(by_position.items())},
     }
 
 
@@ -115,7 +126,10 @@ def by_kind(runner: BatchRunner, name: str) -> dict[str, Any]:
     kinds: dict[str, list[dict[str, bool]]] = defaultdict(list)
     for r, p in zip(rows, preds):
         kinds[r["augmentation"].split(":", 1)[1]].append({f: p.get(f) == r[f] for f in FIELDS})
-    return {"n": len(rows), **{k: {f: rate([x[f] for x in v]) for f in FIELDS} | {"n": len(v)} for k, v in sorted(kinds.items())}}
+    return {
+        "n": len(rows),
+        **{k: {f: rate([x[f] for x in v]) for f in FIELDS} | {"n": len(v)} for k, v in sorted(kinds.items())},
+    }
 
 
 def main() -> None:
@@ -129,7 +143,11 @@ def main() -> None:
     with open(ROOT / "data" / "tickets" / "train.csv", newline="", encoding="utf-8") as fh:
         clean_by_id = {r["ticket_id"]: r for r in csv.DictReader(fh)}
     for spec in [args.model, args.baseline] if args.baseline else [args.model]:
-        s = settings if spec is None else settings.model_copy(update={"model": settings.model.model_copy(update={"adapter": spec})})
+        s = (
+            settings
+            if spec is None
+            else settings.model_copy(update={"model": settings.model.model_copy(update={"adapter": spec})})
+        )
         runner = BatchRunner(s, taxonomy)
         started = time.perf_counter()
         result = {

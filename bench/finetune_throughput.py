@@ -45,12 +45,26 @@ def main() -> None:
         for name, over in VARIANTS.items():
             cfg = load_config(
                 ROOT / "finetune/configs/tickets.yaml",
-                {"name": name, "output_dir": tmp, "calibrate": False, "data.feedback": False, "data.max_rows": args.batch * (args.steps + 2),
-                 "train.batch_size": args.batch, "train.max_steps": args.steps + 1, "train.checkpoint_every": 0, **over},
+                {
+                    "name": name,
+                    "output_dir": tmp,
+                    "calibrate": False,
+                    "data.feedback": False,
+                    "data.max_rows": args.batch * (args.steps + 2),
+                    "train.batch_size": args.batch,
+                    "train.max_steps": args.steps + 1,
+                    "train.checkpoint_every": 0,
+                    **over,
+                },
             )
             adapter = train(cfg, settings, progress=False)
             t = json.loads((adapter / "manifest.json").read_text())["training"]
-            out["variants"][name] = {"seconds_per_step": t["seconds_per_step_median"], "examples_per_s": round(args.batch / t["seconds_per_step_median"], 3), "dtype": t["dtype"], "device": t["device"]}
+            out["variants"][name] = {
+                "seconds_per_step": t["seconds_per_step_median"],
+                "examples_per_s": round(args.batch / t["seconds_per_step_median"], 3),
+                "dtype": t["dtype"],
+                "device": t["device"],
+            }
             print(f"{name}: {out['variants'][name]}", file=sys.stderr)
     base = out["variants"]["baseline_v1_full"]["examples_per_s"]
     for v in out["variants"].values():

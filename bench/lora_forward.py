@@ -67,15 +67,38 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    result: dict = {"base": args.base, "adapter": args.adapter, "tokens": args.tokens, "batch": args.batch, "threads": torch.get_num_threads(), "runs": {}}
+    result: dict = {
+        "base": args.base,
+        "adapter": args.adapter,
+        "tokens": args.tokens,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "runs": {},
+    }
     for dname in args.dtypes.split(","):
         dtype = getattr(torch, dname)
         ids = torch.randint(100, 40000, (args.batch, args.tokens))
         base = AutoModelForCausalLM.from_pretrained(args.base, dtype=dtype).eval()
-        merged_raw = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(args.base, dtype=dtype), args.adapter).merge_and_unload().eval()
-        merged_cast = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(args.base, dtype=dtype), args.adapter).merge_and_unload().to(dtype).eval()
-        unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(args.base, dtype=dtype), args.adapter).eval()
-        variants = {"base": base, "merged_as_loaded": merged_raw, "merged_cast_to_dtype (served)": merged_cast, "unmerged_peft": unmerged}
+        merged_raw = (
+            PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(args.base, dtype=dtype), args.adapter)
+            .merge_and_unload()
+            .eval()
+        )
+        merged_cast = (
+            PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(args.base, dtype=dtype), args.adapter)
+            .merge_and_unload()
+            .to(dtype)
+            .eval()
+        )
+        unmerged = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(args.base, dtype=dtype), args.adapter
+        ).eval()
+        variants = {
+            "base": base,
+            "merged_as_loaded": merged_raw,
+            "merged_cast_to_dtype (served)": merged_cast,
+            "unmerged_peft": unmerged,
+        }
         runs = {}
         for flush in (False, True):
             torch.set_flush_denormal(flush)

@@ -44,8 +44,17 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=None, help="default: routing.confidence_threshold")
     ap.add_argument("--config", default=None)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--heldout", action="store_true", help="the fixed held-out tickets (data/tickets/heldout_ids.txt) instead of --data")
-    ap.add_argument("--target", type=float, default=None, help="accuracy wanted on locally answered tickets: print curves and thresholds")
+    ap.add_argument(
+        "--heldout",
+        action="store_true",
+        help="the fixed held-out tickets (data/tickets/heldout_ids.txt) instead of --data",
+    )
+    ap.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="accuracy wanted on locally answered tickets: print curves and thresholds",
+    )
     ap.add_argument("--plot", default=None)
     args = ap.parse_args()
     settings = load_settings(args.config)
@@ -53,7 +62,11 @@ def main() -> None:
     taxonomy = load_taxonomy(settings.taxonomy)
     if args.heldout:
         held = set((ROOT / "data/tickets/heldout_ids.txt").read_text().split())
-        rows = [r for r in read_labelled_csv(ROOT / "data/tickets/train.csv", taxonomy, label_sources=["reviewed"]) if r["ticket_id"] in held]
+        rows = [
+            r
+            for r in read_labelled_csv(ROOT / "data/tickets/train.csv", taxonomy, label_sources=["reviewed"])
+            if r["ticket_id"] in held
+        ]
         args.data = "heldout"
     else:
         rows = read_labelled_csv(Path(args.data), taxonomy)
@@ -66,10 +79,17 @@ def main() -> None:
         return settings.routing.field_thresholds.get(name, threshold)
 
     def low(out) -> list[str]:
-        return [s.name for s in fields if not isinstance(out, EngineOutput) or (out.confidence.get(s.name) or 0.0) < limit(s.name)]
+        return [
+            s.name
+            for s in fields
+            if not isinstance(out, EngineOutput) or (out.confidence.get(s.name) or 0.0) < limit(s.name)
+        ]
 
     def correct(out, row) -> dict[str, bool]:
-        return {s.name: isinstance(out, EngineOutput) and value(out.output, s) == (row.get(s.name) or "").strip() for s in fields}
+        return {
+            s.name: isinstance(out, EngineOutput) and value(out.output, s) == (row.get(s.name) or "").strip()
+            for s in fields
+        }
 
     t0 = time.perf_counter()
     first = []
@@ -79,13 +99,16 @@ def main() -> None:
     onward = [i for i, out in enumerate(first) if low(out)]
     reviewed = {}
     if runner.review_renderer is not None and settings.routing.review:
-        items = [ReviewInput(tickets[i], {s.name: value(first[i].output, s) for s in fields}, tuple(low(first[i]))) for i in onward]
+        items = [
+            ReviewInput(tickets[i], {s.name: value(first[i].output, s) for s in fields}, tuple(low(first[i])))
+            for i in onward
+        ]
         outs = []
         for j in range(0, len(items), args.batch):
             outs += runner.run(items[j : j + args.batch])
         reviewed = dict(zip(onward, outs))
     routes = {"local": [], "local+review": [], "human_or_hosted": []}
-    for i, out in enumerate(first):
+    for i, _ in enumerate(first):
         if i not in onward:
             routes["local"].append(i)
         elif i in reviewed and isinstance(reviewed[i], EngineOutput) and not low(reviewed[i]):
@@ -94,40 +117,78 @@ def main() -> None:
             routes["human_or_hosted"].append(i)
 
     def acc(idx: list[int], outs) -> dict[str, float | None]:
-        return {s.name: round(sum(correct(outs[i], rows[i])[s.name] for i in idx) / len(idx), 3) if idx else None for s in fields}
+        return {
+            s.name: round(sum(correct(outs[i], rows[i])[s.name] for i in idx) / len(idx), 3) if idx else None
+            for s in fields
+        }
 
     final = {i: (reviewed[i] if i in routes["local+review"] else first[i]) for i in range(len(first))}
     curves = thresholds = None
     if args.target is not None:
         curves, thresholds = coverage_curves(first, rows, fields, args.target)
         if args.plot:
-            plot_curves(curves, thresholds, args.target, args.plot, f"{runner.adapter.name if runner.adapter else 'base'} on {args.data}")
-    print(json.dumps({
-        "data": args.data, "n": len(rows), "threshold": threshold, "field_thresholds": settings.routing.field_thresholds,
-        "adapter": runner.adapter.name if runner.adapter else None, "prompt": runner.prompt_version, "temperatures": runner.temperatures,
-        "review_prompt": runner.review_renderer.prompt.id if runner.review_renderer else None,
-        "share": {k: round(len(v) / len(rows), 3) for k, v in routes.items()},
-        "low_fields_first_pass": {s.name: sum(s.name in low(first[i]) for i in range(len(first))) for s in fields},
-        "accuracy_first_pass": {"local": acc(routes["local"], first), "sent_onward": acc(onward, first)},
-        "accuracy_after_review": {"local+review": acc(routes["local+review"], final), "reviewed_but_still_low(first pass)": acc(routes["human_or_hosted"], first)},
-        "seconds": round(time.perf_counter() - t0, 1),
-        **({"target": args.target, "thresholds_for_target": thresholds, "curves": curves} if curves else {}),
-    }))
+            plot_curves(
+                curves,
+                thresholds,
+                args.target,
+                args.plot,
+                f"{runner.adapter.name if runner.adapter else 'base'} on {args.data}",
+            )
+    print(
+        json.dumps(
+            {
+                "data": args.data,
+                "n": len(rows),
+                "threshold": threshold,
+                "field_thresholds": settings.routing.field_thresholds,
+                "adapter": runner.adapter.name if runner.adapter else None,
+                "prompt": runner.prompt_version,
+                "temperatures": runner.temperatures,
+                "review_prompt": runner.review_renderer.prompt.id if runner.review_renderer else None,
+                "share": {k: round(len(v) / len(rows), 3) for k, v in routes.items()},
+                "low_fields_first_pass": {
+                    s.name: sum(s.name in low(first[i]) for i in range(len(first))) for s in fields
+                },
+                "accuracy_first_pass": {"local": acc(routes["local"], first), "sent_onward": acc(onward, first)},
+                "accuracy_after_review": {
+                    "local+review": acc(routes["local+review"], final),
+                    "reviewed_but_still_low(first pass)": acc(routes["human_or_hosted"], first),
+                },
+                "seconds": round(time.perf_counter() - t0, 1),
+                **({"target": args.target, "thresholds_for_target": thresholds, "curves": curves} if curves else {}),
+            }
+        )
+    )
 
 
 def coverage_curves(outs: list, rows: list[dict], fields: list, target: float) -> tuple[dict, dict]:
     """Per field: for each threshold t, the share of tickets with confidence >= t (coverage) and their
     accuracy; the smallest t whose accuracy reaches `target`; then the joint coverage and accuracy of
     tickets whose every field clears its threshold (what a router would answer locally)."""
-    conf = {s.name: [out.confidence.get(s.name) or 0.0 if isinstance(out, EngineOutput) else 0.0 for out in outs] for s in fields}
-    ok = {s.name: [isinstance(out, EngineOutput) and value(out.output, s) == (row.get(s.name) or "").strip() for out, row in zip(outs, rows)] for s in fields}
+    conf = {
+        s.name: [out.confidence.get(s.name) or 0.0 if isinstance(out, EngineOutput) else 0.0 for out in outs]
+        for s in fields
+    }
+    ok = {
+        s.name: [
+            isinstance(out, EngineOutput) and value(out.output, s) == (row.get(s.name) or "").strip()
+            for out, row in zip(outs, rows)
+        ]
+        for s in fields
+    }
     curves: dict = {}
     chosen: dict = {}
     for s in fields:
         pts = []
         for t in [i / 100 for i in range(0, 100)]:
             kept = [k for c, k in zip(conf[s.name], ok[s.name]) if c >= t]
-            pts.append({"threshold": t, "coverage": round(len(kept) / len(rows), 4), "accuracy": round(sum(kept) / len(kept), 4) if kept else None})
+            pts.append(
+                {
+                    "threshold": t,
+                    "coverage": round(len(kept) / len(rows), 4),
+                    "accuracy": round(sum(kept) / len(kept), 4) if kept else None,
+                }
+            )
         curves[s.name] = pts
         good = [p for p in pts if p["accuracy"] is not None and p["accuracy"] >= target]
         chosen[s.name] = good[0]["threshold"] if good else None
@@ -135,7 +196,9 @@ def coverage_curves(outs: list, rows: list[dict], fields: list, target: float) -
     local = [i for i in range(len(rows)) if all(conf[k][i] >= v for k, v in usable.items())]
     chosen["_joint"] = {
         "coverage": round(len(local) / len(rows), 4),
-        "accuracy": {s.name: round(sum(ok[s.name][i] for i in local) / len(local), 4) if local else None for s in fields},
+        "accuracy": {
+            s.name: round(sum(ok[s.name][i] for i in local) / len(local), 4) if local else None for s in fields
+        },
         "unreachable": [k for k, v in chosen.items() if v is None and not k.startswith("_")],
     }
     return curves, chosen

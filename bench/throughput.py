@@ -17,8 +17,9 @@ import json
 import random
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +32,10 @@ from server.config import load_settings  # noqa: E402
 from server.engines.base import EngineOutput  # noqa: E402
 from server.engines.batcher import DynamicBatcher  # noqa: E402
 from server.engines.loading import load_model  # noqa: E402
-from server.registry import resolve_adapter  # noqa: E402
 from server.engines.outlines_reference import OutlinesReference  # noqa: E402
 from server.engines.transformers_engine import BatchRunner, TransformersEngine  # noqa: E402
 from server.prompts import TicketInput  # noqa: E402
+from server.registry import resolve_adapter  # noqa: E402
 from server.taxonomy import load_taxonomy  # noqa: E402
 
 FIELDS = ("category", "priority", "sentiment")
@@ -51,10 +52,16 @@ def labels(out: Any) -> dict[str, str | None]:
     if not isinstance(out, EngineOutput):
         return {f: None for f in FIELDS}
     o = out.output
-    return {"category": o.get("category"), "priority": o.get("priority"), "sentiment": (o.get("extracted_info") or {}).get("sentiment")}
+    return {
+        "category": o.get("category"),
+        "priority": o.get("priority"),
+        "sentiment": (o.get("extracted_info") or {}).get("sentiment"),
+    }
 
 
-def summarise(name: str, outs: list[Any], lat_s: list[float], wall_s: float, rows: list[dict[str, str]]) -> dict[str, Any]:
+def summarise(
+    name: str, outs: list[Any], lat_s: list[float], wall_s: float, rows: list[dict[str, str]]
+) -> dict[str, Any]:
     preds = [labels(o) for o in outs]
     acc = {f: round(float(np.mean([p[f] == r[f] for p, r in zip(preds, rows)])), 4) for f in FIELDS}
     lat = np.array(lat_s) * 1000
@@ -63,10 +70,16 @@ def summarise(name: str, outs: list[Any], lat_s: list[float], wall_s: float, row
         "n": len(outs),
         "tickets_per_s": round(len(outs) / wall_s, 4),
         "wall_s": round(wall_s, 1),
-        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1), "p99": round(float(np.percentile(lat, 99)), 1)},
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 1),
+            "p95": round(float(np.percentile(lat, 95)), 1),
+            "p99": round(float(np.percentile(lat, 99)), 1),
+        },
         "accuracy": acc,
         "invalid_json": sum(1 for o in outs if not isinstance(o, EngineOutput)),
-        "completion_tokens_mean": round(float(np.mean([o.completion_tokens for o in outs if isinstance(o, EngineOutput)] or [0])), 1),
+        "completion_tokens_mean": round(
+            float(np.mean([o.completion_tokens for o in outs if isinstance(o, EngineOutput)] or [0])), 1
+        ),
     }
 
 
@@ -90,7 +103,12 @@ def run_naive(ref: OutlinesReference, tickets: list[TicketInput]) -> tuple[list[
     return outs, lat, time.perf_counter() - started
 
 
-async def run_engine(classify: Callable[[list[TicketInput]], Awaitable[list[Any]]], tickets: list[TicketInput], concurrency: int, label: str) -> tuple[list[Any], list[float], float]:
+async def run_engine(
+    classify: Callable[[list[TicketInput]], Awaitable[list[Any]]],
+    tickets: list[TicketInput],
+    concurrency: int,
+    label: str,
+) -> tuple[list[Any], list[float], float]:
     outs: list[Any] = [None] * len(tickets)
     lat: list[float] = [0.0] * len(tickets)
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -145,7 +163,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.static:
         # The same engine with static batches (a batch starts when the previous one has fully finished):
         # the measurement before continuous batching, kept to show what it buys.
-        static = DynamicBatcher(runner.run, max_batch=32, wait_ms=settings.engine.batch_wait_ms, max_queue=settings.engine.max_queue)
+        static = DynamicBatcher(
+            runner.run, max_batch=32, wait_ms=settings.engine.batch_wait_ms, max_queue=settings.engine.max_queue
+        )
         static.start()
         outs, lat, wall = await run_engine(static.submit, tickets, 32, "static batches c=32")
         await static.stop()
@@ -171,7 +191,12 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "data" / "tickets" / "golden.csv"))
     parser.add_argument("--config", default=None)
     parser.add_argument("--out", default=None, help="Also write the JSON here")
-    parser.add_argument("--static", action=argparse.BooleanOptionalAction, default=False, help="Also run c=32 with static batches (the measurement before continuous batching)")
+    parser.add_argument(
+        "--static",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Also run c=32 with static batches (the measurement before continuous batching)",
+    )
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     line = json.dumps(result)

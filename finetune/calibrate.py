@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from server.config import Settings, load_settings
-from server.registry import resolve_project_path
 from server.evaluation.metrics import expected_calibration_error
+from server.registry import resolve_project_path
 from server.taxonomy import load_taxonomy
 
 GRID = [math.exp(x / 40) for x in range(-80, 121)]  # T from 0.14 to 20
@@ -47,14 +47,15 @@ def fit_temperature(traces: list[list[tuple[Any, int]]], correct: list[bool]) ->
     return best_t, before, after
 
 
-def calibrate(adapter_dir: str | Path, settings: Settings | None = None, *, progress: bool = True, batch_size: int = 16) -> dict[str, Any]:
+def calibrate(
+    adapter_dir: str | Path, settings: Settings | None = None, *, progress: bool = True, batch_size: int = 16
+) -> dict[str, Any]:
     """Fit and store the temperatures of the adapter in `adapter_dir` (uses its heldout.jsonl)."""
     from tqdm import tqdm
 
+    from finetune.train import read_heldout
     from server.engines.transformers_engine import BatchRunner
     from server.registry import AdapterEntry, Registry
-
-    from finetune.train import read_heldout
 
     adapter_dir = Path(adapter_dir)
     manifest = json.loads((adapter_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -65,7 +66,9 @@ def calibrate(adapter_dir: str | Path, settings: Settings | None = None, *, prog
     base = manifest.get("base_model", {}).get("path")
     if base:  # calibrate against the base the adapter was trained on
         local = resolve_project_path(base)
-        settings = settings.model_copy(update={"model": settings.model.model_copy(update={"base": str(local) if local.exists() else base})})
+        settings = settings.model_copy(
+            update={"model": settings.model.model_copy(update={"base": str(local) if local.exists() else base})}
+        )
     taxonomy = load_taxonomy(manifest.get("config", {}).get("taxonomy", settings.taxonomy))
     raw_manifest = dict(manifest)
     raw_manifest.pop("calibration", None)  # fit on the raw scores
@@ -81,8 +84,16 @@ def calibrate(adapter_dir: str | Path, settings: Settings | None = None, *, prog
             trace = (getattr(out, "extra", {}) or {}).get("trace", {}).get(spec.name)
             if not trace:
                 continue
-            gold = (ex.answer.get("extracted_info") or {}).get(spec.name) if spec.in_extracted_info else ex.answer.get(spec.name)
-            pred = (out.output.get("extracted_info") or {}).get(spec.name) if spec.in_extracted_info else out.output.get(spec.name)
+            gold = (
+                (ex.answer.get("extracted_info") or {}).get(spec.name)
+                if spec.in_extracted_info
+                else ex.answer.get(spec.name)
+            )
+            pred = (
+                (out.output.get("extracted_info") or {}).get(spec.name)
+                if spec.in_extracted_info
+                else out.output.get(spec.name)
+            )
             traces.append(trace)
             correct.append(pred == gold)
         if not traces:
@@ -92,8 +103,10 @@ def calibrate(adapter_dir: str | Path, settings: Settings | None = None, *, prog
         result["ece_before"][spec.name] = round(before, 4)
         result["ece_after"][spec.name] = round(after, 4)
         result["accuracy"][spec.name] = round(sum(correct) / len(correct), 4)
-    result["method"] = "temperature scaling per field; log-loss of correctness on the held-out split; grid T in [0.14, 20]"
-    result["fitted_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["method"] = (
+        "temperature scaling per field; log-loss of correctness on the held-out split; grid T in [0.14, 20]"
+    )
+    result["fitted_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     # Under the registry lock: `triage eval` may be recording an eval in the same manifest.
     Registry(settings.model.registry).update_manifest(adapter_dir, lambda m: m.__setitem__("calibration", result))
     return result

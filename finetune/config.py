@@ -80,7 +80,12 @@ class HeadArgs:
 
         pools = []
         for item in self.pools:
-            if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], int) or item[1] not in POOL_KINDS:
+            if (
+                not isinstance(item, (list, tuple))
+                or len(item) != 2
+                or not isinstance(item[0], int)
+                or item[1] not in POOL_KINDS
+            ):
                 raise ValueError(f"head.pools: each item is [layer, {'|'.join(POOL_KINDS)}], got {item!r}")
             pools.append(Pool(int(item[0]), item[1]))
         return pools
@@ -117,7 +122,11 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        sub = {"data": DataArgs, "lora": LoraArgs, "train": TrainArgs, "head": HeadArgs}.get(name) if cls is FinetuneConfig else None
+        sub = (
+            {"data": DataArgs, "lora": LoraArgs, "train": TrainArgs, "head": HeadArgs}.get(name)
+            if cls is FinetuneConfig
+            else None
+        )
         kwargs[name] = _build(sub, value or {}, f"{where}.{name}") if sub else value
     return cls(**kwargs)
 
@@ -140,7 +149,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return config_from_dict(raw, overrides, str(path or "config"))
 
 
-def config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None, where: str = "config") -> FinetuneConfig:
+def config_from_dict(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None, where: str = "config"
+) -> FinetuneConfig:
     """A config from a mapping (e.g. the one recorded in an adapter's manifest), overrides on top."""
     raw = copy.deepcopy(raw)
     for dotted, value in (overrides or {}).items():

@@ -10,9 +10,10 @@ import csv
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from server.extraction import candidate_spans, ticket_texts
 from server.prompts import TicketInput, parse_history
@@ -60,8 +61,7 @@ def _rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
 
     def gen() -> Iterator[tuple[int, dict[str, Any]]]:
         with fh:
-            for n, row in enumerate(reader, start=2):
-                yield n, row
+            yield from enumerate(reader, start=2)
 
     return columns, gen()
 
@@ -119,7 +119,9 @@ def read_examples(
             if not value:
                 problems.append(f"{where}, column {spec.name!r}: empty label")
             elif value not in spec.values:
-                problems.append(f"{where}, column {spec.name!r}: {value!r} is not a label of {taxonomy.key} ({', '.join(spec.labels[:8])}{', ...' if len(spec.labels) > 8 else ''})")
+                problems.append(
+                    f"{where}, column {spec.name!r}: {value!r} is not a label of {taxonomy.key} ({', '.join(spec.labels[:8])}{', ...' if len(spec.labels) > 8 else ''})"
+                )
             target = answer.setdefault("extracted_info", {}) if spec.in_extracted_info else answer
             target[spec.name] = value
         for spec in taxonomy.extracted_info:
@@ -136,13 +138,27 @@ def read_examples(
             break
         uid = _text(row.get("ticket_id")) or f"{path.name}:{n}"
         meta = {"source_ticket_id": _text(row.get("source_ticket_id"))} if _text(row.get("source_ticket_id")) else {}
-        examples.append(Example(uid, TicketInput(subject, body, history), answer, path.name, _text(row.get("language")) or None, meta))
+        examples.append(
+            Example(
+                uid, TicketInput(subject, body, history), answer, path.name, _text(row.get("language")) or None, meta
+            )
+        )
     if problems:
         more = " (first problems only)" if len(problems) >= MAX_REPORTED else ""
         raise DataError(f"{len(problems)} problem(s) in {path}{more}:\n" + "\n".join(problems))
     if not examples:
-        raise DataError(f"{path}: no usable rows (read {read}, skipped {skipped} by label_source filter {label_sources})")
-    record = {"path": str(path), "sha256": sha256_file(path), "rows_read": read, "rows_used": len(examples), "rows_skipped": skipped, "label_sources": label_sources, "text_column": body_col}
+        raise DataError(
+            f"{path}: no usable rows (read {read}, skipped {skipped} by label_source filter {label_sources})"
+        )
+    record = {
+        "path": str(path),
+        "sha256": sha256_file(path),
+        "rows_read": read,
+        "rows_used": len(examples),
+        "rows_skipped": skipped,
+        "label_sources": label_sources,
+        "text_column": body_col,
+    }
     return examples, record
 
 
@@ -156,7 +172,9 @@ def copyable(value: str | None, spans: list[str]) -> str | None:
     return same[0] if same else None
 
 
-def feedback_examples(database_url: str, taxonomy: Taxonomy, *, need_reasoning: bool = True) -> tuple[list[Example], dict[str, Any]]:
+def feedback_examples(
+    database_url: str, taxonomy: Taxonomy, *, need_reasoning: bool = True
+) -> tuple[list[Example], dict[str, Any]]:
     """Reviewed predictions: the stored answer with the reviewer's corrections applied on top.
 
     Fields the reviewer did not correct are taken as confirmed. The latest feedback per ticket wins.
@@ -172,7 +190,11 @@ def feedback_examples(database_url: str, taxonomy: Taxonomy, *, need_reasoning: 
         migrate(engine)
         sessions = make_sessionmaker(engine)
         with sessions() as session:
-            rows = session.execute(select(Feedback, Classification).join(Classification, Feedback.classification_id == Classification.id).order_by(Feedback.id)).all()
+            rows = session.execute(
+                select(Feedback, Classification)
+                .join(Classification, Feedback.classification_id == Classification.id)
+                .order_by(Feedback.id)
+            ).all()
             latest: dict[str, tuple[Any, Any]] = {}
             skipped = 0
             for fb, cls in rows:
@@ -190,7 +212,11 @@ def feedback_examples(database_url: str, taxonomy: Taxonomy, *, need_reasoning: 
                     continue
                 digest.update(json.dumps([fb.id, ticket_id, answer], sort_keys=True, ensure_ascii=False).encode())
                 ticket = TicketInput(cls.subject or "", cls.body or "", tuple(cls.previous_interactions or ()))
-                examples.append(Example(ticket_id, ticket, answer, "feedback", None, {"feedback_id": fb.id, "reviewer": fb.reviewer}))
+                examples.append(
+                    Example(
+                        ticket_id, ticket, answer, "feedback", None, {"feedback_id": fb.id, "reviewer": fb.reviewer}
+                    )
+                )
             snapshot = {
                 "database": engine.url.render_as_string(hide_password=True),
                 "max_feedback_id": max((fb.id for fb, _ in rows), default=None),
@@ -230,13 +256,17 @@ def merge(file_examples: list[Example], feedback: list[Example]) -> list[Example
     return merged + list(by_id.values())
 
 
-def split(examples: list[Example], heldout_fraction: float, seed: int, heldout_ids: set[str] | None = None) -> tuple[list[Example], list[Example]]:
+def split(
+    examples: list[Example], heldout_fraction: float, seed: int, heldout_ids: set[str] | None = None
+) -> tuple[list[Example], list[Example]]:
     """With `heldout_ids`: exactly those tickets are held out, and rows derived from them (augmented rows
     naming them as `source_ticket_id`) are dropped, so nothing of a held-out ticket is trained on.
     Without: a seeded split, stratified on the first label field so thin classes appear on both sides."""
     if heldout_ids is not None:
         held = [ex for ex in examples if ex.uid in heldout_ids]
-        train = [ex for ex in examples if ex.uid not in heldout_ids and ex.meta.get("source_ticket_id") not in heldout_ids]
+        train = [
+            ex for ex in examples if ex.uid not in heldout_ids and ex.meta.get("source_ticket_id") not in heldout_ids
+        ]
         return train, held
     rng = random.Random(seed)
     groups: dict[str, list[Example]] = {}

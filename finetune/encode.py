@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune.data import Example
 from server.engines.decoding import DecodingPlan
 from server.prompts import EncodedPrompt, PromptRenderer, load_prompt
 from server.schema import output_layout
 from server.taxonomy import Taxonomy
-
-from finetune.data import Example
 
 IGNORE = -100
 
@@ -44,9 +43,17 @@ class ExampleEncoder:
     ):
         prompt = load_prompt(prompts_dir, "classify", prompt_version)
         self.prompt_id = prompt.id
-        self.renderer = PromptRenderer(prompt, taxonomy, tokenizer, max_body_tokens=max_body_tokens, max_history_tokens=max_history_tokens)
+        self.renderer = PromptRenderer(
+            prompt, taxonomy, tokenizer, max_body_tokens=max_body_tokens, max_history_tokens=max_history_tokens
+        )
         # No vocabulary: this plan only tokenises answers, it never decodes.
-        self.plan = DecodingPlan(output_layout(taxonomy, prompt.field_order), tokenizer, None, max_string_tokens=max_string_tokens, max_reasoning_tokens=max_reasoning_tokens)
+        self.plan = DecodingPlan(
+            output_layout(taxonomy, prompt.field_order),
+            tokenizer,
+            None,
+            max_string_tokens=max_string_tokens,
+            max_reasoning_tokens=max_reasoning_tokens,
+        )
         self.labels_only = labels_only
 
     def prompt(self, example: Example) -> EncodedPrompt:

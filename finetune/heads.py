@@ -14,17 +14,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
 
 import numpy as np
 
+from finetune.config import HeadArgs
+from finetune.data import Example
 from server.evaluation.metrics import expected_calibration_error
 from server.heads.head import POOL_KINDS, FieldHead, LabelHead, Pool
 from server.heads.text import make_vectorizer, ticket_text
 from server.taxonomy import Taxonomy
-
-from finetune.config import HeadArgs
-from finetune.data import Example
 
 log = logging.getLogger(__name__)
 T_GRID = [math.exp(x / 40) for x in range(-80, 121)]  # 0.14 .. 20
@@ -32,7 +33,12 @@ T_GRID = [math.exp(x / 40) for x in range(-80, 121)]  # 0.14 .. 20
 
 def gold(examples: Sequence[Example], taxonomy: Taxonomy, name: str) -> np.ndarray:
     spec = taxonomy.field(name)
-    return np.array([(ex.answer.get("extracted_info") or {}).get(name) if spec.in_extracted_info else ex.answer.get(name) for ex in examples])
+    return np.array(
+        [
+            (ex.answer.get("extracted_info") or {}).get(name) if spec.in_extracted_info else ex.answer.get(name)
+            for ex in examples
+        ]
+    )
 
 
 # Every layer a head or the sweep may read, mean and last token: one prefill yields all of them, so they
@@ -41,7 +47,9 @@ CACHE_LAYERS = (6, 12, 16, 20, 24, 28, 30)
 CACHE_POOLS = [Pool(layer, how) for layer in CACHE_LAYERS for how in POOL_KINDS]
 
 
-def extract(runner: Any, examples: Sequence[Example], pools: Sequence[Pool], progress: bool, desc: str, batch: int = 64) -> np.ndarray:
+def extract(
+    runner: Any, examples: Sequence[Example], pools: Sequence[Pool], progress: bool, desc: str, batch: int = 64
+) -> np.ndarray:
     """Features of `pools` for every example. With all pools in CACHE_POOLS the full set is extracted and
     cached under var/features/, keyed by the model's weights, the dtype and the set of tickets (in any
     order: the sweep and the head job read the same tickets in different orders)."""
@@ -73,7 +81,9 @@ def extract(runner: Any, examples: Sequence[Example], pools: Sequence[Pool], pro
 def _ticket_key(ex: Example) -> str:
     import json
 
-    return json.dumps([ex.uid, ex.ticket.subject, ex.ticket.body, list(ex.ticket.previous_interactions)], ensure_ascii=False)
+    return json.dumps(
+        [ex.uid, ex.ticket.subject, ex.ticket.body, list(ex.ticket.previous_interactions)], ensure_ascii=False
+    )
 
 
 def select_pools(features: np.ndarray, have: Sequence[Pool], want: Sequence[Pool]) -> np.ndarray:
@@ -89,7 +99,17 @@ def _cache_path(runner: Any, examples: Sequence[Example]) -> Any:
 
     adapter = runner.adapter.manifest.get("adapter_files", {}) if runner.adapter is not None else {}
     lora = {k: v for k, v in adapter.items() if not k.startswith("head")}
-    key = json.dumps([str(runner.settings.model.base), lora, str(runner.dtype), runner.prompt_version, [p.__dict__ for p in CACHE_POOLS], sorted(_ticket_key(ex) for ex in examples)], default=str)
+    key = json.dumps(
+        [
+            str(runner.settings.model.base),
+            lora,
+            str(runner.dtype),
+            runner.prompt_version,
+            [p.__dict__ for p in CACHE_POOLS],
+            sorted(_ticket_key(ex) for ex in examples),
+        ],
+        default=str,
+    )
     return PROJECT_ROOT / "var" / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
 
@@ -134,7 +154,12 @@ def fit_head(
         x_train = vectorizer.fit_transform([ticket_text(ex.ticket) for ex in train])
         x_held = vectorizer.transform([ticket_text(ex.ticket) for ex in held])
     fields: dict[str, FieldHead] = {}
-    report: dict[str, Any] = {"fields": {}, "train_rows": len(train), "heldout_rows": len(held), "pools": [[p.layer, p.how] for p in cfg.pool_list]}
+    report: dict[str, Any] = {
+        "fields": {},
+        "train_rows": len(train),
+        "heldout_rows": len(held),
+        "pools": [[p.layer, p.how] for p in cfg.pool_list],
+    }
     for spec in taxonomy.label_fields:
         y_train, y_held = gold(train, taxonomy, spec.name), gold(held, taxonomy, spec.name)
         hidden = LogisticRegression(C=cfg.hidden_c, class_weight="balanced", max_iter=5000).fit(h_train, y_train)
@@ -170,18 +195,43 @@ def fit_head(
             text_weight=fh.text_weight,
             temperature=round(fh.temperature, 4),
             heldout_accuracy=round(float(np.mean(correct)), 4),
-            heldout_ece_before=round(expected_calibration_error(raw.max(axis=1).tolist(), (raw.argmax(axis=1) == y_idx).tolist()), 4),
+            heldout_ece_before=round(
+                expected_calibration_error(raw.max(axis=1).tolist(), (raw.argmax(axis=1) == y_idx).tolist()), 4
+            ),
             heldout_ece_after=round(expected_calibration_error(probs.max(axis=1).tolist(), correct.tolist()), 4),
         )
         report["fields"][spec.name] = rep
         fields[spec.name] = fh
-        log.info("head %s: w_text=%.2f T=%.3f held-out accuracy %.3f", spec.name, fh.text_weight, fh.temperature, rep["heldout_accuracy"])
+        log.info(
+            "head %s: w_text=%.2f T=%.3f held-out accuracy %.3f",
+            spec.name,
+            fh.text_weight,
+            fh.temperature,
+            rep["heldout_accuracy"],
+        )
     report["seconds"] = round(time.perf_counter() - started, 1)
-    head = LabelHead(name, list(cfg.pool_list), mean, scale, fields, vectorizer, {"fit": {k: v for k, v in report.items() if k != "fields"}})
+    head = LabelHead(
+        name,
+        list(cfg.pool_list),
+        mean,
+        scale,
+        fields,
+        vectorizer,
+        {"fit": {k: v for k, v in report.items() if k != "fields"}},
+    )
     return head, report
 
 
-def add_head(adapter_dir: Any, cfg: Any, settings: Any, taxonomy: Taxonomy, train: Sequence[Example], held: Sequence[Example], *, progress: bool = True) -> dict[str, Any]:
+def add_head(
+    adapter_dir: Any,
+    cfg: Any,
+    settings: Any,
+    taxonomy: Taxonomy,
+    train: Sequence[Example],
+    held: Sequence[Example],
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Extract features with the adapter as served, fit the head, write its files and record it in the
     manifest (its files join `adapter_files`, so the registry validates them on promotion)."""
     from pathlib import Path
@@ -194,9 +244,16 @@ def add_head(adapter_dir: Any, cfg: Any, settings: Any, taxonomy: Taxonomy, trai
         raise ValueError("a label head needs a held-out split (its weights and temperatures are fitted there)")
     manifest = read_manifest(adapter_dir)
     bare = {k: v for k, v in manifest.items() if k not in ("head", "out_of_scope_threshold")}
-    for f in ("head.json", "head.safetensors", "head_vocabulary.json", "copy_head.json"):  # features come from the model alone
+    for f in (
+        "head.json",
+        "head.safetensors",
+        "head_vocabulary.json",
+        "copy_head.json",
+    ):  # features come from the model alone
         (adapter_dir / f).unlink(missing_ok=True)
-    runner = BatchRunner(settings, taxonomy, adapter=AdapterEntry(manifest.get("name", adapter_dir.name), adapter_dir, bare))
+    runner = BatchRunner(
+        settings, taxonomy, adapter=AdapterEntry(manifest.get("name", adapter_dir.name), adapter_dir, bare)
+    )
     pools = cfg.head.pool_list
     t0 = time.perf_counter()
     f_train = extract(runner, train, pools, progress, "features (train)")
@@ -230,7 +287,9 @@ def add_head(adapter_dir: Any, cfg: Any, settings: Any, taxonomy: Taxonomy, trai
     return report
 
 
-def fit_copy_scorer(taxonomy: Taxonomy, train: Sequence[Example], held: Sequence[Example], c: float = 1.0) -> tuple[Any, dict[str, Any]] | None:
+def fit_copy_scorer(
+    taxonomy: Taxonomy, train: Sequence[Example], held: Sequence[Example], c: float = 1.0
+) -> tuple[Any, dict[str, Any]] | None:
     """The copy scorer (server.heads.copy) of the taxonomy's copy-only field, from the training rows'
     candidates: the labelled span is the positive, the ticket's other candidates the negatives. None when
     the taxonomy has no copy-only field or the rows hold too few labelled spans to learn from."""
@@ -256,11 +315,17 @@ def fit_copy_scorer(taxonomy: Taxonomy, train: Sequence[Example], held: Sequence
 
     X, y = rows(train)
     if sum(y) < 20 or sum(y) == len(y):
-        log.warning("copy scorer for %s: %d labelled spans among %d candidates, too few to fit", spec.name, sum(y), len(y))
+        log.warning(
+            "copy scorer for %s: %d labelled spans among %d candidates, too few to fit", spec.name, sum(y), len(y)
+        )
         return None
     vec = DictVectorizer()
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(vec.fit_transform(X), y)
-    scorer = CopyScorer(spec.name, {f: float(w) for f, w in zip(vec.get_feature_names_out(), model.coef_[0]) if abs(w) > 1e-6}, float(model.intercept_[0]))
+    scorer = CopyScorer(
+        spec.name,
+        {f: float(w) for f, w in zip(vec.get_feature_names_out(), model.coef_[0]) if abs(w) > 1e-6},
+        float(model.intercept_[0]),
+    )
 
     def exact(examples: Sequence[Example]) -> dict[str, Any]:
         with_code, without = [], []
@@ -268,14 +333,28 @@ def fit_copy_scorer(taxonomy: Taxonomy, train: Sequence[Example], held: Sequence
             gold = (ex.answer.get("extracted_info") or {}).get(spec.name)
             got = scorer.choose(ticket_texts(ex.ticket.subject, ex.ticket.body, ex.ticket.previous_interactions))
             (with_code if gold else without).append(got == gold)
-        return {"exact_with_code": round(sum(with_code) / len(with_code), 4) if with_code else None, "n_with_code": len(with_code), "null_kept": round(sum(without) / len(without), 4) if without else None}
+        return {
+            "exact_with_code": round(sum(with_code) / len(with_code), 4) if with_code else None,
+            "n_with_code": len(with_code),
+            "null_kept": round(sum(without) / len(without), 4) if without else None,
+        }
 
-    report = {"field": spec.name, "c": c, "candidates": len(y), "positives": int(sum(y)), "features": len(scorer.weights), "train": exact(train), "heldout": exact(held)}
+    report = {
+        "field": spec.name,
+        "c": c,
+        "candidates": len(y),
+        "positives": int(sum(y)),
+        "features": len(scorer.weights),
+        "train": exact(train),
+        "heldout": exact(held),
+    }
     log.info("copy scorer %s: %s", spec.name, report)
     return scorer, report
 
 
-def fit_oos_threshold(runner: Any, head: LabelHead, taxonomy: Taxonomy, cfg: Any, progress: bool) -> tuple[float, dict[str, Any]]:
+def fit_oos_threshold(
+    runner: Any, head: LabelHead, taxonomy: Taxonomy, cfg: Any, progress: bool
+) -> tuple[float, dict[str, Any]]:
     """The confidence threshold under which an answer becomes out of scope: on a validation file with
     in-scope and out-of-scope rows, the highest out-of-scope recall whose in-scope accuracy stays at or
     above the wanted level (else the threshold with the best in-scope accuracy)."""
@@ -302,19 +381,38 @@ def fit_oos_threshold(runner: Any, head: LabelHead, taxonomy: Taxonomy, cfg: Any
     ok = [c for c in curve if c[1] >= cfg.head.oos_min_in_scope_accuracy]
     t, in_acc, oos_rec = max(ok, key=lambda c: (c[2], c[1])) if ok else max(curve, key=lambda c: c[1])
     report = {
-        "data": cfg.head.oos_data, "threshold": t, "in_scope_accuracy": round(in_acc, 4), "oos_recall": round(oos_rec, 4),
-        "wanted_in_scope_accuracy": cfg.head.oos_min_in_scope_accuracy, "met": bool(ok), "n_in_scope": int(inside.sum()), "n_out_of_scope": int((~inside).sum()),
+        "data": cfg.head.oos_data,
+        "threshold": t,
+        "in_scope_accuracy": round(in_acc, 4),
+        "oos_recall": round(oos_rec, 4),
+        "wanted_in_scope_accuracy": cfg.head.oos_min_in_scope_accuracy,
+        "met": bool(ok),
+        "n_in_scope": int(inside.sum()),
+        "n_out_of_scope": int((~inside).sum()),
     }
-    log.info("out-of-scope threshold %.4f: in-scope accuracy %.3f, out-of-scope recall %.3f (validation)", t, in_acc, oos_rec)
+    log.info(
+        "out-of-scope threshold %.4f: in-scope accuracy %.3f, out-of-scope recall %.3f (validation)", t, in_acc, oos_rec
+    )
     return float(t), report
 
 
-def head_only(cfg: Any, settings: Any, taxonomy: Taxonomy, out_dir: Any, train: Sequence[Example], held: Sequence[Example], provenance: dict[str, Any], base: str, *, progress: bool = True) -> Any:
+def head_only(
+    cfg: Any,
+    settings: Any,
+    taxonomy: Taxonomy,
+    out_dir: Any,
+    train: Sequence[Example],
+    held: Sequence[Example],
+    provenance: dict[str, Any],
+    base: str,
+    *,
+    progress: bool = True,
+) -> Any:
     """A head over the bare base model: a folder with a manifest (kind "head") and the head files."""
     import json
     import shutil
     from dataclasses import asdict
-    from datetime import datetime, timezone
+    from datetime import datetime
     from pathlib import Path
 
     from server.registry import resolve_project_path
@@ -326,8 +424,12 @@ def head_only(cfg: Any, settings: Any, taxonomy: Taxonomy, out_dir: Any, train: 
     manifest = {
         "name": cfg.name,
         "kind": "head",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "base_model": {"path": str(local.relative_to(resolve_project_path("."))) if local.exists() and local.is_relative_to(resolve_project_path(".")) else base},
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "base_model": {
+            "path": str(local.relative_to(resolve_project_path(".")))
+            if local.exists() and local.is_relative_to(resolve_project_path("."))
+            else base
+        },
         "prompt_version": f"classify/{cfg.prompt_version}",
         "taxonomy": taxonomy.key,
         "data": provenance,
@@ -336,5 +438,15 @@ def head_only(cfg: Any, settings: Any, taxonomy: Taxonomy, out_dir: Any, train: 
         "hyperparameters": {"head": asdict(cfg.head)},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    add_head(out_dir, cfg, settings.model_copy(update={"model": settings.model.model_copy(update={"base": str(local) if local.exists() else base})}), taxonomy, train, held, progress=progress)
+    add_head(
+        out_dir,
+        cfg,
+        settings.model_copy(
+            update={"model": settings.model.model_copy(update={"base": str(local) if local.exists() else base})}
+        ),
+        taxonomy,
+        train,
+        held,
+        progress=progress,
+    )
     return out_dir

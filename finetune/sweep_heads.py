@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from finetune.heads import CACHE_LAYERS as LAYERS  # noqa: E402
 from server.config import load_settings
 from server.heads.text import make_vectorizer, ticket_text
 from server.prompts import TicketInput, parse_history
 from server.registry import resolve_project_path
 from server.taxonomy import load_taxonomy
 
-from finetune.heads import CACHE_LAYERS as LAYERS  # noqa: E402
 FIELDS = ("category", "priority", "sentiment")
 
 
@@ -41,16 +41,23 @@ def rows_of(path: Path) -> list[dict[str, str]]:
 def features(adapter: str, rows: list[dict[str, str]], tag: str) -> np.ndarray:
     """(n, len(CACHE_POOLS) * d): every cached pooling of every layer, as `finetune.heads.extract` caches them
     (a head fitted later on the same tickets reads the same cache)."""
-    from server.engines.transformers_engine import BatchRunner
-
     from finetune.data import Example
     from finetune.heads import CACHE_POOLS, extract
+    from server.engines.transformers_engine import BatchRunner
 
     settings = load_settings()
     settings = settings.model_copy(update={"model": settings.model.model_copy(update={"adapter": adapter})})
     runner = BatchRunner(settings, load_taxonomy("tickets"))
     # Normalised as finetune.data reads them, so the head job (`triage fit-head`) hits the same cache.
-    examples = [Example(r["ticket_id"].strip(), TicketInput(r["subject"].strip(), r["body"].strip(), parse_history(r.get("previous_interactions"))), {}, tag) for r in rows]
+    examples = [
+        Example(
+            r["ticket_id"].strip(),
+            TicketInput(r["subject"].strip(), r["body"].strip(), parse_history(r.get("previous_interactions"))),
+            {},
+            tag,
+        )
+        for r in rows
+    ]
     return extract(runner, examples, CACHE_POOLS, True, f"features {tag}")
 
 
@@ -70,8 +77,12 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", required=True)
-    ap.add_argument("--augmented", action="store_true", help="add data/augmented/train_augmented.csv to the training side")
-    ap.add_argument("--noisy", action="store_true", help="also score variants trained with the 1,920 dataset-labelled rows")
+    ap.add_argument(
+        "--augmented", action="store_true", help="add data/augmented/train_augmented.csv to the training side"
+    )
+    ap.add_argument(
+        "--noisy", action="store_true", help="also score variants trained with the 1,920 dataset-labelled rows"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -81,16 +92,26 @@ def main(argv: list[str] | None = None) -> None:
     train = [r for r in reviewed if r["ticket_id"] not in held_ids]
     held = [r for r in reviewed if r["ticket_id"] in held_ids]
     if args.augmented:
-        train += [r for r in rows_of(resolve_project_path("data/augmented/train_augmented.csv")) if r["source_ticket_id"] not in held_ids]
+        train += [
+            r
+            for r in rows_of(resolve_project_path("data/augmented/train_augmented.csv"))
+            if r["source_ticket_id"] not in held_ids
+        ]
     noisy = [r for r in all_rows if r["label_source"] == "dataset"] if args.noisy else []
-    F_train, F_held = features(args.adapter, train, f"{args.adapter}-train{'-aug' if args.augmented else ''}"), features(args.adapter, held, f"{args.adapter}-held")
+    F_train, F_held = (
+        features(args.adapter, train, f"{args.adapter}-train{'-aug' if args.augmented else ''}"),
+        features(args.adapter, held, f"{args.adapter}-held"),
+    )
     F_noisy = features(args.adapter, noisy, f"{args.adapter}-noisy") if noisy else None
     from finetune.heads import CACHE_POOLS
 
     d = F_train.shape[1] // len(CACHE_POOLS)
 
     def text(rows: list[dict[str, str]]) -> list[str]:
-        return [ticket_text(TicketInput(r["subject"], r["body"], parse_history(r.get("previous_interactions")))) for r in rows]
+        return [
+            ticket_text(TicketInput(r["subject"], r["body"], parse_history(r.get("previous_interactions"))))
+            for r in rows
+        ]
 
     vec = make_vectorizer()
     T_train, T_held = vec.fit_transform(text(train)), vec.transform(text(held))
@@ -114,8 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         record(f"tfidf LR C=10{' balanced' if balanced else ''}", accs)
     # 2. Hidden states alone, per pooling.
     specs: list[list[tuple[int, str]]] = [[(layer, "mean")] for layer in LAYERS] + [
-        [(30, "last")], [(16, "mean"), (30, "last")], [(12, "mean"), (24, "mean")],
-        [(16, "mean"), (16, "history"), (30, "last")], [(12, "mean"), (24, "mean"), (24, "history")],
+        [(30, "last")],
+        [(16, "mean"), (30, "last")],
+        [(12, "mean"), (24, "mean")],
+        [(16, "mean"), (16, "history"), (30, "last")],
+        [(12, "mean"), (24, "mean"), (24, "history")],
     ]
     probs: dict[str, dict[str, Any]] = {}
     for spec in specs:
@@ -132,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                     probs.setdefault(f, {})[str(spec)] = (P, m.classes_)
             record(f"hidden {'+'.join(f'L{a}{b}' for a, b in spec)} C={C}", accs)
     # 3. The shipped head's combination at fixed weights (the head job picks w by held-out log-loss).
-    for f, (yt, yh) in ys.items():
+    for f, (yt, _yh) in ys.items():
         m = LogisticRegression(C=10, class_weight="balanced", max_iter=3000).fit(T_train, yt)
         probs[f]["text"] = (m.predict_proba(T_held), m.classes_)
     for spec in COMBINED:
@@ -148,19 +172,48 @@ def main(argv: list[str] | None = None) -> None:
         yn = {f: np.array([r[f] for r in noisy]) for f in FIELDS}
         vec2 = make_vectorizer()
         T2 = vec2.fit_transform(text(train) + text(noisy))
-        accs = {f: score((m := LogisticRegression(C=10, class_weight="balanced", max_iter=3000).fit(T2, np.concatenate([yt, yn[f]]))).predict_proba(vec2.transform(text(held))), m.classes_, yh) for f, (yt, yh) in ys.items()}
+        accs = {
+            f: score(
+                (
+                    m := LogisticRegression(C=10, class_weight="balanced", max_iter=3000).fit(
+                        T2, np.concatenate([yt, yn[f]])
+                    )
+                ).predict_proba(vec2.transform(text(held))),
+                m.classes_,
+                yh,
+            )
+            for f, (yt, yh) in ys.items()
+        }
         record("tfidf LR C=10 balanced + 1,920 noisy rows", accs)
         assert F_noisy is not None
         idx = cols([(16, "mean"), (30, "last")], d)
         X = np.concatenate([F_train[:, idx], F_noisy[:, idx]])
         mu, sd = X.mean(0), X.std(0) + 1e-6
-        accs = {f: score((m := LogisticRegression(C=0.05, class_weight="balanced", max_iter=5000).fit((X - mu) / sd, np.concatenate([yt, yn[f]]))).predict_proba((F_held[:, idx] - mu) / sd), m.classes_, yh) for f, (yt, yh) in ys.items()}
+        accs = {
+            f: score(
+                (
+                    m := LogisticRegression(C=0.05, class_weight="balanced", max_iter=5000).fit(
+                        (X - mu) / sd, np.concatenate([yt, yn[f]])
+                    )
+                ).predict_proba((F_held[:, idx] - mu) / sd),
+                m.classes_,
+                yh,
+            )
+            for f, (yt, yh) in ys.items()
+        }
         record("hidden L16mean+L30last C=0.05 + 1,920 noisy rows", accs)
-    lines = ["| variant | category | priority | sentiment |", "|---|---|---|---|"] + [f"| {r['variant']} | {r['category']:.3f} | {r['priority']:.3f} | {r['sentiment']:.3f} |" for r in results]
+    lines = ["| variant | category | priority | sentiment |", "|---|---|---|---|"] + [
+        f"| {r['variant']} | {r['category']:.3f} | {r['priority']:.3f} | {r['sentiment']:.3f} |" for r in results
+    ]
     print("\n".join(lines))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"adapter": args.adapter, "train_rows": len(train), "heldout_rows": len(held), "results": results}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {"adapter": args.adapter, "train_rows": len(train), "heldout_rows": len(held), "results": results},
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

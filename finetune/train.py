@@ -17,22 +17,19 @@ import random
 import shutil
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from server.config import PROJECT_ROOT, Settings, load_settings
-from server.registry import resolve_project_path, sha256_file
-from server.taxonomy import Taxonomy, load_taxonomy
 
 from finetune.config import FinetuneConfig
 from finetune.data import Example, feedback_examples, merge, read_examples, split
 from finetune.encode import IGNORE, ExampleEncoder
+from server.config import PROJECT_ROOT, Settings, load_settings
+from server.registry import resolve_project_path, sha256_file
+from server.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-
-
 
 
 def _rel(path: Path) -> str:
@@ -42,26 +39,40 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def load_data(cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy) -> tuple[list[Example], list[Example], dict[str, Any]]:
+def load_data(
+    cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy
+) -> tuple[list[Example], list[Example], dict[str, Any]]:
     """All examples, validated, merged with feedback and split; plus the provenance record."""
     need_reasoning = cfg.data.target == "full"
     examples: list[Example] = []
     sources = []
     for f in cfg.data.files:
-        got, record = read_examples(resolve_project_path(f), taxonomy, text_column=cfg.data.text_column, label_sources=cfg.data.label_sources, need_reasoning=need_reasoning)
+        got, record = read_examples(
+            resolve_project_path(f),
+            taxonomy,
+            text_column=cfg.data.text_column,
+            label_sources=cfg.data.label_sources,
+            need_reasoning=need_reasoning,
+        )
         record["path"] = _rel(resolve_project_path(f))
         examples += got
         sources.append(record)
     provenance: dict[str, Any] = {"sources": sources}
     if cfg.data.feedback:
-        fb, snapshot = feedback_examples(cfg.data.database_url or settings.database_url, taxonomy, need_reasoning=need_reasoning)
+        fb, snapshot = feedback_examples(
+            cfg.data.database_url or settings.database_url, taxonomy, need_reasoning=need_reasoning
+        )
         provenance["feedback"] = snapshot
         examples = merge(examples, fb)
     rng = random.Random(cfg.train.seed)
     rng.shuffle(examples)
     if cfg.data.max_rows:
         examples = examples[: cfg.data.max_rows]
-    held_ids = set(resolve_project_path(cfg.data.heldout_ids).read_text(encoding="utf-8").split()) if cfg.data.heldout_ids else None
+    held_ids = (
+        set(resolve_project_path(cfg.data.heldout_ids).read_text(encoding="utf-8").split())
+        if cfg.data.heldout_ids
+        else None
+    )
     train, held = split(examples, cfg.data.heldout_fraction, cfg.train.seed, held_ids)
     provenance.update(train_rows=len(train), heldout_rows=len(held))
     return train, held, provenance
@@ -72,7 +83,11 @@ def pick_device(cfg: FinetuneConfig) -> tuple[Any, Any]:
 
     from server.engines.loading import resolve_dtype
 
-    device = torch.device("cuda" if cfg.train.device == "auto" and torch.cuda.is_available() else (cfg.train.device if cfg.train.device != "auto" else "cpu"))
+    device = torch.device(
+        "cuda"
+        if cfg.train.device == "auto" and torch.cuda.is_available()
+        else (cfg.train.device if cfg.train.device != "auto" else "cpu")
+    )
     dtype = resolve_dtype(cfg.train.dtype) if device.type == "cpu" or cfg.train.dtype != "auto" else torch.bfloat16
     return device, dtype
 
@@ -108,14 +123,25 @@ def _collate(rows: list[dict[str, Any]], pad_id: int, device: Any) -> dict[str, 
         mask[i, :n] = 1
     positions = torch.arange(width).unsqueeze(0).expand(len(rows), -1)
     keep = width - min(len(r["input_ids"]) - r["answer_len"] for r in rows) + 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device), "labels": labels.to(device), "keep": keep}
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "position_ids": positions.to(device),
+        "labels": labels.to(device),
+        "keep": keep,
+    }
 
 
 def _loss(model: Any, batch: dict[str, Any]) -> Any:
     import torch.nn.functional as F
 
     keep = batch["keep"]
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"], logits_to_keep=keep)
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        logits_to_keep=keep,
+    )
     logits = out.logits[:, :-1].float()
     target = batch["labels"][:, -keep + 1 :]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
@@ -184,7 +210,14 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
     dataset = datasets.Dataset.from_dict(rows)
     provenance["dropped_too_long"] = too_long
     lengths = [len(x) for x in rows["input_ids"]]
-    log.info("%d training examples (mean %.0f tokens), %d held out, %d dropped (> %d tokens)", len(dataset), sum(lengths) / max(1, len(lengths)), len(held_ex), too_long, cfg.train.max_length)
+    log.info(
+        "%d training examples (mean %.0f tokens), %d held out, %d dropped (> %d tokens)",
+        len(dataset),
+        sum(lengths) / max(1, len(lengths)),
+        len(held_ex),
+        too_long,
+        cfg.train.max_length,
+    )
 
     # 2. Model + LoRA.
     device, dtype = pick_device(cfg)
@@ -198,7 +231,13 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
         lora_shape = model.peft_config["default"]
         log.info("continuing from adapter %s (r=%s, alpha=%s)", init.name, lora_shape.r, lora_shape.lora_alpha)
     else:
-        lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules))
+        lora = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=cfg.lora.r,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=list(cfg.lora.target_modules),
+        )
         model = get_peft_model(model, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -236,7 +275,11 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
     bar = tqdm(total=total_steps, initial=step, desc=f"training {cfg.name}", unit="step", disable=not progress)
     epoch_batches: list[list[int]] = []
     optimizer.zero_grad(set_to_none=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16 else contextlib.nullcontext()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda" and dtype == torch.bfloat16
+        else contextlib.nullcontext()
+    )
     while step < total_steps:
         epoch, pos = divmod(micro, per_epoch)
         if pos == 0 or not epoch_batches:
@@ -266,7 +309,10 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
             step_times.append(time.perf_counter() - t_step)
             bar.update(1)
             if step % cfg.train.log_every == 0:
-                bar.set_postfix(loss=f"{sum(losses[-cfg.train.log_every * cfg.train.grad_accum:]) / (cfg.train.log_every * cfg.train.grad_accum):.4f}", epoch=f"{micro / per_epoch:.2f}")
+                bar.set_postfix(
+                    loss=f"{sum(losses[-cfg.train.log_every * cfg.train.grad_accum :]) / (cfg.train.log_every * cfg.train.grad_accum):.4f}",
+                    epoch=f"{micro / per_epoch:.2f}",
+                )
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < total_steps:
                 _save_checkpoint(ckpt_root, model, optimizer, scheduler, step, micro, chash, get_peft_model_state_dict)
     bar.close()
@@ -288,13 +334,22 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
     manifest = {
         "name": cfg.name,
         "kind": "lora",
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "base_model": {"path": _rel(resolve_project_path(base)) if Path(base).exists() or resolve_project_path(base).exists() else base, "safetensors_sha256": _base_hash(base)},
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "base_model": {
+            "path": _rel(resolve_project_path(base))
+            if Path(base).exists() or resolve_project_path(base).exists()
+            else base,
+            "safetensors_sha256": _base_hash(base),
+        },
         "prompt_version": encoder.prompt_id,
         "taxonomy": taxonomy.key,
         "target": cfg.data.target,
         "data": provenance,
-        "hyperparameters": {"lora": asdict(cfg.lora), "train": asdict(cfg.train), "max_body_tokens": cfg.max_body_tokens or settings.prompt.max_body_tokens},
+        "hyperparameters": {
+            "lora": asdict(cfg.lora),
+            "train": asdict(cfg.train),
+            "max_body_tokens": cfg.max_body_tokens or settings.prompt.max_body_tokens,
+        },
         "training": {
             "seconds": round(train_s, 1),
             "total_seconds": round(time.perf_counter() - started, 1),
@@ -343,7 +398,9 @@ def _init_adapter(cfg: FinetuneConfig, settings: Settings) -> Any:
     if entry is None:
         raise ValueError(f"init_adapter {cfg.init_adapter!r} names no adapter")
     if entry.manifest.get("prompt_version") not in (None, f"classify/{cfg.prompt_version}"):
-        raise ValueError(f"init_adapter {entry.name} was trained on {entry.manifest.get('prompt_version')}, this job uses classify/{cfg.prompt_version}")
+        raise ValueError(
+            f"init_adapter {entry.name} was trained on {entry.manifest.get('prompt_version')}, this job uses classify/{cfg.prompt_version}"
+        )
     return entry
 
 
@@ -355,7 +412,21 @@ def _base_hash(base: str) -> str | None:
 def _write_heldout(path: Path, held: list[Example]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for ex in held:
-            fh.write(json.dumps({"uid": ex.uid, "subject": ex.ticket.subject, "body": ex.ticket.body, "previous_interactions": list(ex.ticket.previous_interactions), "answer": ex.answer, "language": ex.language, "source": ex.source}, ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "uid": ex.uid,
+                        "subject": ex.ticket.subject,
+                        "body": ex.ticket.body,
+                        "previous_interactions": list(ex.ticket.previous_interactions),
+                        "answer": ex.answer,
+                        "language": ex.language,
+                        "source": ex.source,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
 
 
 def read_heldout(path: Path) -> list[Example]:
@@ -364,18 +435,31 @@ def read_heldout(path: Path) -> list[Example]:
     out = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         d = json.loads(line)
-        out.append(Example(d["uid"], TicketInput(d["subject"], d["body"], tuple(d.get("previous_interactions") or ())), d["answer"], d.get("source", ""), d.get("language")))
+        out.append(
+            Example(
+                d["uid"],
+                TicketInput(d["subject"], d["body"], tuple(d.get("previous_interactions") or ())),
+                d["answer"],
+                d.get("source", ""),
+                d.get("language"),
+            )
+        )
     return out
 
 
-def _save_checkpoint(root: Path, model: Any, optimizer: Any, scheduler: Any, step: int, micro: int, chash: str, state_dict_fn: Any) -> None:
+def _save_checkpoint(
+    root: Path, model: Any, optimizer: Any, scheduler: Any, step: int, micro: int, chash: str, state_dict_fn: Any
+) -> None:
     import torch
     from safetensors.torch import save_file
 
     tmp = root / f".step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict_fn(model).items()}, str(tmp / "adapter_model.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in state_dict_fn(model).items()},
+        str(tmp / "adapter_model.safetensors"),
+    )
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "micro": micro, "config_hash": chash}))

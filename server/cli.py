@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the CLI imports heavy modules inside the commands only
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="triage: support-ticket classification server")
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file (taxonomy, prompt, model, ...)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file (taxonomy, prompt, model, ...)")]
 
 
 def _settings(config: Path | None, **overrides):
@@ -29,8 +29,8 @@ def _settings(config: Path | None, **overrides):
 @app.command()
 def serve(
     config: ConfigOpt = None,
-    host: Annotated[Optional[str], typer.Option(help="Default from settings (127.0.0.1)")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Default from settings (8000)")] = None,
+    host: Annotated[str | None, typer.Option(help="Default from settings (127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Default from settings (8000)")] = None,
 ) -> None:
     """Run the HTTP server (OpenAPI docs at /docs)."""
     import uvicorn
@@ -47,7 +47,9 @@ def serve(
 def classify(
     subject: Annotated[str, typer.Option(help="Ticket subject")] = "",
     body: Annotated[str, typer.Option(help="Ticket body")] = "",
-    history: Annotated[Optional[list[str]], typer.Option("--history", help="A previous interaction (repeatable, oldest first)")] = None,
+    history: Annotated[
+        list[str] | None, typer.Option("--history", help="A previous interaction (repeatable, oldest first)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Classify one ticket in-process and print the JSON (nothing is stored)."""
@@ -56,6 +58,7 @@ def classify(
     from server.engines.transformers_engine import BatchRunner
     from server.prompts import TicketInput
     from server.taxonomy import load_taxonomy
+
     settings = _settings(config)
     runner = BatchRunner(settings, load_taxonomy(settings.taxonomy))
     (out,) = runner.run([TicketInput(subject, body, tuple(history or ()))])
@@ -63,7 +66,11 @@ def classify(
         typer.echo(f"error: {out}", err=True)
         raise typer.Exit(1)
     routing = settings.routing
-    low = [k for k, c in out.confidence.items() if c is None or c < routing.field_thresholds.get(k, routing.confidence_threshold)]
+    low = [
+        k
+        for k, c in out.confidence.items()
+        if c is None or c < routing.field_thresholds.get(k, routing.confidence_threshold)
+    ]
     result = {
         **out.output,
         "confidence": out.confidence,
@@ -78,14 +85,33 @@ def classify(
 
 @app.command("eval")
 def evaluate(
-    data: Annotated[Path, typer.Option("--data", exists=True, dir_okay=False, help="CSV with subject, body and the taxonomy's label columns")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", exists=True, dir_okay=False, help="CSV with subject, body and the taxonomy's label columns"
+        ),
+    ],
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of metrics")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write report.md/json and plots here (and gate.json with --baseline)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N rows")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Adapter to evaluate: registered name, folder, 'registry' (the active one) or 'base'/'none'; default: settings")] = None,
-    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Compare against: a model spec as for --model, or a report.json")] = None,
-    rules: Annotated[Optional[Path], typer.Option("--rules", exists=True, dir_okay=False, help="Gate rules YAML (default: built-in rules)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write report.md/json and plots here (and gate.json with --baseline)"),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N rows")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Adapter to evaluate: registered name, folder, 'registry' (the active one) or 'base'/'none'; default: settings",
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Compare against: a model spec as for --model, or a report.json")
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", exists=True, dir_okay=False, help="Gate rules YAML (default: built-in rules)"),
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when the gate says no (for CI)")] = False,
 ) -> None:
     """Accuracy, macro-F1, calibration and throughput on a labelled CSV; with --baseline also the regression gate.
@@ -106,13 +132,15 @@ def evaluate(
         key = _eval_key(summary, data, limit)
         base_summary = _baseline_summary(ref, registry, data, key, out, limit, gate_rules.field) if ref else None
         classical = _classical_summary(settings, data, limit, gate_rules, out) if gate_rules.classical else None
-        verdict = _gate(summary, base_summary, ref.identity if ref else None, gate_rules, candidate, registry, key, out, classical)
+        verdict = _gate(
+            summary, base_summary, ref.identity if ref else None, gate_rules, candidate, registry, key, out, classical
+        )
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if as_json:
         extra: dict[str, Any] = {"gate": verdict.to_dict()} if baseline is not None else {}
         if classical is not None:
@@ -138,7 +166,9 @@ def _resolve(settings: Settings) -> AdapterEntry | None:
     return resolve_adapter(settings.model)
 
 
-def _run_eval(settings: Settings, entry: AdapterEntry | None, data: Path, out: Path | None, limit: int | None) -> dict[str, Any]:
+def _run_eval(
+    settings: Settings, entry: AdapterEntry | None, data: Path, out: Path | None, limit: int | None
+) -> dict[str, Any]:
     """Evaluate exactly `entry`: its folder is pinned into the settings, so a promotion while the eval
     runs cannot make the engine load something other than what the manifest record will name."""
     from server.evaluation.run import run_eval
@@ -193,7 +223,9 @@ def _baseline_ref(spec: str, settings: Settings) -> _BaselineRef:
     return _BaselineRef(_identity(entry, settings), entry=entry, settings=base_settings)
 
 
-def _baseline_summary(ref: _BaselineRef, registry: Registry, data: Path, key: str, out: Path | None, limit: int | None, field: str) -> dict[str, Any]:
+def _baseline_summary(
+    ref: _BaselineRef, registry: Registry, data: Path, key: str, out: Path | None, limit: int | None, field: str
+) -> dict[str, Any]:
     """The baseline summary: the report, a stored eval of the adapter on this data, or a fresh eval."""
     from rich.console import Console
 
@@ -205,8 +237,15 @@ def _baseline_summary(ref: _BaselineRef, registry: Registry, data: Path, key: st
     stored = (entry.manifest.get("evals") or {}).get(key) if entry else None
     # Reuse only what the gate can use: an older stored eval without per-label metrics (or without
     # per-language metrics, on data that has a language column) is re-run.
-    if entry is not None and stored and per_label(stored, field) is not None and ("per_language" in stored or not _has_language_column(data)):
-        Console().print(f"baseline {entry.name}: reusing its stored eval of this data ({stored.get('evaluated_at', 'undated')})")
+    if (
+        entry is not None
+        and stored
+        and per_label(stored, field) is not None
+        and ("per_language" in stored or not _has_language_column(data))
+    ):
+        Console().print(
+            f"baseline {entry.name}: reusing its stored eval of this data ({stored.get('evaluated_at', 'undated')})"
+        )
         ref.identity["reused_eval"] = True
         return stored
     assert ref.settings is not None
@@ -216,7 +255,9 @@ def _baseline_summary(ref: _BaselineRef, registry: Registry, data: Path, key: st
     return summary
 
 
-def _classical_summary(settings: Settings, data: Path, limit: int | None, rules: GateRules, out: Path | None) -> dict[str, Any] | None:
+def _classical_summary(
+    settings: Settings, data: Path, limit: int | None, rules: GateRules, out: Path | None
+) -> dict[str, Any] | None:
     """The classical baseline trained on the rules' files, or the taxonomy's own training file (the
     eval's own tickets left out), scored on `data`. None, with a message, when there is no such file or
     it does not fit the taxonomy: the eval's own numbers are still reported (the gate's rule then fails)."""
@@ -231,15 +272,23 @@ def _classical_summary(settings: Settings, data: Path, limit: int | None, rules:
     files = [resolve_project_path(f) for f in names]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        typer.echo(f"classical baseline skipped: no training file {', '.join(missing)} (set classical_train in the gate rules)", err=True)
+        typer.echo(
+            f"classical baseline skipped: no training file {', '.join(missing)} (set classical_train in the gate rules)",
+            err=True,
+        )
         return None
     sources: tuple[str, ...] = rules.classical_label_sources
     if sources and not rules.classical_train:  # the default file: filter by label_source only where it has one
         if "label_source" not in _csv_columns(files[0]):
             sources = ()
-    typer.echo(f"classical baseline: TF-IDF + logistic regression trained on {', '.join(names)} ({', '.join(sources) or 'all'} rows)", err=True)
+    typer.echo(
+        f"classical baseline: TF-IDF + logistic regression trained on {', '.join(names)} ({', '.join(sources) or 'all'} rows)",
+        err=True,
+    )
     try:
-        return run_classical_eval(settings, data, files, sources or None, out / "classical" if out else None, limit, exclude_ids=exclude)
+        return run_classical_eval(
+            settings, data, files, sources or None, out / "classical" if out else None, limit, exclude_ids=exclude
+        )
     except ValueError as exc:
         typer.echo(f"classical baseline skipped: {exc}", err=True)
         return None
@@ -267,13 +316,24 @@ def _load_report(path: Path) -> dict[str, Any]:
     summary = dict(raw.get("summary") or raw)
     # Older reports keep per-label metrics only under `fields`; the gate reads summary["per_label"].
     if "per_label" not in summary and isinstance(raw.get("fields"), dict):
-        summary["per_label"] = {name: rep["per_label"] for name, rep in raw["fields"].items() if isinstance(rep, dict) and "per_label" in rep}
+        summary["per_label"] = {
+            name: rep["per_label"]
+            for name, rep in raw["fields"].items()
+            if isinstance(rep, dict) and "per_label" in rep
+        }
     return summary
 
 
 def _gate(
-    summary: dict[str, Any], base_summary: dict[str, Any] | None, base_id: dict[str, Any] | None, rules: GateRules,
-    entry: AdapterEntry | None, registry: Registry, key: str, out: Path | None, classical: dict[str, Any] | None = None,
+    summary: dict[str, Any],
+    base_summary: dict[str, Any] | None,
+    base_id: dict[str, Any] | None,
+    rules: GateRules,
+    entry: AdapterEntry | None,
+    registry: Registry,
+    key: str,
+    out: Path | None,
+    classical: dict[str, Any] | None = None,
 ) -> GateVerdict:
     """Judge, print, write gate.json/comparison.md, and record the eval (and verdict) in the manifest."""
     from server.evaluation.gate import compare_table, comparison_markdown, evaluate_gate
@@ -301,7 +361,9 @@ def _gate(
     return verdict
 
 
-def _store_manifest(registry: Registry, entry: AdapterEntry, key: str, summary: dict[str, Any], gate_record: dict[str, Any] | None) -> None:
+def _store_manifest(
+    registry: Registry, entry: AdapterEntry, key: str, summary: dict[str, Any], gate_record: dict[str, Any] | None
+) -> None:
     from server.registry import utc_now
 
     def update(manifest: dict[str, Any]) -> None:
@@ -310,7 +372,10 @@ def _store_manifest(registry: Registry, entry: AdapterEntry, key: str, summary: 
             return
         # A verdict from absolute checks alone must not overwrite one earned against a baseline.
         if gate_record["baseline"] is None and (manifest.get("gate") or {}).get("baseline") is not None:
-            typer.echo(f"note: {entry.name} keeps its gate verdict from a baseline comparison (this run had no --baseline)", err=True)
+            typer.echo(
+                f"note: {entry.name} keeps its gate verdict from a baseline comparison (this run had no --baseline)",
+                err=True,
+            )
             return
         manifest["gate"] = gate_record
 
@@ -327,7 +392,14 @@ def _print_gate(rows: list[dict[str, Any]], verdict: GateVerdict, with_baseline:
         for col in ("field", "label", "metric", "candidate", "baseline", "delta"):
             t.add_column(col, justify="right" if col in ("candidate", "baseline", "delta") else "left")
         for r in rows:
-            t.add_row(r["field"], r["label"] or "", r["metric"], _fmt(r["candidate"]), _fmt(r["baseline"]), _fmt(r["delta"], signed=True))
+            t.add_row(
+                r["field"],
+                r["label"] or "",
+                r["metric"],
+                _fmt(r["candidate"]),
+                _fmt(r["baseline"]),
+                _fmt(r["delta"], signed=True),
+            )
         console.print(t)
     ct = Table(title="regression gate" + ("" if with_baseline else " (no baseline: absolute checks only)"))
     for col in ("check", "passed", "detail"):
@@ -396,13 +468,24 @@ def models_list(config: ConfigOpt = None) -> None:
         entries, active = registry.list(), registry.active
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     console = _console(Console)
     if not entries:
         console.print(f"no adapters in {registry.adapters_dir}")
     else:
         t = Table(title=f"adapters in {registry.adapters_dir}")
-        for col in ("name", "active", "base", "prompt", "taxonomy", "train rows", "category acc", "ECE (calibrated)", "gate", "created"):
+        for col in (
+            "name",
+            "active",
+            "base",
+            "prompt",
+            "taxonomy",
+            "train rows",
+            "category acc",
+            "ECE (calibrated)",
+            "gate",
+            "created",
+        ):
             t.add_column(col)
         for e in entries:
             t.add_row(e.name, "*" if e.name == active else "", *_manifest_columns(e.manifest))
@@ -464,8 +547,10 @@ def _calibrated_ece(cal: dict[str, Any], field: str) -> float | None:
 @models_app.command("promote")
 def models_promote(
     name: Annotated[str, typer.Argument(help="Adapter folder name under models/adapters")],
-    force: Annotated[bool, typer.Option("--force", help="Promote although the gate verdict is not 'yes' (needs --reason)")] = False,
-    reason: Annotated[Optional[str], typer.Option("--reason", help="Why (kept in the registry history)")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote although the gate verdict is not 'yes' (needs --reason)")
+    ] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the registry history)")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Validate an adapter and make it the active one (servers in registry mode hot-swap to it)."""
@@ -478,12 +563,14 @@ def models_promote(
         last = registry.history[-1] if registry.history else {}
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     if previous == name:
         typer.echo(f"{name} is already active")
         return
     if last.get("forced"):
-        typer.echo(f"warning: {name} promoted against its gate verdict (forced; reason: {last.get('reason')})", err=True)
+        typer.echo(
+            f"warning: {name} promoted against its gate verdict (forced; reason: {last.get('reason')})", err=True
+        )
     typer.echo(f"promoted {name} (previous: {previous or 'none'})")
 
 
@@ -498,7 +585,7 @@ def models_rollback(config: ConfigOpt = None) -> None:
         target = registry.rollback(user=_current_user())
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     typer.echo(f"rolled back to {target} (was {previous or 'none'})")
 
 

@@ -31,8 +31,14 @@ class ModelSettings(_Section):
         description="LoRA adapter: 'registry' = the active entry of the model registry (none if nothing is promoted), "
         "a registered name, a folder, or none/'none' for the bare base model.",
     )
-    registry: Path = Field(default=PROJECT_ROOT / "models" / "registry.json", description="The model registry index (promote/rollback).")
-    watch_registry_s: float = Field(default=2.0, ge=0, description="How often a server in registry mode checks for a promotion (0 = never; hot swap).")
+    registry: Path = Field(
+        default=PROJECT_ROOT / "models" / "registry.json", description="The model registry index (promote/rollback)."
+    )
+    watch_registry_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often a server in registry mode checks for a promotion (0 = never; hot swap).",
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",
         description="auto = bf16 only where the CPU has native bf16 (AMX/AVX512-BF16); emulated bf16 is slower than fp32.",
@@ -49,18 +55,28 @@ class EngineSettings(_Section):
     batch_wait_ms: float = Field(default=5.0, ge=0, description="How long the first queued ticket waits for company.")
     max_queue: int = Field(default=1024, ge=1, description="Queued tickets beyond this get 429.")
     admit_fraction: float = Field(
-        default=0.5, gt=0, le=1, description="Continuous batching admits new tickets once this share of the batch slots is free (each admission stalls decoding for its prefill)."
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Continuous batching admits new tickets once this share of the batch slots is free (each admission stalls decoding for its prefill).",
     )
-    request_timeout_s: float = Field(default=300.0, gt=0, description="Past this a request returns a stored needs_review failure.")
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Past this a request returns a stored needs_review failure."
+    )
     prefix_cache: bool = Field(default=True, description="Reuse the KV cache of the static prompt prefix.")
-    max_string_tokens: int = Field(default=16, ge=1, description="Budget for short free-text fields (product, error_code).")
+    max_string_tokens: int = Field(
+        default=16, ge=1, description="Budget for short free-text fields (product, error_code)."
+    )
     max_reasoning_tokens: int = Field(default=48, ge=1, description="Reviewed reasoning sentences are <= 32 tokens.")
 
 
 class PromptSettings(_Section):
     dir: Path = PROJECT_ROOT / "prompts"
     version: str = "v1"
-    review_version: str = Field(default="auto", description="Re-review prompt; auto = the classify prompt's version (review/v2 pairs with classify/v2).")
+    review_version: str = Field(
+        default="auto",
+        description="Re-review prompt; auto = the classify prompt's version (review/v2 pairs with classify/v2).",
+    )
     max_body_tokens: int = Field(default=768, ge=32, description="Body beyond this keeps its head and tail.")
     max_history_tokens: int = Field(default=256, ge=0, description="Budget for previous interactions, newest first.")
 
@@ -69,7 +85,9 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_batch_items: int = Field(default=256, ge=1)
-    max_ticket_bytes: int = Field(default=100_000, ge=1024, description="Per ticket (subject+body+history, UTF-8); beyond: 413.")
+    max_ticket_bytes: int = Field(
+        default=100_000, ge=1024, description="Per ticket (subject+body+history, UTF-8); beyond: 413."
+    )
     max_history_items: int = Field(default=50, ge=0)
 
 
@@ -79,8 +97,12 @@ class RouteRule(_Section):
     A rule without conditions matches every ticket (the catch-all, normally the last row).
     """
 
-    engine: str = Field(default="default", description="'default' (the engine of the [model] settings) or a name under routing.engines.")
-    max_chars: int | None = Field(default=None, ge=0, description="Ticket text (subject + body + history) at most this many characters.")
+    engine: str = Field(
+        default="default", description="'default' (the engine of the [model] settings) or a name under routing.engines."
+    )
+    max_chars: int | None = Field(
+        default=None, ge=0, description="Ticket text (subject + body + history) at most this many characters."
+    )
     min_chars: int | None = Field(default=None, ge=0, description="Ticket text at least this many characters.")
     languages: list[Literal["en", "de", "es", "fr", "pt", "unknown"]] | None = Field(
         default=None, description="The detected language is one of these ('unknown': none could be told)."
@@ -91,14 +113,20 @@ class EngineProfile(_Section):
     """A further local engine for the rule table: the [model]/[engine] settings with these overrides."""
 
     base: str | None = Field(default=None, description="Base model (HF id or folder); none = model.base.")
-    adapter: str | None = Field(default=None, description="A registered adapter name or folder; none = the bare base model.")
+    adapter: str | None = Field(
+        default=None, description="A registered adapter name or folder; none = the bare base model."
+    )
     kind: Literal["transformers", "outlines"] | None = Field(default=None, description="none = engine.kind.")
-    cost_per_cpu_second: float | None = Field(default=None, ge=0, description="This engine's price of one second (USD); none = routing.cost_per_cpu_second.")
+    cost_per_cpu_second: float | None = Field(
+        default=None, ge=0, description="This engine's price of one second (USD); none = routing.cost_per_cpu_second."
+    )
 
 
 class RoutingSettings(_Section):
     confidence_threshold: float = Field(
-        default=0.5, ge=0.0, description="A label field under this takes the low-confidence path; above 1 sends every ticket down it."
+        default=0.5,
+        ge=0.0,
+        description="A label field under this takes the low-confidence path; above 1 sends every ticket down it.",
     )
     field_thresholds: dict[str, float] = Field(
         default_factory=dict, description="Per-field overrides of confidence_threshold, e.g. {priority: 0.4}."
@@ -109,26 +137,37 @@ class RoutingSettings(_Section):
         "measured on the golden set it made 107 of 109 unsure tickets 'confident' without making them more accurate, "
         "and a model with a label head has no review prompt.",
     )
-    cost_per_cpu_second: float = Field(default=0.0, ge=0, description="Cost of one second of local engine time (USD), stored per result.")
+    cost_per_cpu_second: float = Field(
+        default=0.0, ge=0, description="Cost of one second of local engine time (USD), stored per result."
+    )
     rules: list[RouteRule] = Field(
         default_factory=lambda: [RouteRule()],
         description="Which local engine answers a ticket: the first matching rule; none matching = 'default'. "
         "E.g. [{max_chars: 600, languages: [en], engine: small}, {engine: default}].",
     )
-    engines: dict[str, EngineProfile] = Field(default_factory=dict, description="Named further engines the rules can pick, e.g. {small: {adapter: ...}}.")
-    backup: str | None = Field(
-        default=None, description="Engine ('default' or a name under engines) asked when the chosen one is unavailable or overloaded."
+    engines: dict[str, EngineProfile] = Field(
+        default_factory=dict, description="Named further engines the rules can pick, e.g. {small: {adapter: ...}}."
     )
-    hosted_concurrency: int = Field(default=8, ge=1, description="Hosted fallback calls in flight at once (per process).")
+    backup: str | None = Field(
+        default=None,
+        description="Engine ('default' or a name under engines) asked when the chosen one is unavailable or overloaded.",
+    )
+    hosted_concurrency: int = Field(
+        default=8, ge=1, description="Hosted fallback calls in flight at once (per process)."
+    )
 
     @model_validator(mode="after")
     def _known_engines(self) -> RoutingSettings:
         if "default" in self.engines:
-            raise ValueError("routing.engines: 'default' is the engine of the [model] settings; give this one another name")
+            raise ValueError(
+                "routing.engines: 'default' is the engine of the [model] settings; give this one another name"
+            )
         known = {"default", *self.engines}
         for i, rule in enumerate(self.rules):
             if rule.engine not in known:
-                raise ValueError(f"routing.rules[{i}].engine {rule.engine!r} is not 'default' nor a name under routing.engines")
+                raise ValueError(
+                    f"routing.rules[{i}].engine {rule.engine!r} is not 'default' nor a name under routing.engines"
+                )
         if self.backup is not None and self.backup not in known:
             raise ValueError(f"routing.backup {self.backup!r} is not 'default' nor a name under routing.engines")
         return self
@@ -139,22 +178,31 @@ class FallbackSettings(_Section):
 
     enabled: bool = False
     provider: Literal["openai", "anthropic"] = "openai"
-    base_url: str | None = Field(default=None, description="OpenAI-compatible or Anthropic endpoint; none = the provider's default.")
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible or Anthropic endpoint; none = the provider's default."
+    )
     model: str = "gpt-4o-mini"
     api_key: SecretStr | None = Field(default=None, description="The key itself (TRIAGE_FALLBACK__API_KEY).")
     api_key_env: str | None = Field(default=None, description="Or the name of an environment variable holding the key.")
     timeout_s: float = Field(default=20.0, gt=0)
-    max_retries: int = Field(default=2, ge=0, description="Retries (with backoff) on 429/5xx/timeouts; one hosted attempt per ticket.")
+    max_retries: int = Field(
+        default=2, ge=0, description="Retries (with backoff) on 429/5xx/timeouts; one hosted attempt per ticket."
+    )
     price_input_per_1k: float = Field(default=0.0, ge=0, description="USD per 1K input tokens.")
     price_output_per_1k: float = Field(default=0.0, ge=0, description="USD per 1K output tokens.")
     breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit breaker.")
-    breaker_reset_s: float = Field(default=30.0, gt=0, description="How long the breaker stays open before one trial call.")
+    breaker_reset_s: float = Field(
+        default=30.0, gt=0, description="How long the breaker stays open before one trial call."
+    )
 
 
 class RedactionSettings(_Section):
     """PII removal applied to everything sent to a hosted model."""
 
-    spacy_model: str | None = Field(default=None, description="Installed spaCy model for PERSON/LOCATION NER (e.g. en_core_web_sm); none = patterns only.")
+    spacy_model: str | None = Field(
+        default=None,
+        description="Installed spaCy model for PERSON/LOCATION NER (e.g. en_core_web_sm); none = patterns only.",
+    )
     patterns: dict[str, str] = Field(
         default_factory=lambda: {
             "ACCOUNT_NUMBER": r"(?i)\b(?:account|acct|konto|cuenta|compte|conta)(?:\s*(?:no\.?|number|nr\.?|nummer|n[uú]mero|#))?\s*[:#]?\s*([A-Z0-9][A-Z0-9-]{5,})\b",
@@ -172,7 +220,9 @@ class CacheSettings(_Section):
     ttl_s: float = Field(default=86_400.0, gt=0)
     max_entries: int = Field(default=100_000, ge=1, description="In-process backend only (LRU beyond it).")
     near_duplicates: bool = True
-    near_threshold: float = Field(default=0.9, gt=0, le=1, description="Estimated Jaccard similarity of word shingles for a near-duplicate hit.")
+    near_threshold: float = Field(
+        default=0.9, gt=0, le=1, description="Estimated Jaccard similarity of word shingles for a near-duplicate hit."
+    )
     num_perm: int = Field(default=128, ge=16, le=1024)
     shingle_size: int = Field(default=3, ge=1, le=10)
 

@@ -16,8 +16,8 @@ the model's job, which it is trained on.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 MAX_CANDIDATES = 8  # a ticket pasting a whole log keeps its first distinct codes
 MAX_SPAN_CHARS = 48
@@ -60,7 +60,9 @@ def candidates(texts: Iterable[str]) -> list[Candidate]:
             span = m.group(0).strip()
             if len(span) > MAX_SPAN_CHARS or span in found:
                 continue
-            found[span] = Candidate(span, m.lastindex or 0, k, text[max(0, m.start() - 60) : m.start()], text[m.end() : m.end() + 40])
+            found[span] = Candidate(
+                span, m.lastindex or 0, k, text[max(0, m.start() - 60) : m.start()], text[m.end() : m.end() + 40]
+            )
             if len(found) >= MAX_CANDIDATES:
                 return list(found.values())
     return list(found.values())
@@ -86,7 +88,14 @@ def candidate_features(c: Candidate, n_candidates: int, rank: int) -> list[str]:
     around it, which tell an error ("fails with", "Fehlermeldung:") from an order or model number."""
     left = [w.lower() for w in _WORD.findall(c.left)][-4:]
     right = [w.lower() for w in _WORD.findall(c.right)][:3]
-    feats = [f"pat={c.pattern}", f"shape={_shape(c.span)}", f"where={min(c.text_index, 2)}", f"len={min(len(c.span) // 4, 6)}", f"rank={min(rank, 3)}", f"n={min(n_candidates, 4)}"]
+    feats = [
+        f"pat={c.pattern}",
+        f"shape={_shape(c.span)}",
+        f"where={min(c.text_index, 2)}",
+        f"len={min(len(c.span) // 4, 6)}",
+        f"rank={min(rank, 3)}",
+        f"n={min(n_candidates, 4)}",
+    ]
     feats += [f"l={w}" for w in left] + [f"r={w}" for w in right]
     if left:
         feats.append(f"l1={left[-1]}")

@@ -103,8 +103,12 @@ def definitions_text(taxonomy: Taxonomy) -> str:
             continue
         key = ".".join(slot.path)
         if spec.is_label:
-            lines.append(f"{key} (one of: {', '.join(spec.labels)}){': ' + spec.description if spec.description else ''}")
-            lines += [f"- {label}: {definition}" if definition else f"- {label}" for label, definition in spec.values.items()]
+            lines.append(
+                f"{key} (one of: {', '.join(spec.labels)}){': ' + spec.description if spec.description else ''}"
+            )
+            lines += [
+                f"- {label}: {definition}" if definition else f"- {label}" for label, definition in spec.values.items()
+            ]
         else:
             lines.append(f"{key} (text or null): {spec.description}")
         lines.append("")
@@ -117,7 +121,15 @@ def output_format_text(taxonomy: Taxonomy, field_order: FieldOrder) -> str:
 
 
 class PromptRenderer:
-    def __init__(self, prompt: PromptVersion, taxonomy: Taxonomy, tokenizer: Any, *, max_body_tokens: int = 768, max_history_tokens: int = 256):
+    def __init__(
+        self,
+        prompt: PromptVersion,
+        taxonomy: Taxonomy,
+        tokenizer: Any,
+        *,
+        max_body_tokens: int = 768,
+        max_history_tokens: int = 256,
+    ):
         self.prompt = prompt
         self.taxonomy = taxonomy
         self.tokenizer = tokenizer
@@ -128,7 +140,9 @@ class PromptRenderer:
             "output_format": output_format_text(taxonomy, prompt.field_order),
         }
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        self._specials = sorted({t for t in getattr(tokenizer, "all_special_tokens", []) if len(t) > 1}, key=len, reverse=True)
+        self._specials = sorted(
+            {t for t in getattr(tokenizer, "all_special_tokens", []) if len(t) > 1}, key=len, reverse=True
+        )
         try:
             prefix_text = self._chat(self._user_text(TicketInput("", ""), {}))
         except jinja2.UndefinedError:
@@ -137,7 +151,9 @@ class PromptRenderer:
         if prefix_text and cut < 0:
             raise ValueError(f"prompt {prompt.id} must contain the line {TICKET_HEADER.strip()!r} before the ticket")
         self.prefix_text = prefix_text[: cut + len(TICKET_HEADER)] if prefix_text else ""
-        self.prefix_ids: list[int] = self.tokenizer.encode(self.prefix_text, add_special_tokens=True) if prefix_text else []
+        self.prefix_ids: list[int] = (
+            self.tokenizer.encode(self.prefix_text, add_special_tokens=True) if prefix_text else []
+        )
 
     # -- text ---------------------------------------------------------------------------------
     def _user_text(self, ticket: TicketInput, extra: dict[str, Any]) -> str:
@@ -159,7 +175,9 @@ class PromptRenderer:
         if len(ids) <= budget:
             return text, False
         if not keep_tail:
-            return self.tokenizer.decode(ids[:budget], skip_special_tokens=True).rstrip() + TRUNCATION_MARK.rstrip(), True
+            return self.tokenizer.decode(
+                ids[:budget], skip_special_tokens=True
+            ).rstrip() + TRUNCATION_MARK.rstrip(), True
         head = (budget * 2) // 3
         tail = budget - head
         return (
@@ -199,14 +217,19 @@ class PromptRenderer:
         text = self._chat(self._user_text(fitted, extra))
         if self.prefix_ids:
             if not text.startswith(self.prefix_text):
-                raise AssertionError("static prompt prefix changed with the ticket; the template must put the ticket last")
+                raise AssertionError(
+                    "static prompt prefix changed with the ticket; the template must put the ticket last"
+                )
             suffix_ids = self.tokenizer.encode(text[len(self.prefix_text) :], add_special_tokens=False)
             history_start = None
             if fitted.previous_interactions:
                 # Where the rendering with the history departs from the one without it: template-agnostic.
                 bare = self._chat(self._user_text(TicketInput(fitted.subject, fitted.body), extra))
                 bare_ids = self.tokenizer.encode(bare[len(self.prefix_text) :], add_special_tokens=False)
-                history_start = next((i for i, (a, b) in enumerate(zip(suffix_ids, bare_ids)) if a != b), min(len(suffix_ids), len(bare_ids)))
+                history_start = next(
+                    (i for i, (a, b) in enumerate(zip(suffix_ids, bare_ids)) if a != b),
+                    min(len(suffix_ids), len(bare_ids)),
+                )
             return EncodedPrompt(list(self.prefix_ids), suffix_ids, truncated, self.prompt.id, text, history_start)
         # Prompts with per-request extras (review) do not share a prefix.
         return EncodedPrompt([], self.tokenizer.encode(text, add_special_tokens=True), truncated, self.prompt.id, text)

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def resolve_project_path(raw: str | Path) -> Path:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -189,7 +189,9 @@ class Registry:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def promote(self, name: str, *, force: bool = False, reason: str | None = None, user: str | None = None) -> AdapterEntry:
+    def promote(
+        self, name: str, *, force: bool = False, reason: str | None = None, user: str | None = None
+    ) -> AdapterEntry:
         """Make `name` active. It must validate; its gate verdict must be "yes" unless forced with a reason."""
         reason = reason.strip() if reason and reason.strip() else None
         with self._locked():
@@ -199,9 +201,13 @@ class Registry:
             if overridden:
                 shown = verdict if verdict else "missing (never gated)"
                 if not force:
-                    raise RegistryError(f"adapter {name!r}: gate verdict is {shown}; promote with --force --reason TEXT to override")
+                    raise RegistryError(
+                        f"adapter {name!r}: gate verdict is {shown}; promote with --force --reason TEXT to override"
+                    )
                 if reason is None:
-                    raise RegistryError(f"adapter {name!r}: gate verdict is {shown}; --force needs a non-empty --reason")
+                    raise RegistryError(
+                        f"adapter {name!r}: gate verdict is {shown}; --force needs a non-empty --reason"
+                    )
             index = self._read_index()
             previous = index.get("active")
             if previous == name:
@@ -229,7 +235,9 @@ class Registry:
                     "(set model.adapter to none for the bare base model, or promote another adapter)"
                 )
             self.validate(target)  # never hot-swap a server onto a deleted or damaged adapter
-            index["history"].append(_event("rollback", target, index.get("active"), forced=False, reason=None, user=user))
+            index["history"].append(
+                _event("rollback", target, index.get("active"), forced=False, reason=None, user=user)
+            )
             index["active"] = target
             write_json_atomic(self.index_path, index)
         return target
@@ -245,8 +253,18 @@ class Registry:
         return manifest
 
 
-def _event(action: str, name: str, previous: str | None, *, forced: bool, reason: str | None, user: str | None) -> dict[str, Any]:
-    return {"action": action, "name": name, "previous": previous, "at": utc_now(), "forced": forced, "reason": reason, "user": user}
+def _event(
+    action: str, name: str, previous: str | None, *, forced: bool, reason: str | None, user: str | None
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "name": name,
+        "previous": previous,
+        "at": utc_now(),
+        "forced": forced,
+        "reason": reason,
+        "user": user,
+    }
 
 
 def _effective_promotions(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -294,7 +312,9 @@ def _check_checksums(entry: AdapterEntry, name: str, required: list[str]) -> Non
             raise RegistryError(f"adapter {name!r}: {filename} listed in the manifest is missing")
         actual = sha256_file(path)
         if actual != str(sha).lower():
-            raise RegistryError(f"adapter {name!r}: sha256 of {filename} is {actual[:12]}…, manifest says {str(sha)[:12]}…")
+            raise RegistryError(
+                f"adapter {name!r}: sha256 of {filename} is {actual[:12]}…, manifest says {str(sha)[:12]}…"
+            )
 
 
 def resolve_adapter(model_settings: Any) -> AdapterEntry | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -52,7 +52,7 @@ def output_layout(taxonomy: Taxonomy, field_order: FieldOrder = "labels_first") 
 def _annotation(slot: Slot, extra_label: str | None = None) -> Any:
     if slot.spec.is_label:
         return Literal[tuple(slot.spec.labels + ([extra_label] if extra_label else []))]  # type: ignore[misc]
-    return Optional[str] if slot.nullable else str
+    return (str | None) if slot.nullable else str
 
 
 @lru_cache(maxsize=32)

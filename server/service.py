@@ -14,8 +14,9 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -83,7 +84,9 @@ class ClassificationService:
         self.sessions = sessions
         self.cache = cache
         self.hosted = hosted
-        self.router = Router(settings, taxonomy, {**(engines or {}), DEFAULT_ENGINE: engine}, cache=cache, hosted=hosted)
+        self.router = Router(
+            settings, taxonomy, {**(engines or {}), DEFAULT_ENGINE: engine}, cache=cache, hosted=hosted
+        )
 
     # -- store helpers (sync; called in the threadpool) ----------------------------------------
     def _accept(self, requests: Sequence[TicketRequest], request_ids: list[str], jobs: Sequence[Job]) -> None:
@@ -188,8 +191,13 @@ class ClassificationService:
         remaining = timeout_s - (time.perf_counter() - started)
         try:
             await asyncio.wait_for(self.router.run(jobs), timeout=max(remaining, 0.001))
-        except asyncio.TimeoutError:
-            log.warning("deadline of %gs passed: %d of %d tickets unsettled", timeout_s, sum(not j.settled for j in jobs), len(jobs))
+        except TimeoutError:
+            log.warning(
+                "deadline of %gs passed: %d of %d tickets unsettled",
+                timeout_s,
+                sum(not j.settled for j in jobs),
+                len(jobs),
+            )
             self.router.finish_at_deadline(jobs, timeout_s)
         except Exception as exc:  # a routing bug must still end as stored failures, not pending rows
             log.exception("routing failed")
@@ -208,7 +216,9 @@ class ClassificationService:
             else:
                 body = None
                 error = job.error or EngineError("no result")
-                outcomes.append(Outcome(rid, req.ticket_id, error=str(error) or type(error).__name__, status=_status_for(error)))
+                outcomes.append(
+                    Outcome(rid, req.ticket_id, error=str(error) or type(error).__name__, status=_status_for(error))
+                )
             to_store.append((rid, self._stored_values(job, body, latency_ms)))
         await self._store_results(to_store)
         await self._fill_cache(jobs)

@@ -97,11 +97,19 @@ def _field(name: str, raw: object, nested: bool, where: str) -> FieldSpec:
     values = {str(k): str(v or "") for k, v in values.items()}
     for label in values:
         if not label or '"' in label or "\\" in label or label != label.strip():
-            raise TaxonomyError(f"{where}: label {label!r} of {name} must be non-empty, trimmed, without quotes or backslashes")
+            raise TaxonomyError(
+                f"{where}: label {label!r} of {name} must be non-empty, trimmed, without quotes or backslashes"
+            )
     copy_only = raw.get("copy_only", False)
     if not isinstance(copy_only, bool) or (copy_only and values):
         raise TaxonomyError(f"{where}: {name}.copy_only must be true or false, and only on a text field")
-    return FieldSpec(name=name, description=str(raw.get("description", "")), values=values, in_extracted_info=nested, copy_only=copy_only)
+    return FieldSpec(
+        name=name,
+        description=str(raw.get("description", "")),
+        values=values,
+        in_extracted_info=nested,
+        copy_only=copy_only,
+    )
 
 
 def parse_taxonomy(data: dict, source: str = "<memory>") -> Taxonomy:
@@ -136,7 +144,9 @@ def _out_of_scope(raw: object, fields: tuple[FieldSpec, ...], source: str) -> Ou
         raise TaxonomyError(f"{source}: out_of_scope.field {name!r} is not a label field")
     label, threshold = str(raw["label"]), raw.get("threshold", 0.5)
     if label in spec.values:
-        raise TaxonomyError(f"{source}: out_of_scope.label {label!r} must not be one of {name}'s labels (the model never picks it)")
+        raise TaxonomyError(
+            f"{source}: out_of_scope.label {label!r} must not be one of {name}'s labels (the model never picks it)"
+        )
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise TaxonomyError(f"{source}: out_of_scope.threshold must be a number in [0, 1]")
     return OutOfScope(name, label, float(threshold))

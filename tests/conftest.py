@@ -10,11 +10,18 @@ import pytest
 from server.config import DEFAULT_BASE_MODEL_DIR, Settings, load_settings
 from server.taxonomy import load_taxonomy
 
+# The fake hosted APIs' fixtures (real HTTP servers speaking the providers' wire protocols) for every suite.
+pytest_plugins = ["tests.fallback.fake_hosted"]
+
 ROOT = Path(__file__).resolve().parent.parent
 # What `make run` serves: the registry's active adapter and the prompt it was trained with.
 _REGISTRY = json.loads((ROOT / "models" / "registry.json").read_text())
 ACTIVE_ADAPTER: str | None = _REGISTRY["active"]
-ACTIVE_PROMPT = json.loads((ROOT / "models" / "adapters" / ACTIVE_ADAPTER / "manifest.json").read_text())["prompt_version"] if ACTIVE_ADAPTER else "classify/v1"
+ACTIVE_PROMPT = (
+    json.loads((ROOT / "models" / "adapters" / ACTIVE_ADAPTER / "manifest.json").read_text())["prompt_version"]
+    if ACTIVE_ADAPTER
+    else "classify/v1"
+)
 SEED_TICKET = {
     "subject": "Can't log into my account after password reset",
     "body": "Hi, I reset my password an hour ago and now I get 'invalid credentials' every time I try to log in "

@@ -18,12 +18,21 @@ CLI_TIMEOUT_S = 400
 
 def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = clean_env(TRIAGE_DATABASE_URL=f"sqlite:///{tmp_path / 'triage.db'}")
-    return subprocess.run([*triage_command(), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    return subprocess.run(
+        [*triage_command(), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S
+    )
 
 
 @pytest.mark.model
 def test_classify_prints_json(tmp_path):
-    p = run_cli("classify", "--subject", "Invoice charged twice", "--body", "My card was charged twice for invoice 1043. Please refund.", tmp_path=tmp_path)
+    p = run_cli(
+        "classify",
+        "--subject",
+        "Invoice charged twice",
+        "--body",
+        "My card was charged twice for invoice 1043. Please refund.",
+        tmp_path=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["category"] in {"Sales", "Technical", "Billing", "General"}
@@ -44,18 +53,44 @@ def test_classify_without_subject_or_body_fails(tmp_path):
 @pytest.mark.model
 def test_eval_json_and_report(tmp_path):
     out_dir = tmp_path / "report"
-    p = run_cli("eval", "--data", "data/tickets/sample100.csv", "--limit", "3", "--json", "--out", str(out_dir), tmp_path=tmp_path)
+    p = run_cli(
+        "eval",
+        "--data",
+        "data/tickets/sample100.csv",
+        "--limit",
+        "3",
+        "--json",
+        "--out",
+        str(out_dir),
+        tmp_path=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     last = p.stdout.strip().splitlines()[-1]
     summary = json.loads(last)
-    keys = {"n", "category_accuracy", "category_macro_f1", "priority_accuracy", "priority_macro_f1", "sentiment_accuracy",
-            "category_ece", "tickets_per_s", "invalid_json"}
+    keys = {
+        "n",
+        "category_accuracy",
+        "category_macro_f1",
+        "priority_accuracy",
+        "priority_macro_f1",
+        "sentiment_accuracy",
+        "category_ece",
+        "tickets_per_s",
+        "invalid_json",
+    }
     assert keys <= summary.keys(), keys - summary.keys()
     assert summary["n"] == 3
     assert summary["invalid_json"] == 0
     for k in keys - {"n", "invalid_json"}:
         assert isinstance(summary[k], (int, float)), (k, summary[k])
-    for k in ("category_accuracy", "category_macro_f1", "priority_accuracy", "priority_macro_f1", "sentiment_accuracy", "category_ece"):
+    for k in (
+        "category_accuracy",
+        "category_macro_f1",
+        "priority_accuracy",
+        "priority_macro_f1",
+        "sentiment_accuracy",
+        "category_ece",
+    ):
         assert 0 <= summary[k] <= 1, (k, summary[k])
     assert summary["tickets_per_s"] > 0
 

@@ -17,7 +17,10 @@ from server.extraction import MAX_CANDIDATES, candidate_spans, is_copied
         ("HTTP 503 from the API", ["HTTP 503"]),
         ("Fehler 500 beim Login", ["Fehler 500"]),
         ("Windows update fails with 0x80070005", ["0x80070005"]),
-        ("Chrome: ERR_CONNECTION_REFUSED, then NET::ERR_CERT_DATE_INVALID", ["ERR_CONNECTION_REFUSED", "NET::ERR_CERT_DATE_INVALID"]),
+        (
+            "Chrome: ERR_CONNECTION_REFUSED, then NET::ERR_CERT_DATE_INVALID",
+            ["ERR_CONNECTION_REFUSED", "NET::ERR_CERT_DATE_INVALID"],
+        ),
         ("java.lang.NullPointerException at Foo.bar", ["java.lang.NullPointerException"]),
         ("connect ECONNREFUSED 127.0.0.1:5432", ["ECONNREFUSED"]),
         ("=A1/B1 gives #DIV/0! and #N/A", ["#DIV/0!", "#N/A"]),
@@ -50,5 +53,7 @@ def test_history_counts_and_values_must_be_copied():
 def test_training_targets_are_mapped_onto_spans():
     assert copyable("ORA-1", ["ORA-1"]) == "ORA-1"
     assert copyable("Error 502", ["Error Code 502", "ISR4331"]) == "Error Code 502"  # same digits
-    assert copyable("Drucker nicht verfügbar", ["MG3620"]) is None  # a message, not a span: the decoder could not write it
+    assert (
+        copyable("Drucker nicht verfügbar", ["MG3620"]) is None
+    )  # a message, not a span: the decoder could not write it
     assert copyable(None, ["ORA-1"]) is None

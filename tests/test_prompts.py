@@ -107,7 +107,9 @@ def test_missing_prompt_raises(settings, kind, version):
         load_prompt(settings.prompt.dir, kind, version)
 
 
-def _write_prompt(root: Path, template: str, meta: str | None = None, kind: str = "classify", version: str = "t1") -> Path:
+def _write_prompt(
+    root: Path, template: str, meta: str | None = None, kind: str = "classify", version: str = "t1"
+) -> Path:
     (root / kind).mkdir(parents=True, exist_ok=True)
     (root / kind / f"{version}.jinja").write_text(template, encoding="utf-8")
     if meta is not None:
@@ -123,7 +125,9 @@ def test_prompt_without_meta_defaults(tmp_path):
 
 
 def test_prompt_reasoning_first_meta(tmp_path, tax):
-    root = _write_prompt(tmp_path, "{{ output_format }}\n### Ticket\n{{ ticket.body }}", "field_order: reasoning_first\n")
+    root = _write_prompt(
+        tmp_path, "{{ output_format }}\n### Ticket\n{{ ticket.body }}", "field_order: reasoning_first\n"
+    )
     prompt = load_prompt(root, "classify", "t1")
     assert prompt.field_order == "reasoning_first"
     assert output_format_text(tax, prompt.field_order).endswith(example_output(tax, "reasoning_first"))

@@ -24,9 +24,15 @@ def make_adapter(adapters: Path, name: str, verdict: str | None = "yes", **manif
     """A tiny but real adapter folder: safetensors weights, adapter_config.json, manifest with sha256s."""
     folder = adapters / name
     folder.mkdir(parents=True)
-    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": np.ones((2, 4), dtype=np.float32)}, str(folder / "adapter_model.safetensors"))
+    save_file(
+        {"base_model.model.layers.0.q_proj.lora_A.weight": np.ones((2, 4), dtype=np.float32)},
+        str(folder / "adapter_model.safetensors"),
+    )
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4}))
-    files = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in ("adapter_config.json", "adapter_model.safetensors")}
+    files = {
+        f: hashlib.sha256((folder / f).read_bytes()).hexdigest()
+        for f in ("adapter_config.json", "adapter_model.safetensors")
+    }
     manifest = {
         "name": name,
         "base_model": {"path": "models/base/smollm2-135m-instruct"},
@@ -36,12 +42,22 @@ def make_adapter(adapters: Path, name: str, verdict: str | None = "yes", **manif
         "created_at": "2025-01-01T00:00:00+00:00",
         "data": {"train_rows": 1234, "heldout_rows": 100},
         "training": {"examples": 1234, "steps": 10},
-        "calibration": {"temperatures": {"category": 1.3}, "ece_before": {"category": 0.2}, "ece_after": {"category": 0.042}},
+        "calibration": {
+            "temperatures": {"category": 1.3},
+            "ece_before": {"category": 0.2},
+            "ece_after": {"category": 0.042},
+        },
         "evals": {},
         **manifest_extra,
     }
     if verdict is not None:
-        manifest["gate"] = {"verdict": verdict, "data": "abc", "baseline": None, "checks": [], "at": "2025-01-01T00:00:00+00:00"}
+        manifest["gate"] = {
+            "verdict": verdict,
+            "data": "abc",
+            "baseline": None,
+            "checks": [],
+            "at": "2025-01-01T00:00:00+00:00",
+        }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -149,7 +165,9 @@ def test_promote_missing_folder_fails(reg):
 
 def test_sha_mismatch_in_weights(reg):
     folder = reg.adapters_dir / "b"
-    save_file({"x": np.zeros((2, 2), dtype=np.float32)}, str(folder / "adapter_model.safetensors"))  # valid file, other bytes
+    save_file(
+        {"x": np.zeros((2, 2), dtype=np.float32)}, str(folder / "adapter_model.safetensors")
+    )  # valid file, other bytes
     with pytest.raises(RegistryError, match="sha256 of adapter_model.safetensors"):
         reg.validate("b")
 
@@ -265,12 +283,26 @@ def test_cli_models_list(cli, reg):
     reg.promote("b")
     manifest_path = reg.adapters_dir / "b" / "manifest.json"
     m = json.loads(manifest_path.read_text())
-    m["evals"] = {"old": {"category_accuracy": 0.5, "evaluated_at": "2025-01-01T00:00:00+00:00"},
-                  "new": {"category_accuracy": 0.875, "evaluated_at": "2025-02-01T00:00:00+00:00"}}
+    m["evals"] = {
+        "old": {"category_accuracy": 0.5, "evaluated_at": "2025-01-01T00:00:00+00:00"},
+        "new": {"category_accuracy": 0.875, "evaluated_at": "2025-02-01T00:00:00+00:00"},
+    }
     manifest_path.write_text(json.dumps(m))
     r = cli("models", "list")
     assert r.exit_code == 0, r.output
-    for text in ("a", "ungated", "smollm2-135m-instruct", "v2", "tickets", "1234", "0.875", "0.042", "yes", "no", "2025-01-01"):
+    for text in (
+        "a",
+        "ungated",
+        "smollm2-135m-instruct",
+        "v2",
+        "tickets",
+        "1234",
+        "0.875",
+        "0.042",
+        "yes",
+        "no",
+        "2025-01-01",
+    ):
         assert text in r.output, (text, r.output)
     (b_line,) = [line for line in r.output.splitlines() if "0.875" in line]
     assert "*" in b_line
@@ -324,18 +356,33 @@ DATA = "subject,body,category\nx,y,Billing\n"
 
 
 def fake_summary(acc: float, recall_sales: float = 0.8) -> dict:
-    labels = {lab: {"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5} for lab in ("Billing", "General", "Sales", "Technical")}
+    labels = {
+        lab: {"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5}
+        for lab in ("Billing", "General", "Sales", "Technical")
+    }
     labels["Sales"]["recall"] = recall_sales
-    return {"n": 20, "invalid_json": 0, "category_accuracy": acc, "category_macro_f1": acc, "category_ece": 0.05,
-            "model": {"base": "b", "adapter": None}, "per_label": {"category": labels},
-            "per_language": {"category": {"en": {"n": 20, "accuracy": acc}}}}
+    return {
+        "n": 20,
+        "invalid_json": 0,
+        "category_accuracy": acc,
+        "category_macro_f1": acc,
+        "category_ece": 0.05,
+        "model": {"base": "b", "adapter": None},
+        "per_label": {"category": labels},
+        "per_language": {"category": {"en": {"n": 20, "accuracy": acc}}},
+    }
 
 
 @pytest.fixture
 def fake_eval(monkeypatch):
     """Stands in for server.evaluation.run: answers per adapter folder name and records each call."""
     calls: list[str | None] = []
-    results = {"a": fake_summary(0.80), "b": fake_summary(0.85), "ungated": fake_summary(0.70, recall_sales=0.5), None: fake_summary(0.60)}
+    results = {
+        "a": fake_summary(0.80),
+        "b": fake_summary(0.85),
+        "ungated": fake_summary(0.70, recall_sales=0.5),
+        None: fake_summary(0.60),
+    }
 
     def run_eval(settings, data, out_dir=None, limit=None, runner=None, console=None):
         adapter = settings.model.adapter
@@ -345,7 +392,9 @@ def fake_eval(monkeypatch):
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         return json.loads(json.dumps(results[name]))
 
-    def run_classical_eval(settings, data, train_files, label_sources, out_dir=None, limit=None, console=None, exclude_ids=None):
+    def run_classical_eval(
+        settings, data, train_files, label_sources, out_dir=None, limit=None, console=None, exclude_ids=None
+    ):
         calls.append("classical")
         return fake_summary(0.5)
 
@@ -406,7 +455,9 @@ def test_cli_eval_baseline_report_and_base(cli, reg, fake_eval, tmp_path):
     report = tmp_path / "report.json"
     base = fake_summary(0.9)
     per_label = base.pop("per_label")
-    report.write_text(json.dumps({"summary": base, "fields": {"category": {"per_label": per_label["category"]}}, "groups": {}}))
+    report.write_text(
+        json.dumps({"summary": base, "fields": {"category": {"per_label": per_label["category"]}}, "groups": {}})
+    )
     r = cli("eval", "--data", str(data), "--model", "a", "--baseline", str(report))
     assert r.exit_code == 0, r.output
     assert "Proceed with deployment: no" in r.output and fake_eval == ["a", "classical"]
@@ -422,7 +473,9 @@ def test_cli_eval_bad_inputs(cli, fake_eval, tmp_path):
     r = cli("eval", "--data", str(data), "--model", "no-such-adapter")
     assert r.exit_code == 1 and "neither" in r.output and fake_eval == []
     r = cli("eval", "--data", str(data), "--model", "a", "--baseline", "typo")
-    assert r.exit_code == 1 and "'typo'" in r.output and fake_eval == [], "a bad baseline fails before the slow candidate eval"
+    assert r.exit_code == 1 and "'typo'" in r.output and fake_eval == [], (
+        "a bad baseline fails before the slow candidate eval"
+    )
     r = cli("eval", "--data", str(data), "--model", "a", "--baseline", str(tmp_path / "gone.json"))
     assert r.exit_code == 2 and "baseline report not found" in r.output and fake_eval == []
     rules = tmp_path / "rules.yaml"
@@ -451,6 +504,7 @@ def test_plugin_hook(monkeypatch, capsys):
     def good():
         def register(app):
             app.command("hello")(lambda: None)
+
         return register
 
     def broken():

@@ -67,7 +67,11 @@ def test_valid_object_round_trips(tax):
 
 def test_unknown_label_rejected(tax):
     model = output_model(tax)
-    for path, value in [(("category",), "Refunds"), (("priority",), "Critical"), (("extracted_info", "sentiment"), "angry")]:
+    for path, value in [
+        (("category",), "Refunds"),
+        (("priority",), "Critical"),
+        (("extracted_info", "sentiment"), "angry"),
+    ]:
         bad = _copy(VALID)
         target = bad if len(path) == 1 else bad[path[0]]
         target[path[-1]] = value
@@ -216,7 +220,7 @@ def test_outlines_regex_matches_nulls_and_every_label(tax, tickets_regex):
             for sentiment in tax.field("sentiment").labels:
                 obj = _copy(VALID)
                 obj["category"], obj["priority"] = category, priority
-                obj["extracted_info"].update(product=None, error_code="ERR_42 \"quoted\"", sentiment=sentiment)
+                obj["extracted_info"].update(product=None, error_code='ERR_42 "quoted"', sentiment=sentiment)
                 assert re.fullmatch(tickets_regex, json.dumps(obj)), obj
 
 

@@ -7,7 +7,7 @@ exercised in tests/engines and tests/api); the store is the real SQLite database
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
@@ -52,7 +52,12 @@ class FaultyEngine(Engine):
                 continue
             out.append(
                 EngineOutput(
-                    output={"category": "Billing", "priority": "High", "extracted_info": {"product": None, "error_code": None, "sentiment": "negative"}, "reasoning": "r"},
+                    output={
+                        "category": "Billing",
+                        "priority": "High",
+                        "extracted_info": {"product": None, "error_code": None, "sentiment": "negative"},
+                        "reasoning": "r",
+                    },
                     confidence={"category": 0.9, "priority": 0.4, "sentiment": 0.8},
                     raw_text="{}",
                     prompt_tokens=10,
@@ -137,7 +142,9 @@ async def test_deadline_ends_as_a_stored_needs_review_result(store):
 
 
 async def test_one_failing_item_does_not_sink_the_others(store):
-    outcomes = await service(store, "item_error").classify_many([TicketRequest("a", "a"), TicketRequest("b", "b"), TicketRequest("c", "c")])
+    outcomes = await service(store, "item_error").classify_many(
+        [TicketRequest("a", "a"), TicketRequest("b", "b"), TicketRequest("c", "c")]
+    )
     assert [o.status for o in outcomes] == [200, 502, 200]
     assert [r.status for r in rows(store)] == ["done", "failed", "done"]
 
@@ -155,7 +162,18 @@ def test_startup_fails_tickets_left_pending_by_a_crash(tmp_path):
     engine = make_engine(url)
     migrate(engine)
     with make_sessionmaker(engine)() as s:
-        repo.create_pending(s, request_id="r1", ticket_id="T-crash", subject="s", body="b", previous_interactions=None, model_base="m", model_adapter=None, prompt_version="classify/v1", taxonomy="tickets@1")
+        repo.create_pending(
+            s,
+            request_id="r1",
+            ticket_id="T-crash",
+            subject="s",
+            body="b",
+            previous_interactions=None,
+            model_base="m",
+            model_adapter=None,
+            prompt_version="classify/v1",
+            taxonomy="tickets@1",
+        )
     engine.dispose()
     app = create_server(load_settings(database_url=url), engine=FaultyEngine("ok"))
     with TestClient(app) as client:

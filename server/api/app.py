@@ -4,9 +4,10 @@ hosted fallback (only when enabled) in the lifespan, and closes them at shutdown
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 
@@ -54,7 +55,10 @@ def profile_settings(settings: Settings, profile: EngineProfile) -> Settings:
 def build_engines(settings: Settings, taxonomy, given: Mapping[str, Engine] | None = None) -> dict[str, Engine]:
     """The named engines of `routing.engines` (the default engine is built separately); `given` wins."""
     given = dict(given or {})
-    return {name: given.get(name) or build_engine(profile_settings(settings, profile), taxonomy) for name, profile in settings.routing.engines.items()}
+    return {
+        name: given.get(name) or build_engine(profile_settings(settings, profile), taxonomy)
+        for name, profile in settings.routing.engines.items()
+    }
 
 
 def build_hosted(settings: Settings, taxonomy) -> HostedFallback | None:
@@ -83,7 +87,9 @@ def create_server(
         sessions = make_sessionmaker(db_engine)
         with sessions() as session:
             # Rows left 'pending' by a crash of an earlier process: resolve them so none stays open.
-            recovered = repo.mark_stale_pending_failed(session, utcnow() + timedelta(seconds=1), "server restarted before the result was stored")
+            recovered = repo.mark_stale_pending_failed(
+                session, utcnow() + timedelta(seconds=1), "server restarted before the result was stored"
+            )
             if recovered:
                 log.warning("marked %d interrupted classifications as failed", recovered)
         eng = engine or build_engine(settings, taxonomy)
@@ -100,7 +106,9 @@ def create_server(
             app.state.settings, app.state.taxonomy, app.state.engine = settings, taxonomy, eng
             app.state.db_engine, app.state.sessions = db_engine, sessions
             app.state.cache, app.state.hosted = cache, fallback
-            app.state.service = ClassificationService(settings, taxonomy, eng, sessions, engines=named, cache=cache, hosted=fallback)
+            app.state.service = ClassificationService(
+                settings, taxonomy, eng, sessions, engines=named, cache=cache, hosted=fallback
+            )
             yield
         finally:
             for e in reversed(started):

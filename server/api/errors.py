@@ -17,11 +17,15 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, message: str, details: object = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, error: str, message: str, details: object = None, headers: dict[str, str] | None = None
+    ):
         self.status, self.error, self.message, self.details, self.headers = status, error, message, details, headers
 
 
-def error_response(status: int, error: str, message: str, details: object = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, error: str, message: str, details: object = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"error": error, "message": message}
     if details is not None:
         body["details"] = jsonable_encoder(details)
@@ -61,7 +65,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EngineOverloaded)
     async def _overloaded(_: Request, exc: EngineOverloaded) -> JSONResponse:
-        return error_response(429, "overloaded", "the classification queue is full; retry later", headers={"Retry-After": str(int(exc.retry_after_s + 0.999))})
+        return error_response(
+            429,
+            "overloaded",
+            "the classification queue is full; retry later",
+            headers={"Retry-After": str(int(exc.retry_after_s + 0.999))},
+        )
 
     @app.exception_handler(EngineUnavailable)
     async def _unavailable(_: Request, exc: EngineUnavailable) -> JSONResponse:

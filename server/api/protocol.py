@@ -26,7 +26,9 @@ Text = Annotated[str, AfterValidator(_storable)]
 
 class TicketIn(BaseModel):
     model_config = Strict
-    ticket_id: Text | None = Field(default=None, min_length=1, max_length=128, description="Caller's id; generated when absent.")
+    ticket_id: Text | None = Field(
+        default=None, min_length=1, max_length=128, description="Caller's id; generated when absent."
+    )
     subject: Text = Field(default="", description="May be empty when the body is not.")
     body: Text = Field(default="")
     previous_interactions: list[Text] = Field(default_factory=list, description="Earlier messages, oldest first.")
@@ -73,8 +75,12 @@ class ClassificationOut(BaseModel):
     priority: str | None = None
     extracted_info: ExtractedInfo | None = None
     reasoning: str | None = None
-    confidence: dict[str, float | None] = Field(description="Per label field; null where unknown (hosted answer without logprobs, deadline).")
-    needs_review: bool = Field(description="True: a person should check this result; it is listed by GET /v1/review until feedback arrives.")
+    confidence: dict[str, float | None] = Field(
+        description="Per label field; null where unknown (hosted answer without logprobs, deadline)."
+    )
+    needs_review: bool = Field(
+        description="True: a person should check this result; it is listed by GET /v1/review until feedback arrives."
+    )
     route: Literal["local", "local+review", "hosted", "human", "cache"] = Field(
         description="local: the local model was confident; local+review: confident after a re-review on the local model; "
         "hosted: the hosted fallback answered; human: still unsure (needs_review); cache: reused an earlier answer."
@@ -83,10 +89,18 @@ class ClassificationOut(BaseModel):
         default=None,
         description="Why review is needed: each low label field -> its confidence; hosted_invalid / fallback_unavailable / deadline -> a short detail.",
     )
-    cache: Literal["exact", "near"] | None = Field(default=None, description="A cache hit: the same ticket (exact) or a near-duplicate (near).")
-    cache_similarity: float | None = Field(default=None, description="Estimated similarity to the cached ticket (1.0 for exact).")
-    engine: str = Field(description="Which engine/adapter answered, e.g. transformers:tickets-smollm2-v1 or hosted:openai:gpt-4o-mini.")
-    cost_usd: float = Field(description="This ticket's share of local engine time x routing.cost_per_cpu_second, plus the hosted call's cost.")
+    cache: Literal["exact", "near"] | None = Field(
+        default=None, description="A cache hit: the same ticket (exact) or a near-duplicate (near)."
+    )
+    cache_similarity: float | None = Field(
+        default=None, description="Estimated similarity to the cached ticket (1.0 for exact)."
+    )
+    engine: str = Field(
+        description="Which engine/adapter answered, e.g. transformers:tickets-smollm2-v1 or hosted:openai:gpt-4o-mini."
+    )
+    cost_usd: float = Field(
+        description="This ticket's share of local engine time x routing.cost_per_cpu_second, plus the hosted call's cost."
+    )
     model: ModelRef
     prompt_version: str
     taxonomy: str

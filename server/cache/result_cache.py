@@ -68,7 +68,9 @@ class ResultCache:
             if store is not None:
                 self._store = store
             elif settings.backend == "redis":
-                self._store = RedisStore(redis_client if redis_client is not None else redis_client_from_url(settings.redis_url))
+                self._store = RedisStore(
+                    redis_client if redis_client is not None else redis_client_from_url(settings.redis_url)
+                )
             else:
                 self._store = MemoryStore(settings.max_entries)
         self._signer = (
@@ -211,5 +213,8 @@ class ResultCache:
             self._skip_until = time.monotonic() + self._retry_after_s
         log.warning(
             "result cache %s failed (%s: %s); treating as a miss and skipping the backend for %.1f s",
-            op, type(exc).__name__, exc, self._retry_after_s,
+            op,
+            type(exc).__name__,
+            exc,
+            self._retry_after_s,
         )

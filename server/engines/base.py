@@ -4,8 +4,9 @@ takes a batch of tickets and returns one outcome per ticket, in order."""
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from server.prompts import TicketInput
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 from server.engines.base import EngineError, EngineOverloaded, EngineUnavailable
 
@@ -29,7 +30,15 @@ class _Item(Generic[T]):
 
 
 class DynamicBatcher(Generic[T, R]):
-    def __init__(self, run_batch: Callable[[list[T]], Sequence[R]], *, max_batch: int, wait_ms: float, max_queue: int, name: str = "engine"):
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch: int,
+        wait_ms: float,
+        max_queue: int,
+        name: str = "engine",
+    ):
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000.0
@@ -108,7 +117,7 @@ class DynamicBatcher(Generic[T, R]):
                     break
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             live = [i for i in batch if not i.future.done()]  # a caller may have timed out meanwhile
             if not live:
@@ -134,7 +143,12 @@ class DynamicBatcher(Generic[T, R]):
                     item.future.set_result(result)
 
     def stats(self) -> dict[str, Any]:
-        return {"queue_depth": self.depth, "batches": self.batches, "items": self.items, "mean_batch": self.items / self.batches if self.batches else 0.0}
+        return {
+            "queue_depth": self.depth,
+            "batches": self.batches,
+            "items": self.items,
+            "mean_batch": self.items / self.batches if self.batches else 0.0,
+        }
 
 
 class ContinuousBatcher(DynamicBatcher[T, R]):
@@ -145,7 +159,9 @@ class ContinuousBatcher(DynamicBatcher[T, R]):
     `run_stream(take, deliver)` must return once `take` gives nothing and all it took is delivered.
     """
 
-    def __init__(self, run_stream: Callable[..., None], *, max_batch: int, wait_ms: float, max_queue: int, name: str = "engine"):
+    def __init__(
+        self, run_stream: Callable[..., None], *, max_batch: int, wait_ms: float, max_queue: int, name: str = "engine"
+    ):
         super().__init__(lambda items: [], max_batch=max_batch, wait_ms=wait_ms, max_queue=max_queue, name=name)
         self._run_stream = run_stream
 

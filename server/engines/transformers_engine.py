@@ -12,8 +12,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from transformers.cache_utils import DynamicLayer
@@ -24,12 +25,12 @@ from server.engines.base import Engine, EngineError, EngineOutput, EngineUnavail
 from server.engines.batcher import ContinuousBatcher, DynamicBatcher
 from server.engines.decoding import DecodingPlan, SequenceDecoder
 from server.engines.loading import load_model
+from server.extraction import candidate_spans, ticket_texts
 from server.heads.copy import CopyScorer
 from server.heads.head import LabelHead, Pool, has_head, pool_features
-from server.extraction import candidate_spans, ticket_texts
 from server.prompts import EncodedPrompt, PromptRenderer, PromptVersion, TicketInput, load_prompt
-from server.schema import output_layout
 from server.registry import AdapterEntry, resolve_adapter
+from server.schema import output_layout
 from server.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,18 @@ class PreallocatedLayer(DynamicLayer):
         self.keys = self.kbuf[:, :, : self.length]
         self.values = self.vbuf[:, :, : self.length]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n = key_states.shape[-2]
         if self.length + n > self.kbuf.shape[2]:
             grow = max(self.kbuf.shape[2], n)
-            self.kbuf = torch.cat([self.kbuf, self.kbuf.new_zeros(*self.kbuf.shape[:2], grow, self.kbuf.shape[3])], dim=2)
-            self.vbuf = torch.cat([self.vbuf, self.vbuf.new_zeros(*self.vbuf.shape[:2], grow, self.vbuf.shape[3])], dim=2)
+            self.kbuf = torch.cat(
+                [self.kbuf, self.kbuf.new_zeros(*self.kbuf.shape[:2], grow, self.kbuf.shape[3])], dim=2
+            )
+            self.vbuf = torch.cat(
+                [self.vbuf, self.vbuf.new_zeros(*self.vbuf.shape[:2], grow, self.vbuf.shape[3])], dim=2
+            )
         self.kbuf[:, :, self.length : self.length + n] = key_states
         self.vbuf[:, :, self.length : self.length + n] = value_states
         self.length += n
@@ -98,7 +105,9 @@ def outlines_vocabulary(tokenizer: Any):
     from outlines.models.transformers import TransformerTokenizer
 
     tt = TransformerTokenizer(tokenizer)
-    return OutlinesCoreBackend.create_outlines_core_vocabulary(tokenizer.get_vocab(), tokenizer.eos_token_id, tokenizer.eos_token, tt.convert_token_to_string)
+    return OutlinesCoreBackend.create_outlines_core_vocabulary(
+        tokenizer.get_vocab(), tokenizer.eos_token_id, tokenizer.eos_token, tt.convert_token_to_string
+    )
 
 
 def prompt_version_for(settings: Settings, manifest: dict[str, Any]) -> str:
@@ -109,7 +118,9 @@ def prompt_version_for(settings: Settings, manifest: dict[str, Any]) -> str:
     if not trained:
         return configured
     if "version" in settings.prompt.model_fields_set and trained != configured:
-        raise ValueError(f"adapter {manifest.get('name')!r} was trained with prompt {trained} but {configured} is configured")
+        raise ValueError(
+            f"adapter {manifest.get('name')!r} was trained with prompt {trained} but {configured} is configured"
+        )
     return trained
 
 
@@ -135,13 +146,17 @@ class BatchRunner:
             adapter = resolve_adapter(settings.model) if model is None else None
         self.adapter = adapter
         if model is None:
-            model, tokenizer, dtype = load_model(settings.model, adapter_path=self.adapter.path if self.adapter and self.adapter.has_lora else None)
+            model, tokenizer, dtype = load_model(
+                settings.model, adapter_path=self.adapter.path if self.adapter and self.adapter.has_lora else None
+            )
         self.model, self.tokenizer = model, tokenizer
         self.dtype = dtype or next(model.parameters()).dtype
         self.device = next(model.parameters()).device
         manifest = self.adapter.manifest if self.adapter else {}
         # A label head fitted for this model decides the label fields (server.heads.head).
-        self.head: LabelHead | None = LabelHead.load(self.adapter.path) if self.adapter and has_head(self.adapter.path) else None
+        self.head: LabelHead | None = (
+            LabelHead.load(self.adapter.path) if self.adapter and has_head(self.adapter.path) else None
+        )
         # A copy scorer fitted for this adapter picks the error code among the ticket's spans (server.heads.copy).
         self.copy_scorer: CopyScorer | None = CopyScorer.load(self.adapter.path) if self.adapter else None
         self.out_of_scope = taxonomy.out_of_scope
@@ -149,7 +164,13 @@ class BatchRunner:
             self.out_of_scope = replace(self.out_of_scope, threshold=float(manifest["out_of_scope_threshold"]))
         self.prompt_version = prompt_version_for(settings, manifest)
         prompt = load_prompt(settings.prompt.dir, "classify", self.prompt_version.removeprefix("classify/"))
-        self.renderer = PromptRenderer(prompt, taxonomy, tokenizer, max_body_tokens=settings.prompt.max_body_tokens, max_history_tokens=settings.prompt.max_history_tokens)
+        self.renderer = PromptRenderer(
+            prompt,
+            taxonomy,
+            tokenizer,
+            max_body_tokens=settings.prompt.max_body_tokens,
+            max_history_tokens=settings.prompt.max_history_tokens,
+        )
         self.review_renderer = self._review_renderer(prompt)
         self.plan = DecodingPlan(
             output_layout(taxonomy, prompt.field_order),
@@ -185,10 +206,14 @@ class BatchRunner:
     def _new_cache(self, kv: list[tuple[torch.Tensor, torch.Tensor]] | None):
         from transformers import DynamicCache
 
-        return DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(config=self.model.config)
+        return (
+            DynamicCache(ddp_cache_data=kv, config=self.model.config) if kv else DynamicCache(config=self.model.config)
+        )
 
     @torch.inference_mode()
-    def _prefill_one(self, enc: EncodedPrompt, first: list[int], pools: Sequence[Pool] = ()) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, Any]:
+    def _prefill_one(
+        self, enc: EncodedPrompt, first: list[int], pools: Sequence[Pool] = ()
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, Any]:
         """Prefill one ticket on top of the shared prefix; returns its KV, last-position logits and, with
         `pools`, the pooled hidden-state features of the ticket's tokens (None otherwise).
 
@@ -211,7 +236,11 @@ class BatchRunner:
             )
         features = pool_features(out.hidden_states, pools, enc.history_start) if pools else None
         keep = start if self.cascade else 0
-        return [(layer.keys[:, :, keep:], layer.values[:, :, keep:]) for layer in out.past_key_values.layers], out.logits[0, -1].float(), features
+        return (
+            [(layer.keys[:, :, keep:], layer.values[:, :, keep:]) for layer in out.past_key_values.layers],
+            out.logits[0, -1].float(),
+            features,
+        )
 
     def _review_renderer(self, classify: PromptVersion) -> PromptRenderer | None:
         """The review prompt, if it can run in the same batches: it must share the classify prompt's
@@ -226,12 +255,26 @@ class BatchRunner:
         except FileNotFoundError:
             return None
         if review.field_order != classify.field_order or review.system != classify.system:
-            log.warning("review/%s does not match classify/%s (system message or field order): local re-review disabled", version, classify.version)
+            log.warning(
+                "review/%s does not match classify/%s (system message or field order): local re-review disabled",
+                version,
+                classify.version,
+            )
             return None
-        renderer = PromptRenderer(review, self.taxonomy, self.tokenizer, max_body_tokens=p.max_body_tokens, max_history_tokens=p.max_history_tokens)
+        renderer = PromptRenderer(
+            review,
+            self.taxonomy,
+            self.tokenizer,
+            max_body_tokens=p.max_body_tokens,
+            max_history_tokens=p.max_history_tokens,
+        )
         probe = renderer.render(TicketInput("s", "b"), low_confidence_fields="x", previous_result="{}")
         if self.renderer.prefix_text and not probe.text.startswith(self.renderer.prefix_text):
-            log.warning("review/%s does not start with classify/%s's prefix: local re-review disabled", version, classify.version)
+            log.warning(
+                "review/%s does not start with classify/%s's prefix: local re-review disabled",
+                version,
+                classify.version,
+            )
             return None
         return renderer
 
@@ -289,7 +332,12 @@ class BatchRunner:
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def run_stream(self, take: Callable[[int], list[tuple[Any, TicketInput]]], deliver: Callable[[Any, EngineOutput | EngineError], None], max_batch: int | None = None) -> None:
+    def run_stream(
+        self,
+        take: Callable[[int], list[tuple[Any, TicketInput]]],
+        deliver: Callable[[Any, EngineOutput | EngineError], None],
+        max_batch: int | None = None,
+    ) -> None:
         """Decode until `take` runs dry and every admitted ticket is delivered.
 
         New tickets join the running batch between steps (once `admit_fraction` of the slots are
@@ -305,7 +353,9 @@ class BatchRunner:
                 return
             self._step(state, deliver)
 
-    def _admit(self, state: "_BatchState", items: list[tuple[Any, TicketInput]], deliver: Callable[[Any, Any], None]) -> None:
+    def _admit(
+        self, state: _BatchState, items: list[tuple[Any, TicketInput]], deliver: Callable[[Any, Any], None]
+    ) -> None:
         fresh: list[tuple[_Row, list[tuple[torch.Tensor, torch.Tensor]]]] = []
         for key, ticket in items:
             try:
@@ -314,9 +364,25 @@ class BatchRunner:
                 log.exception("encoding failed")
                 deliver(key, EngineError(f"could not encode ticket: {exc}"))
                 continue
-            dec = SequenceDecoder(self.plan, self.temperatures, labels_only=self.labels_only, record=self.record, spans=self.spans_for(ticket))
-            if self.copy_scorer is not None and self.copy_scorer.field in dec.spans and not isinstance(ticket, ReviewInput):
-                dec.force_spans({self.copy_scorer.field: self.copy_scorer.choose(ticket_texts(ticket.subject, ticket.body, ticket.previous_interactions))})
+            dec = SequenceDecoder(
+                self.plan,
+                self.temperatures,
+                labels_only=self.labels_only,
+                record=self.record,
+                spans=self.spans_for(ticket),
+            )
+            if (
+                self.copy_scorer is not None
+                and self.copy_scorer.field in dec.spans
+                and not isinstance(ticket, ReviewInput)
+            ):
+                dec.force_spans(
+                    {
+                        self.copy_scorer.field: self.copy_scorer.choose(
+                            ticket_texts(ticket.subject, ticket.body, ticket.previous_interactions)
+                        )
+                    }
+                )
             kv, logits, features = self._prefill_one(enc, dec.start(), self.head.pools if self.head else ())
             if features is not None:
                 dec.force(self.head.predict(features, [ticket])[0])  # type: ignore[union-attr]
@@ -356,7 +422,7 @@ class BatchRunner:
         state.mask = mask
         state.rows += [row for row, _ in fresh]
 
-    def _step(self, state: "_BatchState", deliver: Callable[[Any, Any], None]) -> None:
+    def _step(self, state: _BatchState, deliver: Callable[[Any, Any], None]) -> None:
         rows = state.rows
         # Every row feeds the same number of real tokens, so no compute goes to padding; a row
         # with a longer forced run feeds the rest in the next steps (it needs no logits meanwhile).
@@ -365,9 +431,18 @@ class BatchRunner:
         pos = torch.tensor([[r.pos + i for i in range(width)] for r in rows], dtype=torch.long)
         for r in rows:
             r.pos += width
-        state.mask = torch.cat([state.mask, torch.ones((len(rows), width), dtype=torch.long, device=self.device)], dim=1)
+        state.mask = torch.cat(
+            [state.mask, torch.ones((len(rows), width), dtype=torch.long, device=self.device)], dim=1
+        )
         with cascade.shared_prefix(self._shared):
-            out = self.model(ids.to(self.device), attention_mask=state.mask, position_ids=pos.to(self.device), past_key_values=state.cache, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                ids.to(self.device),
+                attention_mask=state.mask,
+                position_ids=pos.to(self.device),
+                past_key_values=state.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         logits = out.logits[:, -1].float().cpu()
         keep = []
         for i, r in enumerate(rows):
@@ -398,7 +473,9 @@ class BatchRunner:
         oos = self.out_of_scope
         if oos is not None and (confidence.get(oos.field) or 0.0) < oos.threshold:
             # Too unsure for any label: the taxonomy's out-of-scope label (the model never writes it).
-            target = output.setdefault("extracted_info", {}) if self.taxonomy.field(oos.field).in_extracted_info else output
+            target = (
+                output.setdefault("extracted_info", {}) if self.taxonomy.field(oos.field).in_extracted_info else output
+            )
             target[oos.field] = oos.label
         extra = {"trace": dec.trace} if dec.trace is not None else {}
         return EngineOutput(
@@ -440,9 +517,16 @@ class TransformersEngine(Engine):
                 self.load_error = f"{type(exc).__name__}: {exc}"
                 log.exception("model failed to load")
                 return
-            log.info("model loaded in %.1fs (%s, adapter %s)", time.perf_counter() - started, self.runner.dtype, self.adapter_name)
+            log.info(
+                "model loaded in %.1fs (%s, adapter %s)",
+                time.perf_counter() - started,
+                self.runner.dtype,
+                self.adapter_name,
+            )
         e = self.settings.engine
-        self._batcher = ContinuousBatcher(self._run_stream, max_batch=e.max_batch_size, wait_ms=e.batch_wait_ms, max_queue=e.max_queue)
+        self._batcher = ContinuousBatcher(
+            self._run_stream, max_batch=e.max_batch_size, wait_ms=e.batch_wait_ms, max_queue=e.max_queue
+        )
         self._batcher.start()
         if self.settings.model.adapter == "registry" and self.settings.model.watch_registry_s > 0:
             from server.registry import Registry
@@ -484,7 +568,9 @@ class TransformersEngine(Engine):
             new = await asyncio.to_thread(BatchRunner, self.settings, self.taxonomy, adapter=adapter)
         except Exception as exc:
             self.swap_error = f"{type(exc).__name__}: {exc}"
-            log.exception("hot swap to %s failed; still serving %s", adapter.name if adapter else "base", self.adapter_name)
+            log.exception(
+                "hot swap to %s failed; still serving %s", adapter.name if adapter else "base", self.adapter_name
+            )
             return
         self.swap_error = None
         self._next = new
@@ -505,7 +591,9 @@ class TransformersEngine(Engine):
                     entry = resolve_adapter(self.settings.model)
                 except Exception as exc:  # e.g. the index names a missing adapter: keep serving, say so in /health
                     self.swap_error = f"{type(exc).__name__}: {exc}"
-                    log.error("registry names an adapter that cannot be used; still serving %s: %s", self.adapter_name, exc)
+                    log.error(
+                        "registry names an adapter that cannot be used; still serving %s: %s", self.adapter_name, exc
+                    )
                     continue
                 if (entry.name if entry else None) != self.adapter_name:
                     log.info("registry changed: loading adapter %s", entry.name if entry else "none (base)")
@@ -549,7 +637,9 @@ class TransformersEngine(Engine):
     def stats(self) -> dict[str, Any]:
         stats = dict(self._batcher.stats()) if self._batcher else {}
         stats["adapter_swaps"] = self.swaps
-        stats["label_head"] = self.runner.head.name if self.runner is not None and self.runner.head is not None else None
+        stats["label_head"] = (
+            self.runner.head.name if self.runner is not None and self.runner.head is not None else None
+        )
         if self.swap_error:
             stats["swap_error"] = self.swap_error
         return stats

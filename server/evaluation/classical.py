@@ -8,9 +8,9 @@ C in {1, 3, 10, 30}: category 0.897/0.905/0.908/0.908, priority 0.753/0.758/0.75
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -41,7 +41,7 @@ class ClassicalBaseline:
     vectorizer: object = None
     models: dict[str, LogisticRegression] = field(default_factory=dict)
 
-    def fit(self, tickets: Sequence[TicketInput], gold: dict[str, Sequence[str]]) -> "ClassicalBaseline":
+    def fit(self, tickets: Sequence[TicketInput], gold: dict[str, Sequence[str]]) -> ClassicalBaseline:
         self.vectorizer = make_vectorizer()
         X = self.vectorizer.fit_transform([ticket_text(t) for t in tickets])
         for spec in self.taxonomy.label_fields:
@@ -51,10 +51,18 @@ class ClassicalBaseline:
 
     def predict(self, tickets: Sequence[TicketInput]) -> dict[str, FieldProbabilities]:
         X = self.vectorizer.transform([ticket_text(t) for t in tickets])  # type: ignore[attr-defined]
-        return {name: FieldProbabilities([str(c) for c in m.classes_], m.predict_proba(X)) for name, m in self.models.items()}
+        return {
+            name: FieldProbabilities([str(c) for c in m.classes_], m.predict_proba(X))
+            for name, m in self.models.items()
+        }
 
 
-def train_classical(files: Sequence[Path], taxonomy: Taxonomy, label_sources: Sequence[str] | None = ("reviewed",), exclude_ids: set[str] | None = None) -> ClassicalBaseline:
+def train_classical(
+    files: Sequence[Path],
+    taxonomy: Taxonomy,
+    label_sources: Sequence[str] | None = ("reviewed",),
+    exclude_ids: set[str] | None = None,
+) -> ClassicalBaseline:
     """Fit on labelled CSV files (rows filtered by `label_source` where the file has that column)."""
     from server.evaluation.run import read_labelled_csv, row_ticket
 

@@ -131,15 +131,27 @@ def _coerce_rule(where: str, key: str, value: Any, type_name: Any) -> Any:
 # -- the gate ---------------------------------------------------------------------------------
 
 
-def evaluate_gate(candidate: dict[str, Any], baseline: dict[str, Any] | None, rules: GateRules = GateRules(), classical: dict[str, Any] | None = None) -> GateVerdict:
+def evaluate_gate(
+    candidate: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    rules: GateRules = GateRules(),
+    classical: dict[str, Any] | None = None,
+) -> GateVerdict:
     """All checks of `rules`; without a baseline only the absolute ones (invalid JSON, classical baseline).
     `classical` is the classical baseline's summary on the same data (None: that check fails if required)."""
     checks = [_check_invalid_json(candidate, rules)]
     if baseline is not None:
         checks += [_check_same_data(candidate, baseline), _check_accuracy(candidate, baseline, rules)]
-        checks += [_check_field_accuracy(candidate, baseline, name, rules) for name in _label_fields(candidate, baseline) if name != rules.field]
+        checks += [
+            _check_field_accuracy(candidate, baseline, name, rules)
+            for name in _label_fields(candidate, baseline)
+            if name != rules.field
+        ]
         checks += [_check_per_label(candidate, baseline, rules), _check_languages(candidate, baseline, rules)]
-        checks += [_check_ece(candidate, baseline, rules, name) for name in [rules.field, *(n for n in _label_fields(candidate, baseline) if n != rules.field)]]
+        checks += [
+            _check_ece(candidate, baseline, rules, name)
+            for name in [rules.field, *(n for n in _label_fields(candidate, baseline) if n != rules.field)]
+        ]
     if rules.classical:
         checks.append(_check_classical(candidate, classical, rules))
     return GateVerdict(proceed=all(c.passed for c in checks), checks=checks)
@@ -147,7 +159,9 @@ def evaluate_gate(candidate: dict[str, Any], baseline: dict[str, Any] | None, ru
 
 def _label_fields(*summaries: dict[str, Any]) -> list[str]:
     """Label fields with an accuracy on every summary (fields absent from the data are skipped)."""
-    names = [k.removesuffix("_accuracy") for k in summaries[0] if k.endswith("_accuracy") and k not in ("in_scope_accuracy",)]
+    names = [
+        k.removesuffix("_accuracy") for k in summaries[0] if k.endswith("_accuracy") and k not in ("in_scope_accuracy",)
+    ]
     return [n for n in names if all(_num(s, f"{n}_accuracy") is not None for s in summaries)]
 
 
@@ -161,14 +175,18 @@ def _check_invalid_json(candidate: dict[str, Any], rules: GateRules) -> Check:
     if invalid is None:
         return Check("invalid JSON", False, "candidate report has no invalid_json count")
     n = candidate.get("n", "?")
-    return Check("invalid JSON", invalid <= rules.max_invalid_json, f"{int(invalid)} of {n} (max {rules.max_invalid_json})")
+    return Check(
+        "invalid JSON", invalid <= rules.max_invalid_json, f"{int(invalid)} of {n} (max {rules.max_invalid_json})"
+    )
 
 
 def _check_same_data(candidate: dict[str, Any], baseline: dict[str, Any]) -> Check:
     """Deltas between runs on different data mean nothing; `--limit` runs share the file hash, so n counts too."""
     c_sha, b_sha = candidate.get("data_sha256"), baseline.get("data_sha256")
     if c_sha and b_sha and c_sha != b_sha:
-        return Check("same data", False, f"data_sha256 differs: candidate {str(c_sha)[:12]}, baseline {str(b_sha)[:12]}")
+        return Check(
+            "same data", False, f"data_sha256 differs: candidate {str(c_sha)[:12]}, baseline {str(b_sha)[:12]}"
+        )
     c_n, b_n = candidate.get("n"), baseline.get("n")
     if c_n is not None and b_n is not None and c_n != b_n:
         return Check("same data", False, f"row counts differ: candidate {c_n}, baseline {b_n}")
@@ -181,24 +199,43 @@ def _check_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], rules: 
     key = f"{rules.field}_accuracy"
     cand, base = _num(candidate, key), _num(baseline, key)
     if cand is None or base is None:
-        return Check(name, False, f"{key} missing ({'candidate' if cand is None else 'baseline'}); set the gate's `field` for this taxonomy")
+        return Check(
+            name,
+            False,
+            f"{key} missing ({'candidate' if cand is None else 'baseline'}); set the gate's `field` for this taxonomy",
+        )
     delta = cand - base
     passed = delta >= -rules.min_category_accuracy_delta - _EPS
-    return Check(name, passed, f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed >= {-rules.min_category_accuracy_delta:+.3f})")
+    return Check(
+        name,
+        passed,
+        f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed >= {-rules.min_category_accuracy_delta:+.3f})",
+    )
 
 
 def _check_field_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], name: str, rules: GateRules) -> Check:
     cand, base = _num(candidate, f"{name}_accuracy"), _num(baseline, f"{name}_accuracy")
     assert cand is not None and base is not None  # _label_fields only yields fields both sides have
     delta = cand - base
-    return Check(f"{name} accuracy", delta >= -rules.max_accuracy_drop - _EPS, f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed >= {-rules.max_accuracy_drop:+.3f})")
+    return Check(
+        f"{name} accuracy",
+        delta >= -rules.max_accuracy_drop - _EPS,
+        f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed >= {-rules.max_accuracy_drop:+.3f})",
+    )
 
 
 def _check_languages(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
     name = "per-language accuracy"
-    cand, base = candidate.get("per_language"), baseline.get("per_language", {} if not candidate.get("per_language") else None)
+    cand, base = (
+        candidate.get("per_language"),
+        baseline.get("per_language", {} if not candidate.get("per_language") else None),
+    )
     if not isinstance(cand, dict) or not isinstance(base, dict):
-        return Check(name, False, f"no per-language metrics ({'candidate' if not isinstance(cand, dict) else 'baseline'}); evaluate on data with a language column")
+        return Check(
+            name,
+            False,
+            f"no per-language metrics ({'candidate' if not isinstance(cand, dict) else 'baseline'}); evaluate on data with a language column",
+        )
     if not cand and not base:
         return Check(name, True, "the data has no language column")
     compared, failing, worst = 0, [], None
@@ -212,19 +249,27 @@ def _check_languages(candidate: dict[str, Any], baseline: dict[str, Any], rules:
             if worst is None or delta < worst[2]:
                 worst = (fname, lang, delta)
             if delta < -rules.max_language_drop - _EPS:
-                failing.append(f"{fname}/{lang} {float(c['accuracy']):.3f} vs {float(b['accuracy']):.3f} ({delta:+.3f})")
+                failing.append(
+                    f"{fname}/{lang} {float(c['accuracy']):.3f} vs {float(b['accuracy']):.3f} ({delta:+.3f})"
+                )
     if compared == 0:
         return Check(name, False, f"no language with >= {rules.min_language_support} rows on both reports")
     if failing:
         return Check(name, False, f"dropped more than {rules.max_language_drop:.3f}: {', '.join(failing)}")
     assert worst is not None
-    return Check(name, True, f"{compared} field/language slices (n >= {rules.min_language_support}); largest change {worst[0]}/{worst[1]} {worst[2]:+.3f}")
+    return Check(
+        name,
+        True,
+        f"{compared} field/language slices (n >= {rules.min_language_support}); largest change {worst[0]}/{worst[1]} {worst[2]:+.3f}",
+    )
 
 
 def _check_classical(candidate: dict[str, Any], classical: dict[str, Any] | None, rules: GateRules) -> Check:
     name = "beats classical baseline"
     if classical is None:
-        return Check(name, False, "no classical baseline report on this data (set classical_margin < 0 to turn the rule off)")
+        return Check(
+            name, False, "no classical baseline report on this data (set classical_margin < 0 to turn the rule off)"
+        )
     fields = _label_fields(candidate, classical)
     if not fields:
         return Check(name, False, "no label field on both the candidate's and the classical baseline's report")
@@ -250,7 +295,9 @@ def _check_per_label(candidate: dict[str, Any], baseline: dict[str, Any], rules:
     name = f"{rules.field} per-label recall"
     cand, base = per_label(candidate, rules.field), per_label(baseline, rules.field)
     if cand is None or base is None:
-        return Check(name, False, f"no per-label metrics for {rules.field} ({'candidate' if cand is None else 'baseline'})")
+        return Check(
+            name, False, f"no per-label metrics for {rules.field} ({'candidate' if cand is None else 'baseline'})"
+        )
     drops: list[tuple[str, float, float]] = []
     compared = 0
     for label in sorted(set(cand) & set(base)):
@@ -264,10 +311,16 @@ def _check_per_label(candidate: dict[str, Any], baseline: dict[str, Any], rules:
     if compared == 0:
         return Check(name, False, "no label with support on both reports")
     if failing:
-        worst = ", ".join(f"{lab} {c:.3f} vs {b:.3f} ({c - b:+.3f})" for lab, c, b in sorted(failing, key=lambda t: t[1] - t[2]))
+        worst = ", ".join(
+            f"{lab} {c:.3f} vs {b:.3f} ({c - b:+.3f})" for lab, c, b in sorted(failing, key=lambda t: t[1] - t[2])
+        )
         return Check(name, False, f"dropped more than {rules.max_per_label_drop:.3f}: {worst}")
     lab, c, b = min(drops, key=lambda t: t[1] - t[2])
-    return Check(name, True, f"{compared} labels compared; largest change {lab} {c - b:+.3f} (allowed drop {rules.max_per_label_drop:.3f})")
+    return Check(
+        name,
+        True,
+        f"{compared} labels compared; largest change {lab} {c - b:+.3f} (allowed drop {rules.max_per_label_drop:.3f})",
+    )
 
 
 def _check_ece(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules, field: str) -> Check:
@@ -279,7 +332,11 @@ def _check_ece(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateR
     if cand is None or base is None:
         return Check(name, False, f"{key} missing ({'candidate' if cand is None else 'baseline'})")
     delta = cand - base
-    return Check(name, delta <= rules.max_ece_increase + _EPS, f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed <= {rules.max_ece_increase:+.3f})")
+    return Check(
+        name,
+        delta <= rules.max_ece_increase + _EPS,
+        f"{cand:.3f} vs {base:.3f} (delta {delta:+.3f}, allowed <= {rules.max_ece_increase:+.3f})",
+    )
 
 
 # -- comparison -------------------------------------------------------------------------------
@@ -292,33 +349,56 @@ def _delta(c: float | None, b: float | None) -> float | None:
     return c - b if c is not None and b is not None else None
 
 
-def compare_table(candidate: dict[str, Any], baseline: dict[str, Any] | None, field: str = "category") -> list[dict[str, Any]]:
+def compare_table(
+    candidate: dict[str, Any], baseline: dict[str, Any] | None, field: str = "category"
+) -> list[dict[str, Any]]:
     """Rows `{field, label, metric, candidate, baseline, delta}`: accuracy, macro-F1 and ECE of every
     label field, then precision/recall/F1 per label of `field` (label None on field rows)."""
     base = baseline or {}
-    keys = [k for k in candidate if k.endswith("_accuracy")] + [k for k in base if k.endswith("_accuracy") and k not in candidate]
+    keys = [k for k in candidate if k.endswith("_accuracy")] + [
+        k for k in base if k.endswith("_accuracy") and k not in candidate
+    ]
     rows: list[dict[str, Any]] = []
     for fname in (k.removesuffix("_accuracy") for k in keys):
         for metric in _FIELD_METRICS:
             c, b = _num(candidate, f"{fname}_{metric}"), _num(base, f"{fname}_{metric}")
             if c is None and b is None:
                 continue  # the field is not in this data set
-            rows.append({"field": fname, "label": None, "metric": metric, "candidate": c, "baseline": b, "delta": _delta(c, b)})
+            rows.append(
+                {"field": fname, "label": None, "metric": metric, "candidate": c, "baseline": b, "delta": _delta(c, b)}
+            )
     cand_lang, base_lang = candidate.get("per_language") or {}, base.get("per_language") or {}
     for fname in cand_lang:
         for lang in sorted(set(cand_lang[fname]) | set(base_lang.get(fname, {}))):
             cm, bm = cand_lang[fname].get(lang) or {}, (base_lang.get(fname) or {}).get(lang) or {}
             c, b = _num(cm, "accuracy"), _num(bm, "accuracy")
-            rows.append({"field": fname, "label": f"language {lang}", "metric": "accuracy", "candidate": c, "baseline": b, "delta": _delta(c, b), "support": cm.get("n", bm.get("n"))})
+            rows.append(
+                {
+                    "field": fname,
+                    "label": f"language {lang}",
+                    "metric": "accuracy",
+                    "candidate": c,
+                    "baseline": b,
+                    "delta": _delta(c, b),
+                    "support": cm.get("n", bm.get("n")),
+                }
+            )
     cand_labels, base_labels = per_label(candidate, field) or {}, per_label(base, field) or {}
     for label in list(cand_labels) + [lab for lab in base_labels if lab not in cand_labels]:
         cm, bm = cand_labels.get(label) or {}, base_labels.get(label) or {}
         for metric in _LABEL_METRICS:
             c, b = _num(cm, metric), _num(bm, metric)
-            rows.append({
-                "field": field, "label": label, "metric": metric, "candidate": c, "baseline": b, "delta": _delta(c, b),
-                "support": cm.get("support", bm.get("support")),
-            })
+            rows.append(
+                {
+                    "field": field,
+                    "label": label,
+                    "metric": metric,
+                    "candidate": c,
+                    "baseline": b,
+                    "delta": _delta(c, b),
+                    "support": cm.get("support", bm.get("support")),
+                }
+            )
     return rows
 
 
@@ -330,7 +410,12 @@ def comparison_markdown(rows: list[dict[str, Any]], verdict: GateVerdict | None 
             return "—"
         return f"{v:+.3f}" if signed else f"{v:.3f}" if isinstance(v, float) else str(v)
 
-    lines = ["# Candidate vs baseline", "", "| field | label | metric | candidate | baseline | delta |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Candidate vs baseline",
+        "",
+        "| field | label | metric | candidate | baseline | delta |",
+        "|---|---|---|---|---|---|",
+    ]
     lines += [
         f"| {r['field']} | {r['label'] or ''} | {r['metric']} | {fmt(r['candidate'])} | {fmt(r['baseline'])} | {fmt(r['delta'], True)} |"
         for r in rows

@@ -59,11 +59,24 @@ def plot_reliability_diagram(bins: Sequence[dict[str, Any]], path: str | Path, t
         height = b["accuracy"] if b["count"] else 0.0
         ax.bar(centre, height, width=width, color="tab:blue", edgecolor="black", linewidth=0.5)
         if b["count"]:
-            ax.text(centre, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=7,
-                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "linewidth": 0})
+            ax.text(
+                centre,
+                0.02,
+                str(b["count"]),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "linewidth": 0},
+            )
     filled = [b for b in bins if b["count"]]
-    ax.plot([b["lower"] + (b["upper"] - b["lower"]) / 2 for b in filled], [b["confidence"] for b in filled],
-            "o", color="tab:red", markersize=4, label="mean confidence")
+    ax.plot(
+        [b["lower"] + (b["upper"] - b["lower"]) / 2 for b in filled],
+        [b["confidence"] for b in filled],
+        "o",
+        color="tab:red",
+        markersize=4,
+        label="mean confidence",
+    )
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -82,8 +95,15 @@ def plot_group_bars(group_acc: dict[str, dict[str, Any]], path: str | Path, titl
     accs = [group_acc[k]["accuracy"] for k in names]
     ax.bar(range(len(names)), accs, color="tab:green")
     for i, k in enumerate(names):
-        ax.text(i, accs[i] + 0.01 if accs[i] < 0.9 else accs[i] - 0.11, f"{accs[i]:.2f}\nn={group_acc[k]['n']}",
-                ha="center", va="bottom", fontsize=8, color="black" if accs[i] < 0.9 else "white")
+        ax.text(
+            i,
+            accs[i] + 0.01 if accs[i] < 0.9 else accs[i] - 0.11,
+            f"{accs[i]:.2f}\nn={group_acc[k]['n']}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="black" if accs[i] < 0.9 else "white",
+        )
     ax.set_xticks(range(len(names)), labels=names)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
@@ -163,8 +183,14 @@ def write_report(
         md += _table(
             ["field", "n", "exact match", "presence agreement", "n with gold", "exact match (gold present)"],
             [
-                [k, r.get("n"), r.get("exact_match"), r.get("presence_agreement"), r.get("n_gold_present"),
-                 r.get("exact_match_gold_present")]
+                [
+                    k,
+                    r.get("n"),
+                    r.get("exact_match"),
+                    r.get("presence_agreement"),
+                    r.get("n_gold_present"),
+                    r.get("exact_match_gold_present"),
+                ]
                 for k, r in text_fields.items()
             ],
         )

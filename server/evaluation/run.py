@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from tqdm import tqdm
@@ -23,7 +24,9 @@ from server.taxonomy import Taxonomy, load_taxonomy
 REQUIRED_KEYS = ("category", "priority", "sentiment")
 
 
-def read_labelled_csv(path: Path, taxonomy: Taxonomy, limit: int | None = None, label_sources: Sequence[str] | None = None) -> list[dict[str, str]]:
+def read_labelled_csv(
+    path: Path, taxonomy: Taxonomy, limit: int | None = None, label_sources: Sequence[str] | None = None
+) -> list[dict[str, str]]:
     """Rows with `subject`/`body` (or `text` as the body), optional `previous_interactions` (a JSON list)
     and the taxonomy's label columns, validated. `label_sources` keeps only rows whose `label_source`
     column is one of them (files without that column are kept whole)."""
@@ -34,7 +37,9 @@ def read_labelled_csv(path: Path, taxonomy: Taxonomy, limit: int | None = None, 
             raise ValueError(f"{path}: needs a 'body' (or 'text') column; has {sorted(columns)}")
         label_cols = [f.name for f in taxonomy.label_fields if f.name in columns]
         if not label_cols:
-            raise ValueError(f"{path}: no label column of taxonomy {taxonomy.key} ({', '.join(f.name for f in taxonomy.label_fields)})")
+            raise ValueError(
+                f"{path}: no label column of taxonomy {taxonomy.key} ({', '.join(f.name for f in taxonomy.label_fields)})"
+            )
         rows = []
         for line, row in enumerate(reader, start=2):
             if label_sources and "label_source" in columns and row.get("label_source") not in label_sources:
@@ -86,11 +91,17 @@ def engine_predictions(runner: Any, rows: list[dict[str, str]], taxonomy: Taxono
     for spec in (*taxonomy.labels, *taxonomy.extracted_info):
         values = []
         for o in outputs:
-            src = (o.output.get("extracted_info", {}) if spec.in_extracted_info else o.output) if isinstance(o, EngineOutput) else {}
+            src = (
+                (o.output.get("extracted_info", {}) if spec.in_extracted_info else o.output)
+                if isinstance(o, EngineOutput)
+                else {}
+            )
             values.append(src.get(spec.name))
         preds.values[spec.name] = values
         if spec.is_label:
-            preds.confidence[spec.name] = [o.confidence.get(spec.name) if isinstance(o, EngineOutput) else None for o in outputs]
+            preds.confidence[spec.name] = [
+                o.confidence.get(spec.name) if isinstance(o, EngineOutput) else None for o in outputs
+            ]
     return preds
 
 
@@ -104,7 +115,9 @@ def classical_predictions(model: Any, rows: list[dict[str, str]]) -> Predictions
     return preds
 
 
-def summarise(rows: list[dict[str, str]], preds: Predictions, taxonomy: Taxonomy) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def summarise(
+    rows: list[dict[str, str]], preds: Predictions, taxonomy: Taxonomy
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """(summary, per-field reports, per-group reports) of one predictor on one data set."""
     fields: dict[str, dict[str, Any]] = {}
     for spec in taxonomy.label_fields:
@@ -112,14 +125,22 @@ def summarise(rows: list[dict[str, str]], preds: Predictions, taxonomy: Taxonomy
             continue
         gold = [(r.get(spec.name) or "").strip() or None for r in rows]
         oos = taxonomy.out_of_scope_label(spec.name)
-        fields[spec.name] = field_report(gold, preds.values[spec.name], preds.confidence.get(spec.name), labels=spec.labels + ([oos] if oos else []))
+        fields[spec.name] = field_report(
+            gold, preds.values[spec.name], preds.confidence.get(spec.name), labels=spec.labels + ([oos] if oos else [])
+        )
     for spec in taxonomy.extracted_info:
         if not spec.is_label and spec.name in rows[0] and spec.name in preds.values:
             rep = extraction_match([(r.get(spec.name) or None) for r in rows], preds.values[spec.name])
             if spec.copy_only:
                 # A copy-only value must be text of the ticket; anything else was made up.
                 rep["invented"] = sum(
-                    1 for r, v in zip(rows, preds.values[spec.name]) if v is not None and v not in candidate_spans(ticket_texts(r.get("subject") or "", r["body"], parse_history(r.get("previous_interactions"))))
+                    1
+                    for r, v in zip(rows, preds.values[spec.name])
+                    if v is not None
+                    and v
+                    not in candidate_spans(
+                        ticket_texts(r.get("subject") or "", r["body"], parse_history(r.get("previous_interactions")))
+                    )
                 )
             fields[spec.name] = rep
     groups: dict[str, dict[str, Any]] = {}
@@ -169,7 +190,14 @@ def out_of_scope_metrics(rows: list[dict[str, str]], pred: list[Any], name: str,
     }
 
 
-def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit: int | None = None, runner: Any = None, console: Console | None = None) -> dict[str, Any]:
+def run_eval(
+    settings: Settings,
+    data: Path,
+    out_dir: Path | None = None,
+    limit: int | None = None,
+    runner: Any = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
     from server.engines.transformers_engine import BatchRunner
 
     taxonomy = load_taxonomy(settings.taxonomy)
@@ -184,18 +212,41 @@ def run_eval(settings: Settings, data: Path, out_dir: Path | None = None, limit:
     return _report(rows, preds, taxonomy, Path(data), meta, out_dir, console)
 
 
-def run_classical_eval(settings: Settings, data: Path, train_files: Sequence[Path], label_sources: Sequence[str] | None, out_dir: Path | None = None, limit: int | None = None, console: Console | None = None, exclude_ids: set[str] | None = None) -> dict[str, Any]:
+def run_classical_eval(
+    settings: Settings,
+    data: Path,
+    train_files: Sequence[Path],
+    label_sources: Sequence[str] | None,
+    out_dir: Path | None = None,
+    limit: int | None = None,
+    console: Console | None = None,
+    exclude_ids: set[str] | None = None,
+) -> dict[str, Any]:
     """The classical baseline (server.evaluation.classical) trained on `train_files`, scored on `data`."""
     from server.evaluation.classical import train_classical
 
     taxonomy = load_taxonomy(settings.taxonomy)
     rows = read_labelled_csv(Path(data), taxonomy, limit)
     model = train_classical(train_files, taxonomy, label_sources, exclude_ids=exclude_ids)
-    meta = {"model": {"classical": "tfidf word 1-2 + char 2-5, logistic regression C=10, balanced", "train": [str(f) for f in train_files], "label_sources": list(label_sources or [])}}
+    meta = {
+        "model": {
+            "classical": "tfidf word 1-2 + char 2-5, logistic regression C=10, balanced",
+            "train": [str(f) for f in train_files],
+            "label_sources": list(label_sources or []),
+        }
+    }
     return _report(rows, classical_predictions(model, rows), taxonomy, Path(data), meta, out_dir, console)
 
 
-def _report(rows: list[dict[str, str]], preds: Predictions, taxonomy: Taxonomy, data: Path, meta: dict[str, Any], out_dir: Path | None, console: Console | None) -> dict[str, Any]:
+def _report(
+    rows: list[dict[str, str]],
+    preds: Predictions,
+    taxonomy: Taxonomy,
+    data: Path,
+    meta: dict[str, Any],
+    out_dir: Path | None,
+    console: Console | None,
+) -> dict[str, Any]:
     console = console or Console(stderr=False)
     summary, fields, groups = summarise(rows, preds, taxonomy)
     summary = {"data": str(data), "taxonomy": taxonomy.key, **meta, "data_sha256": sha256_file(data), **summary}
@@ -210,21 +261,31 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def _print(console: Console, summary: dict[str, Any], fields: dict[str, dict[str, Any]], groups: dict[str, dict[str, Any]]) -> None:
+def _print(
+    console: Console, summary: dict[str, Any], fields: dict[str, dict[str, Any]], groups: dict[str, dict[str, Any]]
+) -> None:
     from rich.table import Table
 
-    t = Table(title=f"{summary['n']} tickets, {summary['tickets_per_s']} tickets/s, invalid JSON {summary['invalid_json']}")
+    t = Table(
+        title=f"{summary['n']} tickets, {summary['tickets_per_s']} tickets/s, invalid JSON {summary['invalid_json']}"
+    )
     for col in ("field", "accuracy", "macro-F1", "ECE", "n"):
         t.add_column(col)
     for name, rep in fields.items():
         if "confusion" in rep:
             t.add_row(name, _fmt(rep["accuracy"]), _fmt(rep["macro_f1"]), _fmt(rep["ece"]), str(rep["n"]))
         else:
-            extra = f" (exact; gold present {_fmt(rep.get('exact_match_gold_present'))}, invented {rep['invented']})" if "invented" in rep else " (exact)"
+            extra = (
+                f" (exact; gold present {_fmt(rep.get('exact_match_gold_present'))}, invented {rep['invented']})"
+                if "invented" in rep
+                else " (exact)"
+            )
             t.add_row(name + extra, _fmt(rep.get("exact_match")), "-", "-", str(rep.get("n")))
     console.print(t)
     if summary.get("oos_recall") is not None or summary.get("in_scope_accuracy") is not None:
-        console.print(f"in-scope accuracy {_fmt(summary.get('in_scope_accuracy'))}, out-of-scope recall {_fmt(summary.get('oos_recall'))}")
+        console.print(
+            f"in-scope accuracy {_fmt(summary.get('in_scope_accuracy'))}, out-of-scope recall {_fmt(summary.get('oos_recall'))}"
+        )
     for name, rep in fields.items():
         if "per_label" in rep and len(rep["per_label"]) <= 20:
             lt = Table(title=f"{name} per label")

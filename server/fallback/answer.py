@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -104,7 +105,9 @@ def check_answer(taxonomy: Taxonomy, raw: str | dict[str, Any] | None) -> Checke
             errors.append(f"malformed JSON: {exc.msg} at {exc.pos}")
             data = _salvage(raw, layout)
     if not isinstance(data, dict):
-        return CheckedAnswer(_empty_shape(layout), False, [*errors, f"answer is a {type(data).__name__}, not an object"])
+        return CheckedAnswer(
+            _empty_shape(layout), False, [*errors, f"answer is a {type(data).__name__}, not an object"]
+        )
     if not errors:
         try:
             model = output_model(taxonomy, FIELD_ORDER).model_validate(data)
@@ -137,14 +140,20 @@ def drop_invented(taxonomy: Taxonomy, output: dict[str, Any], ticket: TicketInpu
         value = info.get(spec.name)
         if value is None:
             continue
-        spans = spans if spans is not None else candidate_spans(ticket_texts(ticket.subject, ticket.body, ticket.previous_interactions))
+        spans = (
+            spans
+            if spans is not None
+            else candidate_spans(ticket_texts(ticket.subject, ticket.body, ticket.previous_interactions))
+        )
         if value not in spans:
             info[spec.name] = None
             notes.append(f"extracted_info.{spec.name}: {str(value)[:40]!r} is not a span of the ticket, dropped")
     return notes
 
 
-def label_confidence(taxonomy: Taxonomy, output: dict[str, Any], tokens: Sequence[TokenLogprob] | None) -> dict[str, float | None]:
+def label_confidence(
+    taxonomy: Taxonomy, output: dict[str, Any], tokens: Sequence[TokenLogprob] | None
+) -> dict[str, float | None]:
     """Per label field: exp(sum of the logprobs of the tokens that spell the chosen value).
 
     That is P(label string | everything the model wrote before it), the same quantity the local

@@ -5,7 +5,8 @@ Single event loop, no awaits inside: the state changes are atomic without a lock
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 BreakerState = Literal["closed", "open", "half_open"]
 

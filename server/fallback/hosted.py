@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -197,7 +198,9 @@ class HostedFallback:
         self._stats.rejected[reason] = self._stats.rejected.get(reason, 0) + 1
         return HostedUnavailable(reason, detail)
 
-    def _prepare(self, redactor: Redactor, ticket: TicketInput, previous: dict[str, Any] | None) -> tuple[Redacted, Messages]:
+    def _prepare(
+        self, redactor: Redactor, ticket: TicketInput, previous: dict[str, Any] | None
+    ) -> tuple[Redacted, Messages]:
         # One call for all texts: the same person is the same placeholder in the body and the history.
         redacted = redactor.redact([ticket.subject, ticket.body, *ticket.previous_interactions])
         if len(redacted.texts) != 2 + len(ticket.previous_interactions):
@@ -246,7 +249,9 @@ class HostedFallback:
 
         return await retrying(once)
 
-    def _result(self, answer: ProviderAnswer, redacted: Redacted, latency_ms: float, ticket: TicketInput) -> HostedResult:
+    def _result(
+        self, answer: ProviderAnswer, redacted: Redacted, latency_ms: float, ticket: TicketInput
+    ) -> HostedResult:
         checked = check_answer(self.taxonomy, answer.content)
         errors = [*answer.notes, *checked.errors] if not checked.valid else list(checked.errors)
         # Confidence is read off the model's own tokens, so it is computed before placeholders are restored.

@@ -6,8 +6,9 @@ The label definitions and the output format are the same text the local model is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from server.prompts import TICKET_HEADER, definitions_text, output_format_text
 from server.schema import FieldOrder
@@ -54,7 +55,9 @@ def label_hint(taxonomy: Taxonomy, previous: dict[str, Any] | None) -> dict[str,
 def user_text(subject: str, body: str, history: Sequence[str], hint: dict[str, str]) -> str:
     parts = [f"{TICKET_HEADER}Subject: {subject}\nBody:\n{body}"]
     if history:
-        parts.append("Previous interactions (oldest first):\n" + "\n".join(f"{i}. {m}" for i, m in enumerate(history, 1)))
+        parts.append(
+            "Previous interactions (oldest first):\n" + "\n".join(f"{i}. {m}" for i, m in enumerate(history, 1))
+        )
     if hint:
         labels = ", ".join(f"{k}: {v}" for k, v in hint.items())
         parts.append(f"A smaller model was unsure and suggested ({labels}); it may be wrong, decide yourself.")

@@ -82,7 +82,16 @@ class OpenAIProvider:
 
     name = "openai"
 
-    def __init__(self, *, model: str, api_key: str, base_url: str | None, timeout_s: float, schema: dict[str, Any], schema_title: str) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None,
+        timeout_s: float,
+        schema: dict[str, Any],
+        schema_title: str,
+    ) -> None:
         self.model = model
         self._client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url or OPENAI_DEFAULT_BASE_URL, timeout=timeout_s, max_retries=0
@@ -142,7 +151,16 @@ class AnthropicProvider:
 
     name = "anthropic"
 
-    def __init__(self, *, model: str, api_key: str, base_url: str | None, timeout_s: float, schema: dict[str, Any], schema_title: str) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None,
+        timeout_s: float,
+        schema: dict[str, Any],
+        schema_title: str,
+    ) -> None:
         self.model = model
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url or ANTHROPIC_DEFAULT_BASE_URL, timeout=timeout_s, max_retries=0
@@ -178,8 +196,10 @@ class AnthropicProvider:
             notes.append("the answer was cut off at the token limit")
         usage = response.usage
         # Cached prompt tokens are billed differently; counting them as input overstates cost, never understates it.
-        input_tokens = (usage.input_tokens or 0) + (getattr(usage, "cache_read_input_tokens", 0) or 0) + (
-            getattr(usage, "cache_creation_input_tokens", 0) or 0
+        input_tokens = (
+            (usage.input_tokens or 0)
+            + (getattr(usage, "cache_read_input_tokens", 0) or 0)
+            + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
         )
         return ProviderAnswer(
             content=content,

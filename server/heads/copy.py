@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from server.extraction import candidate_features, candidates
 
@@ -43,16 +43,30 @@ class CopyScorer:
         return span if p >= self.threshold else None
 
     def save(self, folder: Path, info: dict | None = None) -> str:
-        data = {"format": 1, "field": self.field, "bias": self.bias, "threshold": self.threshold, "weights": self.weights, "info": info or {}}
-        (Path(folder) / COPY_FILE).write_text(json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+        data = {
+            "format": 1,
+            "field": self.field,
+            "bias": self.bias,
+            "threshold": self.threshold,
+            "weights": self.weights,
+            "info": info or {},
+        }
+        (Path(folder) / COPY_FILE).write_text(
+            json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
+        )
         return COPY_FILE
 
     @classmethod
-    def load(cls, folder: Path) -> "CopyScorer | None":
+    def load(cls, folder: Path) -> CopyScorer | None:
         path = Path(folder) / COPY_FILE
         if not path.is_file():
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != 1:
             raise ValueError(f"{path}: unsupported format {data.get('format')!r}")
-        return cls(str(data["field"]), {str(k): float(v) for k, v in data["weights"].items()}, float(data["bias"]), float(data.get("threshold", 0.5)))
+        return cls(
+            str(data["field"]),
+            {str(k): float(v) for k, v in data["weights"].items()},
+            float(data["bias"]),
+            float(data.get("threshold", 0.5)),
+        )

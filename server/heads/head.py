@@ -15,15 +15,17 @@ Files beside the adapter (flat, so the registry checksums them with the LoRA fil
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from server.heads.text import ticket_text, vectorizer_from_state, vectorizer_state
 from server.prompts import TicketInput
 from server.registry import HEAD_FILES
+
 FORMAT_VERSION = 1
 
 
@@ -51,7 +53,11 @@ def pool_features(hidden_states: Sequence[Any], pools: Sequence[Pool], history_s
         elif p.how == "last":
             parts.append(h[-1])
         else:
-            parts.append(h[history_start:].mean(dim=0) if history_start is not None and history_start < h.shape[0] else torch.zeros_like(h[-1]))
+            parts.append(
+                h[history_start:].mean(dim=0)
+                if history_start is not None and history_start < h.shape[0]
+                else torch.zeros_like(h[-1])
+            )
     return torch.cat(parts).cpu().numpy().astype(np.float32)
 
 
@@ -83,7 +89,16 @@ class FieldHead:
 
 
 class LabelHead:
-    def __init__(self, name: str, pools: list[Pool], mean: np.ndarray, scale: np.ndarray, fields: dict[str, FieldHead], vectorizer: Any | None, info: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        pools: list[Pool],
+        mean: np.ndarray,
+        scale: np.ndarray,
+        fields: dict[str, FieldHead],
+        vectorizer: Any | None,
+        info: dict[str, Any] | None = None,
+    ):
         self.name = name
         self.pools = pools
         self.mean, self.scale = mean, scale
@@ -120,8 +135,17 @@ class LabelHead:
         from safetensors.numpy import save_file
 
         folder = Path(folder)
-        arrays: dict[str, np.ndarray] = {"hidden.mean": self.mean.astype(np.float32), "hidden.scale": self.scale.astype(np.float32)}
-        meta: dict[str, Any] = {"format": FORMAT_VERSION, "name": self.name, "pools": [[p.layer, p.how] for p in self.pools], "fields": {}, "info": self.info}
+        arrays: dict[str, np.ndarray] = {
+            "hidden.mean": self.mean.astype(np.float32),
+            "hidden.scale": self.scale.astype(np.float32),
+        }
+        meta: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "pools": [[p.layer, p.how] for p in self.pools],
+            "fields": {},
+            "info": self.info,
+        }
         for name, fh in self.fields.items():
             meta["fields"][name] = {"labels": fh.labels, "text_weight": fh.text_weight, "temperature": fh.temperature}
             arrays[f"{name}.hidden.w"] = fh.hidden_w.astype(np.float32)
@@ -135,13 +159,15 @@ class LabelHead:
             vocab, text_arrays = vectorizer_state(self.vectorizer)
             arrays.update(text_arrays)
         (folder / "head.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (folder / "head_vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+        (folder / "head_vocabulary.json").write_text(
+            json.dumps(vocab, ensure_ascii=False, separators=(",", ":")), encoding="utf-8"
+        )
         # safetensors writes the raw buffer: a Fortran-ordered array (sklearn's coef_ can be) would be scrambled.
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / "head.safetensors"))
         return list(HEAD_FILES)
 
     @classmethod
-    def load(cls, folder: Path) -> "LabelHead":
+    def load(cls, folder: Path) -> LabelHead:
         from safetensors.numpy import load_file
 
         folder = Path(folder)
@@ -164,7 +190,15 @@ class LabelHead:
             )
         vectorizer = vectorizer_from_state(vocab, arrays) if vocab else None
         pools = [Pool(int(layer), how) for layer, how in meta["pools"]]
-        return cls(meta.get("name", folder.name), pools, arrays["hidden.mean"], arrays["hidden.scale"], fields, vectorizer, meta.get("info"))
+        return cls(
+            meta.get("name", folder.name),
+            pools,
+            arrays["hidden.mean"],
+            arrays["hidden.scale"],
+            fields,
+            vectorizer,
+            meta.get("info"),
+        )
 
 
 def has_head(folder: Path | None) -> bool:

@@ -27,7 +27,12 @@ def ticket_text(ticket: TicketInput) -> str:
 
 
 def make_vectorizer(min_df: int = 2, max_features: int | None = None) -> FeatureUnion:
-    return FeatureUnion([(name, TfidfVectorizer(sublinear_tf=True, min_df=min_df, max_features=max_features, **kw)) for name, kw in PARTS.items()])
+    return FeatureUnion(
+        [
+            (name, TfidfVectorizer(sublinear_tf=True, min_df=min_df, max_features=max_features, **kw))
+            for name, kw in PARTS.items()
+        ]
+    )
 
 
 def vectorizer_state(union: FeatureUnion) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -8,7 +8,8 @@ because the two disagree on what a card number looks like.
 from __future__ import annotations
 
 import re
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 MIN_DIGITS = 13
 MAX_DIGITS = 19

@@ -9,8 +9,9 @@ same regexes.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import spacy
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
@@ -48,8 +49,32 @@ ANALYSIS_LANGUAGE = "xx"
 # context word ("SSN", "Telefon", ...) lifted them.
 SCORE_THRESHOLD = 0.3
 
-CARD_CONTEXT = ["credit", "card", "visa", "mastercard", "amex", "maestro", "kreditkarte", "karte", "tarjeta", "carte", "cartão", "cartao"]
-IBAN_CONTEXT = ["iban", "bank", "konto", "bankverbindung", "cuenta", "compte", "conta", "transferencia", "virement", "überweisung"]
+CARD_CONTEXT = [
+    "credit",
+    "card",
+    "visa",
+    "mastercard",
+    "amex",
+    "maestro",
+    "kreditkarte",
+    "karte",
+    "tarjeta",
+    "carte",
+    "cartão",
+    "cartao",
+]
+IBAN_CONTEXT = [
+    "iban",
+    "bank",
+    "konto",
+    "bankverbindung",
+    "cuenta",
+    "compte",
+    "conta",
+    "transferencia",
+    "virement",
+    "überweisung",
+]
 SSN_CONTEXT = ["social", "security", "ssn", "ssns"]
 
 
@@ -90,7 +115,9 @@ class TokenizerNlpEngine(NlpEngine):
             )
         return _with_keyword_set(artifacts)
 
-    def process_batch(self, texts: Iterable[str], language: str, batch_size: int = 1, n_process: int = 1, **kwargs: object) -> Iterator[tuple[str, NlpArtifacts]]:
+    def process_batch(
+        self, texts: Iterable[str], language: str, batch_size: int = 1, n_process: int = 1, **kwargs: object
+    ) -> Iterator[tuple[str, NlpArtifacts]]:
         for text in texts:
             yield text, self.process_text(str(text), language)
 

@@ -7,7 +7,7 @@ language as Presidio's own recognisers, because a ticket's language is not known
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import regex
 import tldextract
@@ -44,12 +44,16 @@ class CardNumberRecognizer(LocalRecognizer):
     _BRAND_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|35|6|50|5[6-9])")
 
     def __init__(self, supported_language: str):
-        super().__init__(supported_entities=["CREDIT_CARD"], supported_language=supported_language, name="CardNumberRecognizer")
+        super().__init__(
+            supported_entities=["CREDIT_CARD"], supported_language=supported_language, name="CardNumberRecognizer"
+        )
 
     def load(self) -> None:
         pass
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         return [
             _result(self, "CREDIT_CARD", c.start, c.end, 1.0 if self._BRAND_PREFIX.match(c.digits) else 0.8)
             for c in find_card_numbers(text)
@@ -91,7 +95,9 @@ class LenientIbanRecognizer(LocalRecognizer):
     _BODY = regex.compile(r"[ \-]?([A-Za-z0-9])")
 
     def __init__(self, supported_language: str):
-        super().__init__(supported_entities=["IBAN_CODE"], supported_language=supported_language, name="LenientIbanRecognizer")
+        super().__init__(
+            supported_entities=["IBAN_CODE"], supported_language=supported_language, name="LenientIbanRecognizer"
+        )
 
     def load(self) -> None:
         pass
@@ -113,7 +119,9 @@ class LenientIbanRecognizer(LocalRecognizer):
             return None  # runs on into a longer token: not this IBAN
         return pos if iban_valid(compact) else None
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         results = []
         for m in self._START.finditer(text):
             end = self._match_at(text, m)
@@ -133,12 +141,16 @@ class GroupPatternRecognizer(LocalRecognizer):
 
     def __init__(self, entity: str, pattern: str, supported_language: str):
         self._regex = re.compile(pattern)
-        super().__init__(supported_entities=[entity], supported_language=supported_language, name=f"ConfigPattern_{entity}")
+        super().__init__(
+            supported_entities=[entity], supported_language=supported_language, name=f"ConfigPattern_{entity}"
+        )
 
     def load(self) -> None:
         pass
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         results = []
         group = 1 if self._regex.groups else 0
         for m in self._regex.finditer(text):
@@ -241,7 +253,9 @@ class VersionAwareIpRecognizer(IpRecognizer):
     def __init__(self, supported_language: str):
         super().__init__(supported_language=supported_language)
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None
+    ) -> list[RecognizerResult]:
         results = super().analyze(text, entities, nlp_artifacts, regex_flags)
         return [r for r in results if not self._VERSION_CUE.search(text[max(0, r.start - 20) : r.start])]
 
@@ -337,7 +351,10 @@ class CueNameRecognizer(LocalRecognizer):
         (regex.compile(_LINE_START + r"(?i:" + _cue_alternation(_words(_GREETINGS)) + r")[ \t]+", regex.M), True, 0.6),
         (
             regex.compile(
-                _LINE_START + r"(?i:" + _cue_alternation(_words(_SIGNOFFS)) + r")\.?[ \t]*[,!.]?[ \t]*(?:\r?\n[ \t>]*){0,2}",
+                _LINE_START
+                + r"(?i:"
+                + _cue_alternation(_words(_SIGNOFFS))
+                + r")\.?[ \t]*[,!.]?[ \t]*(?:\r?\n[ \t>]*){0,2}",
                 regex.M,
             ),
             True,
@@ -410,7 +427,9 @@ class CueNameRecognizer(LocalRecognizer):
         follower = _NAME_TOKEN.match(text, end + 1) if end < len(text) and text[end] == " " else None
         return follower is not None and follower.group() in _STARTERS
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         results: list[RecognizerResult] = []
         for pattern, strict, score in self._PATTERNS:
             for m in pattern.finditer(text):

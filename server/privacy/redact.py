@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import regex
 from presidio_analyzer import AnalyzerEngine, RecognizerResult
@@ -60,7 +61,10 @@ def _resolve(results: Iterable[RecognizerResult]) -> list[_Span]:
     cluster is replaced as one span labelled with the best-scoring detection, so no fragment
     of either value survives and no placeholder ends up nested in another.
     """
-    spans = sorted((_Span(r.start, r.end, r.entity_type, r.score) for r in results if r.end > r.start), key=lambda s: (s.start, -s.end))
+    spans = sorted(
+        (_Span(r.start, r.end, r.entity_type, r.score) for r in results if r.end > r.start),
+        key=lambda s: (s.start, -s.end),
+    )
     clusters: list[list[_Span]] = []
     for span in spans:
         if clusters and span.start < max(s.end for s in clusters[-1]):

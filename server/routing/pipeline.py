@@ -28,12 +28,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from server.cache import CacheHit
 from server.config import Settings
-from server.engines.base import Engine, EngineError, EngineOutput, EngineOverloaded, EngineUnavailable, ModelInfo, ReviewInput
+from server.engines.base import (
+    Engine,
+    EngineError,
+    EngineOutput,
+    EngineOverloaded,
+    EngineUnavailable,
+    ModelInfo,
+    ReviewInput,
+)
 from server.prompts import TicketInput
 from server.routing.cache import ServiceCache
 from server.routing.cost import EngineMeter
@@ -85,7 +94,12 @@ class Answer:
             "output": self.output,
             "confidence": self.confidence,
             "engine": self.engine,
-            "model": {"base": self.model.base, "adapter": self.model.adapter, "dtype": self.model.dtype, "engine": self.model.engine},
+            "model": {
+                "base": self.model.base,
+                "adapter": self.model.adapter,
+                "dtype": self.model.dtype,
+                "engine": self.model.engine,
+            },
             "prompt_version": self.prompt_version,
             "input_truncated": self.truncated,
             "route": route,
@@ -248,11 +262,16 @@ class Router:
         for job in jobs:
             if not job.settled:
                 groups[job.choice.engine].append(job)
-        results = await asyncio.gather(*(self._run_group(name, group) for name, group in groups.items()), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._run_group(name, group) for name, group in groups.items()), return_exceptions=True
+        )
         for (name, group), result in zip(groups.items(), results):
             if isinstance(result, BaseException):  # a bug in one group must not leave the others running
                 log.error("routing of %d tickets on engine %r failed", len(group), name, exc_info=result)
-                self._fail([j for j in group if not j.settled], EngineError(f"routing failure: {type(result).__name__}: {result}"))
+                self._fail(
+                    [j for j in group if not j.settled],
+                    EngineError(f"routing failure: {type(result).__name__}: {result}"),
+                )
         for job in jobs:  # every stage settles its jobs; this is the safety net
             if not job.settled and job.answer is not None:
                 self._settle_low(job)
@@ -352,7 +371,9 @@ class Router:
                 self._fail(jobs, EngineError(f"engine failure: {type(exc).__name__}: {exc}"))
                 return
             if candidate != name:
-                log.info("engine %r unavailable (%s): %d tickets answered by backup %r", name, last, len(jobs), candidate)
+                log.info(
+                    "engine %r unavailable (%s): %d tickets answered by backup %r", name, last, len(jobs), candidate
+                )
                 self.backup_used[candidate] += len(jobs)
             if len(outs) != len(jobs):
                 self._fail(jobs, EngineError(f"engine returned {len(outs)} results for {len(jobs)} tickets"))
@@ -363,7 +384,9 @@ class Router:
                     job.answer, job.engine_name = Answer.from_engine(out, engine), candidate
                     self.answered[candidate] += 1
                 else:
-                    job.error = out if isinstance(out, BaseException) else EngineError(f"engine returned {type(out).__name__}")
+                    job.error = (
+                        out if isinstance(out, BaseException) else EngineError(f"engine returned {type(out).__name__}")
+                    )
             return
         self._fail(jobs, last or EngineUnavailable("no engine available"))
 
@@ -454,7 +477,9 @@ class Router:
         local = job.answer
         engine = f"hosted:{result.provider}:{result.model}"
         valid_labels = [
-            spec.name for spec in self.taxonomy.label_fields if label_value(result.output, self.taxonomy, spec.name) in spec.values
+            spec.name
+            for spec in self.taxonomy.label_fields
+            if label_value(result.output, self.taxonomy, spec.name) in spec.values
         ]
         hosted_answer = Answer(
             output=result.output,

@@ -5,9 +5,9 @@ The default configuration has one catch-all rule to the `default` engine, i.e. o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from server.config import RouteRule, RoutingSettings
 from server.engines.base import Engine, ModelInfo
@@ -49,7 +49,9 @@ class EngineRules:
     """Picks an engine per ticket and says which engines to try, in order."""
 
     def __init__(self, settings: RoutingSettings, engines: Mapping[str, Engine]):
-        missing = ({r.engine for r in settings.rules} | ({settings.backup} if settings.backup else set())) - set(engines)
+        missing = ({r.engine for r in settings.rules} | ({settings.backup} if settings.backup else set())) - set(
+            engines
+        )
         if missing:
             raise ValueError(f"routing refers to engines that were not built: {', '.join(sorted(missing))}")
         self.rules = list(settings.rules)

@@ -50,10 +50,7 @@ def normalise_url(url: str | URL) -> URL:
         return url
     if url.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
         return url.set(drivername="postgresql+psycopg")
-    raise ValueError(
-        f"unsupported database URL driver {url.drivername!r}: "
-        "use sqlite:/// or postgresql(+psycopg)://"
-    )
+    raise ValueError(f"unsupported database URL driver {url.drivername!r}: use sqlite:/// or postgresql(+psycopg)://")
 
 
 def make_engine(url: str, **engine_kwargs: Any) -> Engine:

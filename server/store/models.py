@@ -84,9 +84,7 @@ class Classification(Base):
     crash mid-inference leaves a trace that can be recovered."""
 
     __tablename__ = "classifications"
-    __table_args__ = (
-        CheckConstraint("status IN ('pending', 'done', 'failed')", name="status"),
-    )
+    __table_args__ = (CheckConstraint("status IN ('pending', 'done', 'failed')", name="status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(36), unique=True)
@@ -148,9 +146,7 @@ class Feedback(Base):
     __tablename__ = "feedback"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    classification_id: Mapped[int] = mapped_column(
-        ForeignKey("classifications.id", ondelete="CASCADE"), index=True
-    )
+    classification_id: Mapped[int] = mapped_column(ForeignKey("classifications.id", ondelete="CASCADE"), index=True)
     # Copied from the classification so feedback for a ticket is found without a join.
     ticket_id: Mapped[str] = mapped_column(String(128), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

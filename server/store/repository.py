@@ -37,6 +37,7 @@ __all__ = [
     "review_queue",
 ]
 
+
 class ClassificationNotFound(LookupError):
     """No classification has the given request_id."""
 
@@ -102,9 +103,7 @@ def _finish(session: Session, request_id: str, values: dict[str, Any]) -> Classi
         )
         updated = result.rowcount == 1  # type: ignore[attr-defined]
     row = session.scalars(
-        select(Classification)
-        .where(Classification.request_id == request_id)
-        .execution_options(populate_existing=True)
+        select(Classification).where(Classification.request_id == request_id).execution_options(populate_existing=True)
     ).one_or_none()
     if row is None:
         raise ClassificationNotFound(request_id)
@@ -162,7 +161,9 @@ def done_values(
     return values
 
 
-def failed_values(*, error: str, latency_ms: float | None = None, engine: str | None = None, cost_usd: float | None = None) -> dict[str, Any]:
+def failed_values(
+    *, error: str, latency_ms: float | None = None, engine: str | None = None, cost_usd: float | None = None
+) -> dict[str, Any]:
     values: dict[str, Any] = {"status": "failed", "error": error, "latency_ms": latency_ms}
     if engine is not None:
         values["engine"] = engine
@@ -199,26 +200,19 @@ def finish_many(session: Session, results: Sequence[tuple[str, dict[str, Any]]])
     return skipped
 
 
-def fail(
-    session: Session, request_id: str, *, error: str, latency_ms: float | None = None
-) -> Classification:
+def fail(session: Session, request_id: str, *, error: str, latency_ms: float | None = None) -> Classification:
     """Close a request that could not be classified, keeping the reason."""
     return _finish(session, request_id, failed_values(error=error, latency_ms=latency_ms))
 
 
 def get_by_request_id(session: Session, request_id: str) -> Classification | None:
-    return session.scalars(
-        select(Classification).where(Classification.request_id == request_id)
-    ).one_or_none()
+    return session.scalars(select(Classification).where(Classification.request_id == request_id)).one_or_none()
 
 
 def get_latest_by_ticket_id(session: Session, ticket_id: str) -> Classification | None:
     """Newest by id rather than created_at: ids are monotonic, clocks may not be."""
     return session.scalars(
-        select(Classification)
-        .where(Classification.ticket_id == ticket_id)
-        .order_by(Classification.id.desc())
-        .limit(1)
+        select(Classification).where(Classification.ticket_id == ticket_id).order_by(Classification.id.desc()).limit(1)
     ).first()
 
 
@@ -247,9 +241,7 @@ def add_feedback(
 def count_by_status(session: Session) -> dict[str, int]:
     """Counts for every known status, zeros included, so metrics keep stable keys."""
     counts = dict.fromkeys(STATUSES, 0)
-    rows = session.execute(
-        select(Classification.status, func.count()).group_by(Classification.status)
-    )
+    rows = session.execute(select(Classification.status, func.count()).group_by(Classification.status))
     for status, n in rows:
         counts[status] = n
     return counts

@@ -9,9 +9,26 @@ CATEGORIES = {"Sales", "Technical", "Billing", "General"}
 PRIORITIES = {"Low", "Medium", "High", "Urgent"}
 SENTIMENTS = {"positive", "neutral", "negative"}
 RESULT_KEYS = {
-    "ticket_id", "category", "priority", "extracted_info", "reasoning", "confidence", "needs_review", "model",
-    "prompt_version", "taxonomy", "latency_ms", "usage", "input_truncated", "request_id",
-    "route", "review_reasons", "cache", "cache_similarity", "engine", "cost_usd",
+    "ticket_id",
+    "category",
+    "priority",
+    "extracted_info",
+    "reasoning",
+    "confidence",
+    "needs_review",
+    "model",
+    "prompt_version",
+    "taxonomy",
+    "latency_ms",
+    "usage",
+    "input_truncated",
+    "request_id",
+    "route",
+    "review_reasons",
+    "cache",
+    "cache_similarity",
+    "engine",
+    "cost_usd",
 }
 ROUTES = {"local", "local+review", "hosted", "human", "cache"}
 
@@ -54,7 +71,11 @@ def assert_full_result(body: dict[str, Any], *, ticket_id: str | None = None, th
 
     assert isinstance(body["needs_review"], bool)
     if threshold is not None:
-        assert body["needs_review"] == any(c < threshold for c in conf.values()), (threshold, conf, body["needs_review"])
+        assert body["needs_review"] == any(c < threshold for c in conf.values()), (
+            threshold,
+            conf,
+            body["needs_review"],
+        )
         low = {name: c for name, c in conf.items() if c < threshold}
         if low:
             assert body["route"] == "human" and body["review_reasons"] is not None, body
@@ -77,7 +98,10 @@ def assert_full_result(body: dict[str, Any], *, ticket_id: str | None = None, th
     # An adapter is served with the prompt it was trained on (the shipped one: v2); the bare base with v1.
     classify = "classify/v2" if model["adapter"] else "classify/v1"
     # A re-reviewed answer names the review prompt that produced it.
-    assert body["prompt_version"] in (classify, classify.replace("classify/", "review/")), (body["prompt_version"], model)
+    assert body["prompt_version"] in (classify, classify.replace("classify/", "review/")), (
+        body["prompt_version"],
+        model,
+    )
     assert body["taxonomy"] == "tickets@1"
     assert isinstance(body["latency_ms"], (int, float)) and body["latency_ms"] > 0
     usage = body["usage"]

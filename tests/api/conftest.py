@@ -15,9 +15,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.store.db import make_engine, make_sessionmaker
 from server.store.models import Classification
-from tests.fallback.fake_hosted import FakeHostedAPI, fake_openai, openai_server  # noqa: F401  (fixtures)
+from tests.fallback.fake_hosted import FakeHostedAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = float(os.environ.get("TRIAGE_TEST_READY_TIMEOUT_S", "180"))
@@ -87,7 +87,10 @@ class ServerProc:
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [*triage_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
 
@@ -102,7 +105,9 @@ class ServerProc:
         last = "no answer yet"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                pytest.fail(f"{self.name} server exited with {self.proc.returncode} before ready; log:\n{self.log_text()}")
+                pytest.fail(
+                    f"{self.name} server exited with {self.proc.returncode} before ready; log:\n{self.log_text()}"
+                )
             try:
                 r = httpx.get(f"{self.base_url}/ready", timeout=5)
                 if r.status_code == 200:
@@ -111,7 +116,9 @@ class ServerProc:
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.5)
-        pytest.fail(f"{self.name} server not ready after {READY_TIMEOUT_S:.0f}s (last: {last}); log:\n{self.log_text()}")
+        pytest.fail(
+            f"{self.name} server not ready after {READY_TIMEOUT_S:.0f}s (last: {last}); log:\n{self.log_text()}"
+        )
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -128,7 +135,9 @@ class ServerProc:
 def _servers(tmp_path_factory) -> Iterator[dict[str, ServerProc]]:
     servers = {
         "main": ServerProc("main", tmp_path_factory.mktemp("server-main")),
-        "review": ServerProc("review", tmp_path_factory.mktemp("server-review"), {"TRIAGE_ROUTING__CONFIDENCE_THRESHOLD": "1.5"}),
+        "review": ServerProc(
+            "review", tmp_path_factory.mktemp("server-review"), {"TRIAGE_ROUTING__CONFIDENCE_THRESHOLD": "1.5"}
+        ),
     }
     try:
         for s in servers.values():

@@ -11,9 +11,17 @@ from tests.api.conftest import get_row, row_count
 @pytest.mark.model
 def test_batch_with_invalid_middle_item(client, db_sessions, ok_request_ids):
     tickets = [
-        {"ticket_id": "batch-a", "subject": "Refund for double charge", "body": "I was charged twice for my March invoice, please refund one."},
+        {
+            "ticket_id": "batch-a",
+            "subject": "Refund for double charge",
+            "body": "I was charged twice for my March invoice, please refund one.",
+        },
         42,
-        {"ticket_id": "batch-c", "subject": "Pricing for 50 more seats", "body": "We would like a quote to add 50 licences to our plan."},
+        {
+            "ticket_id": "batch-c",
+            "subject": "Pricing for 50 more seats",
+            "body": "We would like a quote to add 50 licences to our plan.",
+        },
     ]
     before = row_count(db_sessions)
     r = client.post("/v1/batch", json={"tickets": tickets})

@@ -36,7 +36,11 @@ def test_seed_ticket_is_stored_done(seed_classification, db_sessions):
     assert row.subject == SEED_TICKET["subject"] and row.body == SEED_TICKET["body"]
     assert row.prediction["category"] == seed_classification["category"]
     assert row.completed_at is not None and row.error is None
-    assert (row.route, row.engine, row.cache_kind) == (seed_classification["route"], seed_classification["engine"], None)
+    assert (row.route, row.engine, row.cache_kind) == (
+        seed_classification["route"],
+        seed_classification["engine"],
+        None,
+    )
     assert row.cost_usd == seed_classification["cost_usd"]
     assert row.review_reasons == seed_classification["review_reasons"]
     assert row.prompt_tokens == seed_classification["usage"]["prompt_tokens"]
@@ -78,7 +82,9 @@ def test_threshold_above_one_flags_every_ticket(review_server):
         (item,) = [i for i in queue.json()["items"] if i["request_id"] == body["request_id"]]
         assert item["ticket_id"] == body["ticket_id"] and item["route"] == "human"
         assert item["reasons"] == body["review_reasons"] and item["prediction"]["category"] == body["category"]
-        assert [i["request_id"] for i in c.get("/v1/review", params={"reason": "priority", "limit": 500}).json()["items"]].count(body["request_id"]) == 1
+        assert [
+            i["request_id"] for i in c.get("/v1/review", params={"reason": "priority", "limit": 500}).json()["items"]
+        ].count(body["request_id"]) == 1
         fb = c.post("/v1/feedback", json={"ticket_id": body["ticket_id"], "priority": "High", "reviewer": "qa"})
         assert fb.status_code == 201, fb.text
         after = c.get("/v1/review", params={"limit": 500}).json()["items"]

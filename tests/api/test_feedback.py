@@ -16,7 +16,10 @@ def feedback_count(sessions) -> int:
 
 @pytest.mark.model
 def test_feedback_is_stored_and_linked(client, seed_classification, db_sessions):
-    correction = {"category": "Billing" if seed_classification["category"] != "Billing" else "General", "priority": "Low"}
+    correction = {
+        "category": "Billing" if seed_classification["category"] != "Billing" else "General",
+        "priority": "Low",
+    }
     r = client.post(
         "/v1/feedback",
         json={"ticket_id": "seed-0001", **correction, "reviewer": "alice@example.com", "comment": "wrong queue"},
@@ -44,7 +47,11 @@ def test_feedback_is_stored_and_linked(client, seed_classification, db_sessions)
 def test_feedback_extracted_info_correction(client, seed_classification, db_sessions):
     r = client.post(
         "/v1/feedback",
-        json={"ticket_id": "seed-0001", "extracted_info": {"sentiment": "negative", "product": "dashboard"}, "reviewer": "bob"},
+        json={
+            "ticket_id": "seed-0001",
+            "extracted_info": {"sentiment": "negative", "product": "dashboard"},
+            "reviewer": "bob",
+        },
     )
     assert r.status_code == 201, r.text
     with db_sessions() as s:
@@ -54,7 +61,9 @@ def test_feedback_extracted_info_correction(client, seed_classification, db_sess
 
 def test_feedback_unknown_ticket_is_404(client, db_sessions):
     before = feedback_count(db_sessions)
-    body = assert_error_body(client.post("/v1/feedback", json={"ticket_id": "no-such-ticket-xyz", "category": "Sales", "reviewer": "r"}), 404)
+    body = assert_error_body(
+        client.post("/v1/feedback", json={"ticket_id": "no-such-ticket-xyz", "category": "Sales", "reviewer": "r"}), 404
+    )
     assert "no-such-ticket-xyz" in body["message"]
     assert feedback_count(db_sessions) == before
 
@@ -71,8 +80,16 @@ def test_feedback_unknown_ticket_is_404(client, db_sessions):
         ({"ticket_id": "seed-0001", "reviewer": "r"}, "correction"),
         ({"ticket_id": "seed-0001", "category": "Sales", "reviewer": "r", "score": 3}, "score"),
     ],
-    ids=["unknown-category", "unknown-priority", "unknown-sentiment", "unknown-extracted-field", "missing-reviewer",
-         "empty-reviewer", "nothing-to-correct", "unknown-field"],
+    ids=[
+        "unknown-category",
+        "unknown-priority",
+        "unknown-sentiment",
+        "unknown-extracted-field",
+        "missing-reviewer",
+        "empty-reviewer",
+        "nothing-to-correct",
+        "unknown-field",
+    ],
 )
 def test_feedback_invalid_is_422(client, db_sessions, payload, needle):
     before = feedback_count(db_sessions)

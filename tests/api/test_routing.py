@@ -71,7 +71,10 @@ def test_low_confidence_goes_to_hosted_without_pii_then_to_the_cache(hosted_serv
 
 def test_hosted_outage_degrades_to_human_not_5xx(hosted_client, fake_openai):
     fake_openai.script(*[Fail(503) for _ in range(5)])
-    r = hosted_client.post("/v1/classify", json={"subject": "VPN drops every hour", "body": "Since Monday the VPN client disconnects every hour."})
+    r = hosted_client.post(
+        "/v1/classify",
+        json={"subject": "VPN drops every hour", "body": "Since Monday the VPN client disconnects every hour."},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["route"] == "human" and body["needs_review"] is True

@@ -26,14 +26,24 @@ CASES = [
     ("invalid-json", '{"subject": "hi", "body": ', (400,), "JSON"),
     ("not-json-at-all", "subject=hi&body=there", (400,), "JSON"),
     ("wrong-type-subject", json.dumps({"subject": 123, "body": "x"}), (422,), "subject"),
-    ("wrong-type-history", json.dumps({"body": "x", "previous_interactions": "not a list"}), (422,), "previous_interactions"),
+    (
+        "wrong-type-history",
+        json.dumps({"body": "x", "previous_interactions": "not a list"}),
+        (422,),
+        "previous_interactions",
+    ),
     ("null-body", json.dumps({"subject": "x", "body": None}), (422,), "body"),
     ("json-array", json.dumps([{"subject": "x", "body": "y"}]), (422,), ""),
     ("json-string", json.dumps("subject and body"), (422,), ""),
     ("unknown-field", json.dumps({"subject": "x", "body": "y", "priority": "Urgent"}), (422,), "priority"),
     ("empty-ticket-id", json.dumps({"ticket_id": "", "body": "y"}), (422,), "ticket_id"),
     ("too-long-ticket-id", json.dumps({"ticket_id": "x" * 129, "body": "y"}), (422,), "ticket_id"),
-    ("too-much-history", json.dumps({"body": "y", "previous_interactions": ["h"] * 51}), (422,), "previous_interactions"),
+    (
+        "too-much-history",
+        json.dumps({"body": "y", "previous_interactions": ["h"] * 51}),
+        (422,),
+        "previous_interactions",
+    ),
 ]
 
 

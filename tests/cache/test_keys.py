@@ -30,7 +30,12 @@ def test_namespace_is_stable_and_sensitive() -> None:
     assert ns == cache_namespace(**dict(reversed(list(base.items()))))
     assert ns == cache_namespace(**{**base, "decoding": {"max": 16, "temp": 0}})
     assert len(ns) == 16 and int(ns, 16) >= 0
-    for change in ({"adapter": "a2"}, {"prompt_version": "v2"}, {"adapter_sha256": "ab"}, {"decoding": {"temp": 0, "max": 17}}):
+    for change in (
+        {"adapter": "a2"},
+        {"prompt_version": "v2"},
+        {"adapter_sha256": "ab"},
+        {"decoding": {"temp": 0, "max": 17}},
+    ):
         assert cache_namespace(**{**base, **change}) != ns
 
 

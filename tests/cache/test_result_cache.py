@@ -77,7 +77,9 @@ def admin(backend: str, key_prefix: str) -> Iterator[redis.Redis | None]:
         client.ping()
     except redis.RedisError as exc:
         client.close()
-        pytest.fail(f"Redis not reachable at {REDIS_URL} ({exc}); the redis cache tests need a running Redis", pytrace=False)
+        pytest.fail(
+            f"Redis not reachable at {REDIS_URL} ({exc}); the redis cache tests need a running Redis", pytrace=False
+        )
     try:
         yield client
     finally:

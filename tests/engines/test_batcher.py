@@ -158,7 +158,9 @@ async def test_batch_exception_reaches_every_caller_and_batcher_recovers():
     batcher = await started(runner, max_batch=8, wait_ms=50)
     try:
         outcomes = await asyncio.wait_for(
-            asyncio.gather(batcher.submit(["ok1"]), batcher.submit(["bad"]), batcher.submit(["ok2"]), return_exceptions=True),
+            asyncio.gather(
+                batcher.submit(["ok1"]), batcher.submit(["bad"]), batcher.submit(["ok2"]), return_exceptions=True
+            ),
             5,
         )
         assert runner.sizes == [3]

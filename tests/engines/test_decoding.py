@@ -29,7 +29,13 @@ def vocabulary(tokenizer):
 
 
 def make_plan(taxonomy, tokenizer, vocabulary, order="labels_first", string_tokens=5, reasoning_tokens=7):
-    return DecodingPlan(output_layout(taxonomy, order), tokenizer, vocabulary, max_string_tokens=string_tokens, max_reasoning_tokens=reasoning_tokens)
+    return DecodingPlan(
+        output_layout(taxonomy, order),
+        tokenizer,
+        vocabulary,
+        max_string_tokens=string_tokens,
+        max_reasoning_tokens=reasoning_tokens,
+    )
 
 
 def drive(dec: SequenceDecoder, logits_fn, vocab_size: int, max_steps: int = 500) -> None:
@@ -52,7 +58,7 @@ def test_random_logits_always_yield_schema_valid_json(order, tokenizer, vocabula
     for seed in range(12):
         gen = torch.Generator().manual_seed(seed)
         dec = SequenceDecoder(plan)
-        drive(dec, lambda *_: torch.randn(V, generator=gen) * 5, V)
+        drive(dec, lambda *_, gen=gen: torch.randn(V, generator=gen) * 5, V)
         assert regex.fullmatch(dec.text), dec.text
         obj = model.model_validate(json.loads(dec.text))
         assert list(json.loads(dec.text)) == list(model.model_fields)
@@ -124,7 +130,7 @@ def test_multi_token_labels_sharing_prefixes(tokenizer, vocabulary):
         assert set(dist) == set(labels)
         assert sum(dist.values()) == pytest.approx(1.0, abs=1e-5)
         dec = SequenceDecoder(plan)
-        drive(dec, lambda *_: logits, len(tokenizer))
+        drive(dec, lambda *_, logits=logits: logits, len(tokenizer))
         label = json.loads(dec.text)["category"]
         seen.add(label)
         assert regex.fullmatch(dec.text)
@@ -189,9 +195,13 @@ def test_labels_only_pass_gives_the_full_runs_labels_and_confidences(tokenizer, 
         full, quick = SequenceDecoder(plan), SequenceDecoder(plan, labels_only=True, record=True)
         for dec in (full, quick):
             gen = torch.Generator().manual_seed(seed)
-            drive(dec, lambda *_: torch.randn(V, generator=gen) * 5, V)
+            drive(dec, lambda *_, gen=gen: torch.randn(V, generator=gen) * 5, V)
         result, labels = json.loads(full.text), quick.result()
-        assert labels == {"category": result["category"], "priority": result["priority"], "extracted_info": {"sentiment": result["extracted_info"]["sentiment"]}}
+        assert labels == {
+            "category": result["category"],
+            "priority": result["priority"],
+            "extracted_info": {"sentiment": result["extracted_info"]["sentiment"]},
+        }
         assert quick.confidence == pytest.approx(full.confidence)
         assert len(quick.out_ids) < len(full.out_ids)
         # the recorded scores reproduce the confidence at T=1 (what calibration refits)
@@ -208,7 +218,7 @@ def test_temperature_changes_confidence_not_the_label(tokenizer, vocabulary):
     for temps in ({}, {"category": 3.0, "priority": 3.0, "sentiment": 3.0}):
         gen = torch.Generator().manual_seed(7)
         dec = SequenceDecoder(plan, temps, labels_only=True)
-        drive(dec, lambda *_: torch.randn(V, generator=gen) * 5, V)
+        drive(dec, lambda *_, gen=gen: torch.randn(V, generator=gen) * 5, V)
         outs.append(dec)
     assert outs[0].result() == outs[1].result()
     assert all(outs[1].confidence[k] <= outs[0].confidence[k] + 1e-9 for k in outs[0].confidence)
@@ -225,7 +235,7 @@ def test_copy_only_field_is_null_or_a_candidate_span(tokenizer, vocabulary):
     for seed in range(16):
         gen = torch.Generator().manual_seed(seed)
         dec = SequenceDecoder(plan, spans={"error_code": spans})
-        drive(dec, lambda *_: torch.randn(V, generator=gen) * 5, V)
+        drive(dec, lambda *_, gen=gen: torch.randn(V, generator=gen) * 5, V)
         value = json.loads(dec.text)["extracted_info"]["error_code"]
         assert value is None or value in spans, value
         seen.add(value)
@@ -256,7 +266,12 @@ def test_training_target_of_a_copy_only_value_is_what_the_decoder_writes(tokeniz
     """Teacher-forcing the decoder along a training target reproduces the target's tokens exactly."""
     taxonomy = load_taxonomy("tickets")
     plan = make_plan(taxonomy, tokenizer, vocabulary, "labels_then_text", string_tokens=16, reasoning_tokens=48)
-    answer = {"category": "Technical", "priority": "High", "extracted_info": {"sentiment": "neutral", "product": "DB", "error_code": "ORA-00942"}, "reasoning": "Broken."}
+    answer = {
+        "category": "Technical",
+        "priority": "High",
+        "extracted_info": {"sentiment": "neutral", "product": "DB", "error_code": "ORA-00942"},
+        "reasoning": "Broken.",
+    }
     target = plan.answer_token_ids(answer)
     V = len(tokenizer)
     dec = SequenceDecoder(plan, spans={"error_code": ["ORD-1", "ORA-00942"]})

@@ -17,7 +17,10 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.model
 SHIPPED = ROOT / "models" / "adapters" / "tickets-smollm2-v1"
-TICKETS = [TicketInput("Refund", "I was charged twice for my subscription."), TicketInput("Login", "Cannot log in since the update.")]
+TICKETS = [
+    TicketInput("Refund", "I was charged twice for my subscription."),
+    TicketInput("Login", "Cannot log in since the update."),
+]
 
 
 def copy_adapter(dst_root, name: str):
@@ -43,7 +46,13 @@ async def test_promotion_hot_swaps_and_a_broken_one_keeps_serving(tmp_path, fast
         copy_adapter(adapters, name)
     registry = Registry(tmp_path / "registry.json", adapters)
     registry.promote("a")
-    settings = fast_settings.model_copy(update={"model": fast_settings.model.model_copy(update={"adapter": "registry", "registry": tmp_path / "registry.json", "watch_registry_s": 0.2})})
+    settings = fast_settings.model_copy(
+        update={
+            "model": fast_settings.model.model_copy(
+                update={"adapter": "registry", "registry": tmp_path / "registry.json", "watch_registry_s": 0.2}
+            )
+        }
+    )
     engine = TransformersEngine(settings, taxonomy)
     await engine.start()
     try:

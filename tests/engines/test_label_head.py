@@ -33,11 +33,21 @@ def head_dir(tmp_path_factory, fast_settings):
     raw = yaml.safe_load((ROOT / "server" / "taxonomies" / "tickets.yaml").read_text())
     raw["out_of_scope"] = {"field": "category", "label": "Unclear", "threshold": 0.0}
     taxonomy.write_text(yaml.safe_dump(raw))
-    cfg = load_config(None, {
-        "name": "sample-head", "kind": "head", "output_dir": str(out), "taxonomy": str(taxonomy),
-        "data.files": [str(ROOT / "data/tickets/sample100.csv")], "data.label_sources": None, "data.feedback": False,
-        "data.heldout_fraction": 0.3, "data.target": "labels", "head.enabled": True,
-    })
+    cfg = load_config(
+        None,
+        {
+            "name": "sample-head",
+            "kind": "head",
+            "output_dir": str(out),
+            "taxonomy": str(taxonomy),
+            "data.files": [str(ROOT / "data/tickets/sample100.csv")],
+            "data.label_sources": None,
+            "data.feedback": False,
+            "data.heldout_fraction": 0.3,
+            "data.target": "labels",
+            "head.enabled": True,
+        },
+    )
     folder = finetune(cfg, fast_settings, progress=False)
     return folder, taxonomy
 
@@ -64,13 +74,19 @@ def test_engine_answers_with_the_heads_labels_and_probabilities(head_dir, fast_s
     runner = runner_for(fast_settings, folder, taxonomy_path)
     assert runner.head is not None and runner.review_renderer is None, "a head gives no second opinion to re-review"
     rows = read_labelled_csv(ROOT / "data/tickets/sample100.csv", load_taxonomy("tickets"))[:6]
-    tickets = [row_ticket(r) for r in rows] + [TicketInput("Database down", "Our app fails with ORA-12541 since 9:00; order ORD-445566 is stuck.")]
+    tickets = [row_ticket(r) for r in rows] + [
+        TicketInput("Database down", "Our app fails with ORA-12541 since 9:00; order ORD-445566 is stuck.")
+    ]
     outs = runner.run(tickets)
     head = LabelHead.load(folder)
     expected = head.predict(runner.features(tickets, head.pools), tickets)
     for out, exp in zip(outs, expected):
         assert isinstance(out, EngineOutput)
-        got = {"category": out.output["category"], "priority": out.output["priority"], "sentiment": out.output["extracted_info"]["sentiment"]}
+        got = {
+            "category": out.output["category"],
+            "priority": out.output["priority"],
+            "sentiment": out.output["extracted_info"]["sentiment"],
+        }
         assert got == {k: v[0] for k, v in exp.items()}
         for k, (_, p) in exp.items():
             assert out.confidence[k] == pytest.approx(p, abs=1e-6)
@@ -81,7 +97,10 @@ def test_out_of_scope_threshold_relabels_unsure_answers(head_dir, fast_settings)
     folder, taxonomy_path = head_dir
     runner = runner_for(fast_settings, folder, taxonomy_path)
     runner.labels_only = True
-    tickets = [TicketInput("Hello", "Just saying hi."), TicketInput("Invoice", "I was charged twice for my invoice, please refund.")]
+    tickets = [
+        TicketInput("Hello", "Just saying hi."),
+        TicketInput("Invoice", "I was charged twice for my invoice, please refund."),
+    ]
     assert all(o.output["category"] != "Unclear" for o in runner.run(tickets)), "threshold 0: nothing is out of scope"
     runner.out_of_scope = runner.out_of_scope.__class__("category", "Unclear", 1.01)  # type: ignore[union-attr]
     outs = runner.run(tickets)

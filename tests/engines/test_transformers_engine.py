@@ -25,7 +25,9 @@ pytestmark = pytest.mark.model
 def tickets() -> list[TicketInput]:
     with open(ROOT / "data" / "tickets" / "sample100.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))[:4]
-    return [TicketInput(SEED_TICKET["subject"], SEED_TICKET["body"])] + [TicketInput(r["subject"], r["body"]) for r in rows]
+    return [TicketInput(SEED_TICKET["subject"], SEED_TICKET["body"])] + [
+        TicketInput(r["subject"], r["body"]) for r in rows
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,9 @@ def test_batch_matches_one_at_a_time(runner, tickets, batched):
 
 
 def test_prefix_cache_does_not_change_answers(fast_settings, taxonomy, runner, tickets, batched):
-    settings = fast_settings.model_copy(update={"engine": fast_settings.engine.model_copy(update={"prefix_cache": False})})
+    settings = fast_settings.model_copy(
+        update={"engine": fast_settings.engine.model_copy(update={"prefix_cache": False})}
+    )
     uncached = BatchRunner(settings, taxonomy, model=runner.model, tokenizer=runner.tokenizer, adapter=runner.adapter)
     assert uncached._prefix_kv is None
     for a, b in zip(uncached.run(tickets[:2]), batched[:2]):
@@ -66,7 +70,9 @@ def test_prefix_cache_does_not_change_answers(fast_settings, taxonomy, runner, t
 def test_shared_prefix_attention_equals_copied_prefix(fast_settings, taxonomy, runner, tickets, batched):
     """Cascade attention (prefix KV kept once) must give the answers of the per-row prefix copy."""
     assert runner.cascade, "SmolLM2 (all global attention) should use shared-prefix attention"
-    copied = BatchRunner(fast_settings, taxonomy, model=runner.model, tokenizer=runner.tokenizer, adapter=runner.adapter)
+    copied = BatchRunner(
+        fast_settings, taxonomy, model=runner.model, tokenizer=runner.tokenizer, adapter=runner.adapter
+    )
     copied.cascade = False
     for a, b in zip(copied.run(tickets[:3]), batched[:3]):
         # fp32: identical text. bf16 rounds the two attention paths differently, which can flip a
@@ -110,4 +116,6 @@ def test_long_ticket_is_cut_and_flagged(runner):
     assert isinstance(out, EngineOutput)
     assert out.truncated is True
     budget = runner.settings.prompt
-    assert out.prompt_tokens < len(runner.renderer.prefix_ids) + budget.max_body_tokens + budget.max_history_tokens + 200
+    assert (
+        out.prompt_tokens < len(runner.renderer.prefix_ids) + budget.max_body_tokens + budget.max_history_tokens + 200
+    )

@@ -40,10 +40,12 @@ def test_classical_eval_leaves_the_evaluated_tickets_out(tmp_path):
 def test_reader_filters_sources_and_checks_histories(tmp_path):
     taxonomy = load_taxonomy("tickets")
     p = tmp_path / "d.csv"
-    p.write_text('subject,body,category,label_source,previous_interactions\ns,b,Billing,reviewed,"[""Agent: hi""]"\ns,b,Sales,dataset,\n')
+    p.write_text(
+        'subject,body,category,label_source,previous_interactions\ns,b,Billing,reviewed,"[""Agent: hi""]"\ns,b,Sales,dataset,\n'
+    )
     rows = read_labelled_csv(p, taxonomy, label_sources=["reviewed"])
     assert [r["category"] for r in rows] == ["Billing"]
-    p.write_text('subject,body,category,previous_interactions\ns,b,Billing,not json\n')
+    p.write_text("subject,body,category,previous_interactions\ns,b,Billing,not json\n")
     with pytest.raises(ValueError, match="row 2, column 'previous_interactions'"):
         read_labelled_csv(p, taxonomy)
 
@@ -67,7 +69,16 @@ def test_the_default_classical_data_follows_the_taxonomy(tmp_path, capsys):
     raw = yaml.safe_load((ROOT / "server" / "taxonomies" / "tickets.yaml").read_text())
     raw["name"] = "nodata"
     (tmp_path / "nodata.yaml").write_text(yaml.safe_dump(raw))
-    assert _classical_summary(load_settings(database_url="sqlite://", taxonomy=str(tmp_path / "nodata.yaml")), SAMPLE, None, GateRules(), None) is None
+    assert (
+        _classical_summary(
+            load_settings(database_url="sqlite://", taxonomy=str(tmp_path / "nodata.yaml")),
+            SAMPLE,
+            None,
+            GateRules(),
+            None,
+        )
+        is None
+    )
     assert "no training file data/nodata/train.csv" in capsys.readouterr().err.replace(str(ROOT) + "/", "")
 
     with open(ROOT / "data" / "banking77" / "test.csv", newline="", encoding="utf-8") as fh:
@@ -78,5 +89,8 @@ def test_the_default_classical_data_follows_the_taxonomy(tmp_path, capsys):
         writer.writeheader()
         writer.writerows(rows)
     banking = load_settings(database_url="sqlite://", taxonomy="banking77")
-    assert _classical_summary(banking, small, None, GateRules(classical_train=("data/tickets/sample100.csv",)), None) is None
+    assert (
+        _classical_summary(banking, small, None, GateRules(classical_train=("data/tickets/sample100.csv",)), None)
+        is None
+    )
     assert "is not a label of banking77" in capsys.readouterr().err

@@ -93,7 +93,9 @@ def test_every_data_folder_has_licence_and_readme() -> None:
     assert "Tobias Bueck" in (TICKETS / "README.md").read_text(encoding="utf-8")
 
 
-def test_augmented_rows_are_reproducible_and_never_touch_held_out_or_golden(tmp_path, golden, train, monkeypatch) -> None:
+def test_augmented_rows_are_reproducible_and_never_touch_held_out_or_golden(
+    tmp_path, golden, train, monkeypatch
+) -> None:
     """build.py regenerates the committed files byte for byte; training rows come from training tickets
     only, test rows from held-out tickets only, and no row comes from the golden set."""
     aug = DATA / "augmented"
@@ -116,7 +118,10 @@ def test_augmented_rows_are_reproducible_and_never_touch_held_out_or_golden(tmp_
 def test_clinc150() -> None:
     for name, n_in, n_oos in [("train.csv", 15000, 0), ("validation.csv", 3000, 100), ("test.csv", 4500, 1000)]:
         rows = _rows(DATA / "clinc150" / name)
-        assert len([r for r in rows if r["category"] != "oos"]) == n_in and len([r for r in rows if r["category"] == "oos"]) == n_oos
+        assert (
+            len([r for r in rows if r["category"] != "oos"]) == n_in
+            and len([r for r in rows if r["category"] == "oos"]) == n_oos
+        )
     from server.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy("clinc150")

@@ -6,12 +6,27 @@ import copy
 
 import pytest
 
-from server.evaluation.gate import GateRules, GateVerdict, Check, compare_table, comparison_markdown, evaluate_gate, load_rules
+from server.evaluation.gate import (
+    Check,
+    GateRules,
+    GateVerdict,
+    compare_table,
+    comparison_markdown,
+    evaluate_gate,
+    load_rules,
+)
 
 LABELS = ("Billing", "General", "Sales", "Technical")
 
 
-def summary(acc: float = 0.80, ece: float = 0.05, invalid: int = 0, recalls: dict[str, float] | None = None, sha: str | None = "abc", n: int = 100) -> dict:
+def summary(
+    acc: float = 0.80,
+    ece: float = 0.05,
+    invalid: int = 0,
+    recalls: dict[str, float] | None = None,
+    sha: str | None = "abc",
+    n: int = 100,
+) -> dict:
     recalls = {lab: 0.80 for lab in LABELS} | (recalls or {})
     s = {
         "n": n,
@@ -25,9 +40,17 @@ def summary(acc: float = 0.80, ece: float = 0.05, invalid: int = 0, recalls: dic
         "sentiment_accuracy": None,
         "sentiment_macro_f1": None,
         "sentiment_ece": None,
-        "per_label": {"category": {lab: {"precision": 0.8, "recall": r, "f1": 0.8, "support": 25} for lab, r in recalls.items()}},
+        "per_label": {
+            "category": {lab: {"precision": 0.8, "recall": r, "f1": 0.8, "support": 25} for lab, r in recalls.items()}
+        },
     }
-    s["per_language"] = {"category": {"en": {"n": 60, "accuracy": acc}, "de": {"n": 34, "accuracy": acc}, "fr": {"n": 6, "accuracy": acc}}}
+    s["per_language"] = {
+        "category": {
+            "en": {"n": 60, "accuracy": acc},
+            "de": {"n": 34, "accuracy": acc},
+            "fr": {"n": 6, "accuracy": acc},
+        }
+    }
     if sha is not None:
         s["data_sha256"] = sha
     return s
@@ -45,8 +68,15 @@ def test_identical_reports_proceed():
     v = evaluate_gate(summary(), summary(), classical=summary(acc=0.7))
     assert v.proceed, v.checks
     assert [c.name for c in v.checks] == [
-        "invalid JSON", "same data", "category accuracy", "priority accuracy", "category per-label recall",
-        "per-language accuracy", "category ECE", "priority ECE", "beats classical baseline",
+        "invalid JSON",
+        "same data",
+        "category accuracy",
+        "priority accuracy",
+        "category per-label recall",
+        "per-language accuracy",
+        "category ECE",
+        "priority ECE",
+        "beats classical baseline",
     ]
     assert v.line() == "Proceed with deployment: yes"
 
@@ -70,7 +100,9 @@ def test_a_language_dropping_fails_but_thin_languages_are_not_judged():
     cand = summary()
     cand["per_language"]["category"]["fr"]["accuracy"] = 0.0  # 6 rows: below min_language_support
     assert check(evaluate_gate(cand, summary(), NO_CLASSICAL), "per-language accuracy").passed
-    assert not check(evaluate_gate(cand, summary(), GateRules(min_language_support=5, classical_margin=-1)), "per-language accuracy").passed
+    assert not check(
+        evaluate_gate(cand, summary(), GateRules(min_language_support=5, classical_margin=-1)), "per-language accuracy"
+    ).passed
     del cand["per_language"]
     assert not check(evaluate_gate(cand, summary(), NO_CLASSICAL), "per-language accuracy").passed
 
@@ -80,8 +112,12 @@ def test_classical_baseline_must_be_matched_on_every_field():
     classical["priority_accuracy"] = 0.65  # better than the candidate's 0.60
     c = check(evaluate_gate(summary(), None, GateRules(), classical), "beats classical baseline")
     assert not c.passed and "priority 0.600 vs 0.650 (LOWER)" in c.detail
-    assert check(evaluate_gate(summary(), None, GateRules(classical_margin=0.05), classical), "beats classical baseline").passed
-    assert not check(evaluate_gate(summary(), None), "beats classical baseline").passed, "a rule that could not be checked fails"
+    assert check(
+        evaluate_gate(summary(), None, GateRules(classical_margin=0.05), classical), "beats classical baseline"
+    ).passed
+    assert not check(evaluate_gate(summary(), None), "beats classical baseline").passed, (
+        "a rule that could not be checked fails"
+    )
     assert "beats classical baseline" not in [c.name for c in evaluate_gate(summary(), None, NO_CLASSICAL).checks]
 
 
@@ -143,7 +179,9 @@ def test_missing_per_label_metrics_fail():
 
 def test_per_label_read_from_report_fields():
     base = summary(recalls={"Sales": 0.9})
-    report_style = {k: v for k, v in base.items() if k != "per_label"} | {"fields": {"category": {"per_label": base["per_label"]["category"]}}}
+    report_style = {k: v for k, v in base.items() if k != "per_label"} | {
+        "fields": {"category": {"per_label": base["per_label"]["category"]}}
+    }
     assert not check(evaluate_gate(summary(recalls={"Sales": 0.8}), report_style), "category per-label recall").passed
 
 

@@ -32,8 +32,14 @@ def test_write_report(tmp_path: Path) -> None:
     written = write_report(tmp_path / "out", {"model": "toy", "n_tickets": 6}, fields, groups)
 
     names = {p.name for p in written}
-    assert {"report.json", "report.md", "confusion_category.png", "reliability_category.png",
-            "confusion_priority.png", "groups_language.png"} <= names
+    assert {
+        "report.json",
+        "report.md",
+        "confusion_category.png",
+        "reliability_category.png",
+        "confusion_priority.png",
+        "groups_language.png",
+    } <= names
     assert "reliability_priority.png" not in names
     for p in written:
         assert p.exists() and p.stat().st_size > 0
@@ -49,6 +55,8 @@ def test_write_report(tmp_path: Path) -> None:
 
 
 def test_reliability_diagram_handles_empty_bins(tmp_path: Path) -> None:
-    bins = [{"lower": 0.0, "upper": 0.5, "count": 0, "confidence": None, "accuracy": None},
-            {"lower": 0.5, "upper": 1.0, "count": 0, "confidence": None, "accuracy": None}]
+    bins = [
+        {"lower": 0.0, "upper": 0.5, "count": 0, "confidence": None, "accuracy": None},
+        {"lower": 0.5, "upper": 1.0, "count": 0, "confidence": None, "accuracy": None},
+    ]
     assert _is_png(plot_reliability_diagram(bins, tmp_path / "r.png", "empty"))

@@ -19,8 +19,9 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -87,7 +88,9 @@ class RecordedRequest:
 
     @property
     def raw(self) -> bytes:
-        head = f"{self.method} {self.path} HTTP/1.1\r\n".encode() + b"".join(k + b": " + v + b"\r\n" for k, v in self.headers)
+        head = f"{self.method} {self.path} HTTP/1.1\r\n".encode() + b"".join(
+            k + b": " + v + b"\r\n" for k, v in self.headers
+        )
         return head + b"\r\n" + self.body
 
     def json(self) -> dict[str, Any]:
@@ -239,11 +242,17 @@ class FakeOpenAI(FakeHostedAPI):
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
     def error_body(self, status: int) -> dict[str, Any]:
-        kind = {429: "rate_limit_exceeded", 400: "invalid_request_error", 401: "invalid_api_key"}.get(status, "server_error")
+        kind = {429: "rate_limit_exceeded", 400: "invalid_request_error", 401: "invalid_api_key"}.get(
+            status, "server_error"
+        )
         return {"error": {"message": f"fake error {status}", "type": kind, "param": None, "code": kind}}
 
 
@@ -271,7 +280,12 @@ class FakeAnthropic(FakeHostedAPI):
         }
 
     def error_body(self, status: int) -> dict[str, Any]:
-        kind = {429: "rate_limit_error", 400: "invalid_request_error", 401: "authentication_error", 529: "overloaded_error"}.get(status, "api_error")
+        kind = {
+            429: "rate_limit_error",
+            400: "invalid_request_error",
+            401: "authentication_error",
+            529: "overloaded_error",
+        }.get(status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": f"fake error {status}"}}
 
 

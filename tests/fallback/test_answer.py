@@ -12,7 +12,6 @@ from server.fallback.prompt import build_messages, label_hint
 from tests.fallback.fake_hosted import default_answer, fake_tokens
 
 
-
 def test_valid_answer_passes_whole(taxonomy):
     checked = check_answer(taxonomy, json.dumps(default_answer()))
     assert checked.valid and checked.errors == [] and checked.output == default_answer()
@@ -20,7 +19,11 @@ def test_valid_answer_passes_whole(taxonomy):
 
 
 def test_extra_key_and_wrong_types_are_dropped(taxonomy):
-    answer = {**default_answer(), "confidence": 0.9, "extracted_info": {**default_answer()["extracted_info"], "error_code": 42}}
+    answer = {
+        **default_answer(),
+        "confidence": 0.9,
+        "extracted_info": {**default_answer()["extracted_info"], "error_code": 42},
+    }
     checked = check_answer(taxonomy, answer)
     assert not checked.valid
     assert "confidence" not in checked.output
@@ -44,14 +47,21 @@ def test_missing_fields_become_none(taxonomy):
 def test_unusable_answers_keep_the_shape(taxonomy, raw):
     checked = check_answer(taxonomy, raw)
     assert not checked.valid and checked.errors
-    assert checked.output["category"] is None and set(checked.output["extracted_info"]) == {"product", "error_code", "sentiment"}
+    assert checked.output["category"] is None and set(checked.output["extracted_info"]) == {
+        "product",
+        "error_code",
+        "sentiment",
+    }
 
 
 def test_salvage_respects_the_label_set(taxonomy):
     raw = '{"category": "Refunds", "priority": "Low", "extracted_info": {"product": null, "sentiment": "neutral"'
     checked = check_answer(taxonomy, raw)
     assert checked.output["category"] is None and checked.output["priority"] == "Low"
-    assert checked.output["extracted_info"]["sentiment"] == "neutral" and checked.output["extracted_info"]["product"] is None
+    assert (
+        checked.output["extracted_info"]["sentiment"] == "neutral"
+        and checked.output["extracted_info"]["product"] is None
+    )
 
 
 def _tokens(text: str, logprobs: dict[str, float]) -> list[TokenLogprob]:
@@ -90,7 +100,12 @@ def test_confidence_none_without_logprobs_or_value(taxonomy):
 
 
 def test_hint_carries_labels_only(taxonomy):
-    previous = {"category": "Billing", "priority": "Urgent!!", "extracted_info": {"product": "Jane's laptop", "sentiment": "negative"}, "reasoning": "Jane Doe"}
+    previous = {
+        "category": "Billing",
+        "priority": "Urgent!!",
+        "extracted_info": {"product": "Jane's laptop", "sentiment": "negative"},
+        "reasoning": "Jane Doe",
+    }
     assert label_hint(taxonomy, previous) == {"category": "Billing", "sentiment": "negative"}
     messages = build_messages(taxonomy, ["subj", "body", "earlier"], previous)
     assert "Jane" not in messages.user and "Billing" in messages.user and "1. earlier" in messages.user

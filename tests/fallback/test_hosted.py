@@ -16,16 +16,12 @@ from server.fallback import HostedFallback, HostedResult, HostedUnavailable
 from server.prompts import TicketInput
 from server.schema import output_model
 from tests.fallback.fake_hosted import (  # noqa: F401  (pytest fixtures are found by name)
-    default_answer,
-    FakeHostedAPI,
     Fail,
+    FakeHostedAPI,
     Reply,
     Stall,
     Trickle,
-    anthropic_server,
-    fake_anthropic,
-    fake_openai,
-    openai_server,
+    default_answer,
 )
 
 PRICE_IN, PRICE_OUT = 0.15, 0.6
@@ -88,7 +84,7 @@ async def make(taxonomy, redactor):
     yield build
     for fallback in made:
         await fallback.aclose()
-    
+
 
 # -- valid answers -------------------------------------------------------------------------------
 async def test_openai_valid_answer_usage_cost_and_logprob_confidence(taxonomy, fake_openai, make):
@@ -186,7 +182,11 @@ def _echo_placeholders(request: dict[str, Any]) -> dict[str, Any]:
 async def test_no_pii_leaves_and_placeholders_come_back(provider, fake, make):
     fake.script(Reply(_echo_placeholders))
     fallback = make(settings_for(fake, provider))
-    previous = {"category": "Billing", "priority": "Low", "reasoning": "Maria Schneider m.schneider@example.com 4111 1111 1111 1111"}
+    previous = {
+        "category": "Billing",
+        "priority": "Low",
+        "reasoning": "Maria Schneider m.schneider@example.com 4111 1111 1111 1111",
+    }
     result = await fallback.classify(PII_TICKET, previous)
 
     (request,) = fake.requests
@@ -354,7 +354,9 @@ async def test_breaker_opens_fails_fast_half_opens_and_closes(provider, fake, ma
 async def test_failed_trial_reopens_the_breaker(fake_openai, make):
     clock = FakeClock()
     fake_openai.fail(500, times=2)
-    fallback = make(settings_for(fake_openai, "openai", max_retries=0, breaker_failures=1, breaker_reset_s=10), clock=clock)
+    fallback = make(
+        settings_for(fake_openai, "openai", max_retries=0, breaker_failures=1, breaker_reset_s=10), clock=clock
+    )
     with pytest.raises(HostedUnavailable):
         await fallback.classify(TICKET)
     clock.now += 10
@@ -372,7 +374,9 @@ async def test_cancelled_trial_does_not_wedge_the_breaker(fake_openai, make):
     """A caller giving up mid-trial (its own deadline) says nothing about the provider: the slot frees."""
     clock = FakeClock()
     fake_openai.script(Fail(500), Stall(2.0))
-    fallback = make(settings_for(fake_openai, "openai", max_retries=0, breaker_failures=1, breaker_reset_s=10), clock=clock)
+    fallback = make(
+        settings_for(fake_openai, "openai", max_retries=0, breaker_failures=1, breaker_reset_s=10), clock=clock
+    )
     with pytest.raises(HostedUnavailable):
         await fallback.classify(TICKET)
     clock.now += 10

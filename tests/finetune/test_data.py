@@ -16,7 +16,18 @@ from server.store.db import make_engine, make_sessionmaker, migrate
 from server.taxonomy import load_taxonomy
 
 ROOT = Path(__file__).resolve().parents[2]
-COLUMNS = ["ticket_id", "subject", "body", "category", "priority", "product", "error_code", "sentiment", "reasoning", "label_source"]
+COLUMNS = [
+    "ticket_id",
+    "subject",
+    "body",
+    "category",
+    "priority",
+    "product",
+    "error_code",
+    "sentiment",
+    "reasoning",
+    "label_source",
+]
 
 
 def write_csv(path: Path, rows: list[dict], columns=COLUMNS) -> Path:
@@ -29,7 +40,16 @@ def write_csv(path: Path, rows: list[dict], columns=COLUMNS) -> Path:
 
 
 def row(i: int, **kw) -> dict:
-    base = {"ticket_id": f"T{i}", "subject": f"Subject {i}", "body": f"Body {i}", "category": "Technical", "priority": "Low", "sentiment": "neutral", "reasoning": "Because.", "label_source": "reviewed"}
+    base = {
+        "ticket_id": f"T{i}",
+        "subject": f"Subject {i}",
+        "body": f"Body {i}",
+        "category": "Technical",
+        "priority": "Low",
+        "sentiment": "neutral",
+        "reasoning": "Because.",
+        "label_source": "reviewed",
+    }
     return {**base, **kw}
 
 
@@ -39,10 +59,18 @@ def tax():
 
 
 def test_reads_valid_rows_into_the_answer_shape(tmp_path, tax):
-    path = write_csv(tmp_path / "t.csv", [row(1, product="Zoom", error_code="E42", body="The printer shows E42."), row(2, error_code="E42")])
+    path = write_csv(
+        tmp_path / "t.csv",
+        [row(1, product="Zoom", error_code="E42", body="The printer shows E42."), row(2, error_code="E42")],
+    )
     examples, record = read_examples(path, tax)
     assert [e.uid for e in examples] == ["T1", "T2"]
-    assert examples[0].answer == {"category": "Technical", "priority": "Low", "extracted_info": {"sentiment": "neutral", "product": "Zoom", "error_code": "E42"}, "reasoning": "Because."}
+    assert examples[0].answer == {
+        "category": "Technical",
+        "priority": "Low",
+        "extracted_info": {"sentiment": "neutral", "product": "Zoom", "error_code": "E42"},
+        "reasoning": "Because.",
+    }
     assert examples[1].answer["extracted_info"]["product"] is None
     # error_code is copy-only: a label that is no span of the ticket cannot be written by the decoder.
     assert examples[1].answer["extracted_info"]["error_code"] is None
@@ -62,7 +90,12 @@ def test_empty_ticket_and_empty_label_are_reported_together(tmp_path, tax):
     with pytest.raises(DataError) as err:
         read_examples(path, tax)
     msg = str(err.value)
-    assert "2 problem(s)" in msg and "row 2" in msg and "empty ticket" in msg and "row 3, column 'sentiment': empty label" in msg
+    assert (
+        "2 problem(s)" in msg
+        and "row 2" in msg
+        and "empty ticket" in msg
+        and "row 3, column 'sentiment': empty label" in msg
+    )
 
 
 def test_missing_columns_fail_before_reading_rows(tmp_path, tax):
@@ -107,11 +140,46 @@ def _seed_feedback(url: str) -> None:
     migrate(engine)
     sessions = make_sessionmaker(engine)
     with sessions() as s:
-        for i, (cat, corrections) in enumerate([("Technical", {"category": "Billing", "extracted_info": {"sentiment": "negative"}}), ("Sales", {"priority": "High"})]):
+        for i, (cat, corrections) in enumerate(
+            [
+                ("Technical", {"category": "Billing", "extracted_info": {"sentiment": "negative"}}),
+                ("Sales", {"priority": "High"}),
+            ]
+        ):
             rid = f"r{i}"
-            repo.create_pending(s, request_id=rid, ticket_id=f"T{i + 1}", subject=f"fb subject {i}", body=f"fb body {i}", previous_interactions=None, model_base="m", model_adapter=None, prompt_version="classify/v2", taxonomy="tickets@1")
-            pred = {"category": cat, "priority": "Low", "extracted_info": {"sentiment": "neutral", "product": None, "error_code": None}, "reasoning": "r"}
-            repo.complete(s, rid, prediction=pred, category=cat, priority="Low", sentiment="neutral", confidence={}, needs_review=True, input_truncated=False, latency_ms=1.0, prompt_tokens=1, completion_tokens=1, raw_output="{}")
+            repo.create_pending(
+                s,
+                request_id=rid,
+                ticket_id=f"T{i + 1}",
+                subject=f"fb subject {i}",
+                body=f"fb body {i}",
+                previous_interactions=None,
+                model_base="m",
+                model_adapter=None,
+                prompt_version="classify/v2",
+                taxonomy="tickets@1",
+            )
+            pred = {
+                "category": cat,
+                "priority": "Low",
+                "extracted_info": {"sentiment": "neutral", "product": None, "error_code": None},
+                "reasoning": "r",
+            }
+            repo.complete(
+                s,
+                rid,
+                prediction=pred,
+                category=cat,
+                priority="Low",
+                sentiment="neutral",
+                confidence={},
+                needs_review=True,
+                input_truncated=False,
+                latency_ms=1.0,
+                prompt_tokens=1,
+                completion_tokens=1,
+                raw_output="{}",
+            )
             cls = repo.get_latest_by_ticket_id(s, f"T{i + 1}")
             repo.add_feedback(s, classification=cls, reviewer="ana", comment=None, corrections=corrections)
     engine.dispose()
@@ -123,7 +191,9 @@ def test_feedback_corrections_win_over_file_labels(tmp_path, tax):
     fb, snapshot = feedback_examples(url, tax)
     assert snapshot["rows_used"] == 2 and snapshot["max_feedback_id"] == 2 and len(snapshot["sha256"]) == 64
     by_id = {e.uid: e for e in fb}
-    assert by_id["T1"].answer["category"] == "Billing" and by_id["T1"].answer["extracted_info"]["sentiment"] == "negative"
+    assert (
+        by_id["T1"].answer["category"] == "Billing" and by_id["T1"].answer["extracted_info"]["sentiment"] == "negative"
+    )
     assert by_id["T2"].answer["priority"] == "High" and by_id["T2"].answer["category"] == "Sales"
     file_examples, _ = read_examples(write_csv(tmp_path / "t.csv", [row(1), row(3)]), tax)
     merged = merge(file_examples, fb)
@@ -140,8 +210,13 @@ def test_split_is_seeded_stratified_and_disjoint():
 
 
 def test_config_yaml_and_flag_overrides(tmp_path):
-    cfg = load_config(ROOT / "finetune/configs/tickets.yaml", {"train.epochs": "1", "lora.target_modules": "[q_proj, v_proj]", "name": None})
-    assert cfg.train.epochs == 1 and cfg.lora.target_modules == ["q_proj", "v_proj"] and cfg.name == "tickets-smollm2-v1"
+    cfg = load_config(
+        ROOT / "finetune/configs/tickets.yaml",
+        {"train.epochs": "1", "lora.target_modules": "[q_proj, v_proj]", "name": None},
+    )
+    assert (
+        cfg.train.epochs == 1 and cfg.lora.target_modules == ["q_proj", "v_proj"] and cfg.name == "tickets-smollm2-v1"
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epoch: 3\n")
     with pytest.raises(ValueError, match="unknown key"):
@@ -150,7 +225,12 @@ def test_config_yaml_and_flag_overrides(tmp_path):
 
 def test_history_column_and_fixed_heldout_ids(tmp_path, tax):
     cols = [*COLUMNS, "previous_interactions", "source_ticket_id"]
-    rows = [row(1, previous_interactions=json.dumps(["Agent: hi", "Customer: still broken"])), row(2), row(3, ticket_id="aug-1", source_ticket_id="T2"), row(4)]
+    rows = [
+        row(1, previous_interactions=json.dumps(["Agent: hi", "Customer: still broken"])),
+        row(2),
+        row(3, ticket_id="aug-1", source_ticket_id="T2"),
+        row(4),
+    ]
     examples, _ = read_examples(write_csv(tmp_path / "t.csv", rows, cols), tax)
     assert examples[0].ticket.previous_interactions == ("Agent: hi", "Customer: still broken")
     train, held = split(examples, 0.5, 0, heldout_ids={"T2"})

@@ -59,10 +59,15 @@ def test_train_interrupt_resume_calibrate_and_serve(tmp_path, fast_settings, tax
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["resumed_from_step"] == 2 and manifest["training"]["steps"] == 3
     assert manifest["prompt_version"] == "classify/v2" and manifest["taxonomy"] == "tickets@1"
-    assert manifest["data"]["sources"][0]["rows_used"] == 100 and manifest["data"]["train_rows"] + manifest["data"]["heldout_rows"] == 14
+    assert (
+        manifest["data"]["sources"][0]["rows_used"] == 100
+        and manifest["data"]["train_rows"] + manifest["data"]["heldout_rows"] == 14
+    )
     assert manifest["hyperparameters"]["lora"]["r"] == 4
     cal = manifest["calibration"]
-    assert set(cal["temperatures"]) == {"category", "priority", "sentiment"} and all(t > 0 for t in cal["temperatures"].values())
+    assert set(cal["temperatures"]) == {"category", "priority", "sentiment"} and all(
+        t > 0 for t in cal["temperatures"].values()
+    )
     assert not (out / "checkpoints").exists()
     Registry(tmp_path / "registry.json", tmp_path).validate("tiny")  # hashes in the manifest match the files
 
@@ -76,8 +81,14 @@ def test_train_interrupt_resume_calibrate_and_serve(tmp_path, fast_settings, tax
 def test_bad_training_file_fails_before_any_model_is_loaded(tmp_path, fast_settings, monkeypatch):
     bad = tmp_path / "bad.csv"
     bad.write_text("subject,body,category,priority,sentiment,reasoning\nx,y,Technical,Soon,neutral,r\n")
-    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(
+        "transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: pytest.fail("model loaded")
+    )
     from finetune.data import DataError
 
     with pytest.raises(DataError, match=r"row 2, column 'priority': 'Soon'"):
-        train_mod.main(tiny_config(tmp_path, **{"data.files": [str(bad)], "data.label_sources": None}), fast_settings, progress=False)
+        train_mod.main(
+            tiny_config(tmp_path, **{"data.files": [str(bad)], "data.label_sources": None}),
+            fast_settings,
+            progress=False,
+        )

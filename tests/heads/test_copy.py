@@ -26,8 +26,16 @@ def examples(n: int) -> list[Example]:
     out = []
     for i in range(n):
         code, other = f"ERR-{1000 + i}", f"ORD-{500000 + i}"
-        body = ERRORS[i % 3].format(c=code) + " " + NOT_ERRORS[i % 3].format(c=other) if i % 4 else NOT_ERRORS[i % 3].format(c=other)
-        answer = {"category": "Technical", "priority": "Low", "extracted_info": {"sentiment": "neutral", "product": None, "error_code": code if i % 4 else None}}
+        body = (
+            ERRORS[i % 3].format(c=code) + " " + NOT_ERRORS[i % 3].format(c=other)
+            if i % 4
+            else NOT_ERRORS[i % 3].format(c=other)
+        )
+        answer = {
+            "category": "Technical",
+            "priority": "Low",
+            "extracted_info": {"sentiment": "neutral", "product": None, "error_code": code if i % 4 else None},
+        }
         out.append(Example(str(i), TicketInput("s", body), answer, "synthetic"))
     return out
 
@@ -58,17 +66,23 @@ def test_forced_span_is_written_and_must_be_a_candidate():
 
     tok = AutoTokenizer.from_pretrained(DEFAULT_BASE_MODEL_DIR)
     taxonomy = load_taxonomy("tickets")
-    plan = DecodingPlan(output_layout(taxonomy, "labels_then_text"), tok, outlines_vocabulary(tok), max_string_tokens=3, max_reasoning_tokens=3)
+    plan = DecodingPlan(
+        output_layout(taxonomy, "labels_then_text"),
+        tok,
+        outlines_vocabulary(tok),
+        max_string_tokens=3,
+        max_reasoning_tokens=3,
+    )
     spans = candidate_spans(["s", "fails with ERR-9001, order ORD-777777"])
     dec = SequenceDecoder(plan, spans={"error_code": spans})
     with pytest.raises(ValueError, match="not a candidate span"):
         dec.force_spans({"error_code": "ERR-1234"})
     dec.force_spans({"error_code": "ORD-777777"})
-    fed = dec.start()
+    dec.start()
     # The model prefers null at every step: the forced span is written anyway.
     null = tok.encode(" null", add_special_tokens=False)[0]
     while not dec.done:
         logits = torch.zeros(len(tok))
         logits[null] = 50.0
-        fed = dec.step(logits)
+        dec.step(logits)
     assert json.loads(dec.text)["extracted_info"]["error_code"] == "ORD-777777"

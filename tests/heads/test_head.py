@@ -15,7 +15,13 @@ from server.prompts import TicketInput
 from server.registry import HEAD_FILES
 from server.taxonomy import parse_taxonomy
 
-TAXONOMY = parse_taxonomy({"name": "t", "labels": {"category": {"values": ["Billing", "Technical", "Sales"]}, "urgent": {"values": ["yes", "no"]}}, "reasoning": False})
+TAXONOMY = parse_taxonomy(
+    {
+        "name": "t",
+        "labels": {"category": {"values": ["Billing", "Technical", "Sales"]}, "urgent": {"values": ["yes", "no"]}},
+        "reasoning": False,
+    }
+)
 WORDS = {"Billing": "invoice refund charge", "Technical": "error crash login", "Sales": "quote demo pricing"}
 
 
@@ -49,7 +55,9 @@ def test_fit_save_load_predict_roundtrip(tmp_path):
     for x, y in zip(a, b):
         assert x.keys() == y.keys()
         for name in x:
-            assert x[name][0] == y[name][0] and x[name][1] == pytest.approx(y[name][1], abs=2e-3)  # text weights stored as fp16
+            assert x[name][0] == y[name][0] and x[name][1] == pytest.approx(
+                y[name][1], abs=2e-3
+            )  # text weights stored as fp16
     assert all(pred["category"][0] == ex.answer["category"] for pred, ex in zip(b, held))
     assert all(0.0 < p[1] <= 1.0 for pred in b for p in pred.values())
 

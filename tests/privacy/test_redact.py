@@ -55,7 +55,12 @@ CASES = [
     ("PHONE_NUMBER", "fr", "Mon numéro est le 06 12 34 56 78.", "06 12 34 56 78"),
     ("PHONE_NUMBER", "pt", "Liguem para o (11) 91234-5678.", "(11) 91234-5678"),
     ("IP_ADDRESS", "en", "Login was blocked from IP 203.0.113.42 this morning.", "203.0.113.42"),
-    ("IP_ADDRESS", "de", "Das Gerät 2001:db8:85a3::8a2e:370:7334 ist nicht erreichbar.", "2001:db8:85a3::8a2e:370:7334"),
+    (
+        "IP_ADDRESS",
+        "de",
+        "Das Gerät 2001:db8:85a3::8a2e:370:7334 ist nicht erreichbar.",
+        "2001:db8:85a3::8a2e:370:7334",
+    ),
     ("US_SSN", "en", "My SSN is 219-09-9999 for the W-9.", "219-09-9999"),
     ("US_SSN", "de", "Meine Social Security Number ist 536-22-1234.", "536-22-1234"),
     ("URL", "en", "Here is a screenshot: https://imgur.com/a/Xy12Ab, see it?", "https://imgur.com/a/Xy12Ab"),
@@ -75,7 +80,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("entity", "lang", "text", "value"), CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("entity", "lang", "text", "value"), CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)]
+)
 def test_each_entity_type_is_redacted(redactor: Redactor, entity: str, lang: str, text: str, value: str) -> None:
     out = redact_one(redactor, text)
     assert value not in out.texts[0]
@@ -107,13 +114,19 @@ def test_placeholders_are_typed_and_stable_across_texts(redactor: Redactor) -> N
         "Write to <EMAIL_ADDRESS_1> or <EMAIL_ADDRESS_2>.",
         "Again: <EMAIL_ADDRESS_1>. Call <PHONE_NUMBER_1>.",
     ]
-    assert out.mapping == {"<EMAIL_ADDRESS_1>": "anna@example.de", "<EMAIL_ADDRESS_2>": "bob@example.com", "<PHONE_NUMBER_1>": "+49 30 1234567"}
+    assert out.mapping == {
+        "<EMAIL_ADDRESS_1>": "anna@example.de",
+        "<EMAIL_ADDRESS_2>": "bob@example.com",
+        "<PHONE_NUMBER_1>": "+49 30 1234567",
+    }
     assert out.counts == {"EMAIL_ADDRESS": 3, "PHONE_NUMBER": 1}
 
 
 def test_detected_value_is_removed_from_every_text_of_the_call(redactor: Redactor) -> None:
     # The subject has no cue for the name; the signature in the body announces it.
-    out = redactor.redact(["Anna Schmidt: refund still missing", "It has been two weeks.\n\nBest regards,\nAnna Schmidt"])
+    out = redactor.redact(
+        ["Anna Schmidt: refund still missing", "It has been two weeks.\n\nBest regards,\nAnna Schmidt"]
+    )
     assert all("Anna" not in t and "Schmidt" not in t for t in out.texts)
     assert out.texts[0] == "<PERSON_1>: refund still missing"
 
@@ -130,7 +143,9 @@ def test_placeholder_numbers_already_in_the_input_are_skipped(redactor: Redactor
 
 
 def test_overlapping_detections_never_nest(redactor: Redactor) -> None:
-    out = redact_one(redactor, "Reset link: https://shop.example.com/reset?user=anna@example.com&t=1 (sent to anna@example.com)")
+    out = redact_one(
+        redactor, "Reset link: https://shop.example.com/reset?user=anna@example.com&t=1 (sent to anna@example.com)"
+    )
     assert "anna@example.com" not in out.texts[0]
     assert all("<" not in v for v in out.mapping.values())
     assert out.texts[0].count("<") == 2
@@ -287,10 +302,16 @@ def test_spacy_model_adds_person_and_location_from_ner(tmp_path: Path) -> None:
     nlp = spacy.blank("en")
     ruler = nlp.add_pipe("entity_ruler")
     ruler.add_patterns(  # type: ignore[attr-defined]
-        [{"label": "PERSON", "pattern": "Laura Becker"}, {"label": "GPE", "pattern": "Lisbon"}, {"label": "ORG", "pattern": "Acme"}]
+        [
+            {"label": "PERSON", "pattern": "Laura Becker"},
+            {"label": "GPE", "pattern": "Lisbon"},
+            {"label": "ORG", "pattern": "Acme"},
+        ]
     )
     nlp.to_disk(tmp_path / "model")
-    out = Redactor(RedactionSettings(spacy_model=str(tmp_path / "model"))).redact(["I spoke with Laura Becker from Acme in Lisbon."])
+    out = Redactor(RedactionSettings(spacy_model=str(tmp_path / "model"))).redact(
+        ["I spoke with Laura Becker from Acme in Lisbon."]
+    )
     assert out.texts == ["I spoke with <PERSON_1> from Acme in <LOCATION_1>."]
 
 
@@ -317,7 +338,9 @@ def _load_builder(monkeypatch: pytest.MonkeyPatch) -> Any:
     return module
 
 
-def test_committed_testset_is_the_generator_output(testset: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_committed_testset_is_the_generator_output(
+    testset: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert _load_builder(monkeypatch).build(per_language=32, seed=20240611) == testset
 
 

@@ -3,7 +3,8 @@ the hosted fallback pointed at the FakeOpenAI/FakeAnthropic test servers of test
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -83,9 +84,13 @@ async def make_service(store, taxonomy, request):
             from server.fallback import HostedFallback
 
             redactor = request.getfixturevalue("redactor")  # loaded only by the tests that need it
-            fallback = HostedFallback(s.fallback, s.redaction, taxonomy, redactor=redactor, backoff_s=0.01, max_backoff_s=0.05)
+            fallback = HostedFallback(
+                s.fallback, s.redaction, taxonomy, redactor=redactor, backoff_s=0.01, max_backoff_s=0.05
+            )
             made.append(fallback)
-        return ClassificationService(s, taxonomy, local, sessions or store, engines=engines, cache=ServiceCache(s, taxonomy), hosted=fallback)
+        return ClassificationService(
+            s, taxonomy, local, sessions or store, engines=engines, cache=ServiceCache(s, taxonomy), hosted=fallback
+        )
 
     yield build
     for fallback in made:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from server.engines.base import Engine, EngineError, EngineOutput, ModelInfo, ReviewInput
 from server.prompts import TicketInput

@@ -27,7 +27,11 @@ def settings_for(tmp_path, **overrides: Any):
 
 
 def ticket(subject: str, ticket_id: str, body: str | None = None) -> dict[str, str]:
-    return {"ticket_id": ticket_id, "subject": subject, "body": body or f"body of {ticket_id}: I was charged twice, please refund."}
+    return {
+        "ticket_id": ticket_id,
+        "subject": subject,
+        "body": body or f"body of {ticket_id}: I was charged twice, please refund.",
+    }
 
 
 def test_review_queue_lists_filters_pages_and_resolves(tmp_path):
@@ -46,9 +50,19 @@ def test_review_queue_lists_filters_pages_and_resolves(tmp_path):
         assert first["route"] == "human" and first["reasons"] == {"priority": 0.3}
         assert first["prediction"]["category"] == "Billing" and first["confidence"]["priority"] == 0.3
 
-        assert [i["ticket_id"] for i in client.get("/v1/review", params={"reason": "priority"}).json()["items"]] == ["T-1", "T-4"]
-        assert [i["ticket_id"] for i in client.get("/v1/review", params={"reason": "category"}).json()["items"]] == ["T-3"]
-        assert client.get("/v1/review", params={"reason": "deadline"}).json() == {"items": [], "total": 0, "limit": 50, "offset": 0}
+        assert [i["ticket_id"] for i in client.get("/v1/review", params={"reason": "priority"}).json()["items"]] == [
+            "T-1",
+            "T-4",
+        ]
+        assert [i["ticket_id"] for i in client.get("/v1/review", params={"reason": "category"}).json()["items"]] == [
+            "T-3"
+        ]
+        assert client.get("/v1/review", params={"reason": "deadline"}).json() == {
+            "items": [],
+            "total": 0,
+            "limit": 50,
+            "offset": 0,
+        }
         paged = client.get("/v1/review", params={"limit": 1, "offset": 1}).json()
         assert [i["ticket_id"] for i in paged["items"]] == ["T-3"] and paged["total"] == 3
 
@@ -67,10 +81,21 @@ def test_review_queue_lists_filters_pages_and_resolves(tmp_path):
 
 def test_result_fields_and_health_counters(tmp_path):
     engine = ScriptedEngine()
-    with TestClient(create_server(settings_for(tmp_path, routing={"cost_per_cpu_second": 0.5}), engine=engine)) as client:
+    with TestClient(
+        create_server(settings_for(tmp_path, routing={"cost_per_cpu_second": 0.5}), engine=engine)
+    ) as client:
         a = client.post("/v1/classify", json=ticket("ok", "T-a")).json()
-        b = client.post("/v1/classify", json=ticket("ok", "T-b", body=None) | {"body": "body of T-a: I was charged twice, please refund."}).json()
-        assert (a["route"], a["cache"], a["engine"], a["needs_review"], a["review_reasons"]) == ("local", None, "scripted:base-model", False, None)
+        b = client.post(
+            "/v1/classify",
+            json=ticket("ok", "T-b", body=None) | {"body": "body of T-a: I was charged twice, please refund."},
+        ).json()
+        assert (a["route"], a["cache"], a["engine"], a["needs_review"], a["review_reasons"]) == (
+            "local",
+            None,
+            "scripted:base-model",
+            False,
+            None,
+        )
         assert a["cost_usd"] >= 0
         assert (b["route"], b["cache"], b["cost_usd"], b["ticket_id"]) == ("cache", "exact", 0.0, "T-b")
         health = client.get("/health")
@@ -100,7 +125,11 @@ def test_deadline_is_a_200_needs_review_result_not_504(tmp_path):
 
 
 def test_model_failed_to_load_is_reported_and_503(tmp_path):
-    engine = ScriptedEngine(ready=False, load_error="OSError: no model at /models/missing", fail=EngineUnavailable("OSError: no model at /models/missing"))
+    engine = ScriptedEngine(
+        ready=False,
+        load_error="OSError: no model at /models/missing",
+        fail=EngineUnavailable("OSError: no model at /models/missing"),
+    )
     with TestClient(create_server(settings_for(tmp_path), engine=engine)) as client:
         health = client.get("/health")
         assert health.status_code == 503
@@ -137,13 +166,20 @@ def test_hosted_fallback_over_http_redacts(tmp_path, fake_openai, taxonomy, reda
     hosted = HostedFallback(settings.fallback, settings.redaction, taxonomy, redactor=redactor)
     email, card = "maria.lopez@example.org", "5555 5555 5555 4444"
     with TestClient(create_server(settings, engine=ScriptedEngine(), hosted=hosted)) as client:
-        r = client.post("/v1/classify", json={"subject": "Double charge", "body": f"Write to {email}; card {card} was charged twice."})
+        r = client.post(
+            "/v1/classify",
+            json={"subject": "Double charge", "body": f"Write to {email}; card {card} was charged twice."},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["route"] == "hosted" and body["engine"] == "hosted:openai:fake-gpt" and body["needs_review"] is False
+        assert (
+            body["route"] == "hosted" and body["engine"] == "hosted:openai:fake-gpt" and body["needs_review"] is False
+        )
         assert client.get("/health").json()["fallback"]["successes"] == 1
         fake_openai.script(Fail(500))
-        r2 = client.post("/v1/classify", json={"subject": "Other", "body": "Another ticket that the provider fails on."})
+        r2 = client.post(
+            "/v1/classify", json={"subject": "Other", "body": "Another ticket that the provider fails on."}
+        )
         assert r2.status_code == 200 and r2.json()["route"] == "human"
         assert r2.json()["review_reasons"]["fallback_unavailable"] == "server_error"
     raw = b"".join(req.raw for req in fake_openai.requests)
@@ -152,7 +188,9 @@ def test_hosted_fallback_over_http_redacts(tmp_path, fake_openai, taxonomy, reda
 
 def test_lifespan_starts_and_stops_named_engines(tmp_path):
     default, small = ScriptedEngine(), ScriptedEngine("small")
-    settings = settings_for(tmp_path, routing={"rules": [{"max_chars": 50, "engine": "small"}, {}], "engines": {"small": {}}})
+    settings = settings_for(
+        tmp_path, routing={"rules": [{"max_chars": 50, "engine": "small"}, {}], "engines": {"small": {}}}
+    )
     app = create_server(settings, engine=default, engines={"small": small})
     with TestClient(app) as client:
         assert default.started and small.started
@@ -166,7 +204,12 @@ def test_lifespan_starts_and_stops_named_engines(tmp_path):
 def test_profile_settings_and_hosted_construction(taxonomy):
     base = load_settings(database_url="sqlite://")
     s = profile_settings(base, EngineProfile(adapter="tickets-smollm2-v1", kind="outlines"))
-    assert (s.model.adapter, s.model.base, s.engine.kind, s.model.watch_registry_s) == ("tickets-smollm2-v1", base.model.base, "outlines", 0.0)
+    assert (s.model.adapter, s.model.base, s.engine.kind, s.model.watch_registry_s) == (
+        "tickets-smollm2-v1",
+        base.model.base,
+        "outlines",
+        0.0,
+    )
     bare = profile_settings(base, EngineProfile(base="/models/other"))
     assert (bare.model.adapter, bare.model.base, bare.engine.kind) == ("none", "/models/other", base.engine.kind)
     assert build_hosted(base, taxonomy) is None

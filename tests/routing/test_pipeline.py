@@ -21,7 +21,9 @@ LOW_PRIORITY = {"category": 0.9, "priority": 0.3, "sentiment": 0.8}
 CARD, EMAIL = "4111 1111 1111 1111", "jane.doe@example.com"
 
 
-def req(subject: str, body: str = "I was charged twice for my invoice, please refund one of them.", **kw) -> TicketRequest:
+def req(
+    subject: str, body: str = "I was charged twice for my invoice, please refund one of them.", **kw
+) -> TicketRequest:
     return TicketRequest(subject, body, **kw)
 
 
@@ -40,7 +42,13 @@ async def test_confident_answer_is_local_and_stored_with_routing_fields(make_ser
     assert body["engine"] == "scripted:base-model"
     assert body["cost_usd"] == 0.0
     (row,) = stored(store)
-    assert (row.status, row.route, row.engine, row.cache_kind, row.review_reasons) == ("done", "local", "scripted:base-model", None, None)
+    assert (row.status, row.route, row.engine, row.cache_kind, row.review_reasons) == (
+        "done",
+        "local",
+        "scripted:base-model",
+        None,
+        None,
+    )
     assert row.cost_usd == 0.0 and row.needs_review is False
 
 
@@ -50,7 +58,10 @@ async def test_field_thresholds_override_the_default(make_service):
     body = (await one(strict, req("t"))).result
     assert body["route"] == "human" and body["needs_review"] is True
     assert body["review_reasons"] == {"category": 0.9, "priority": 0.4}
-    lenient = make_service(ScriptedEngine(first={"t": {"category": 0.9, "priority": 0.4, "sentiment": 0.9}}), routing={"field_thresholds": {"priority": 0.3}})
+    lenient = make_service(
+        ScriptedEngine(first={"t": {"category": 0.9, "priority": 0.4, "sentiment": 0.9}}),
+        routing={"field_thresholds": {"priority": 0.3}},
+    )
     assert (await one(lenient, req("t"))).result["route"] == "local"
 
 
@@ -61,7 +72,9 @@ def test_unknown_field_threshold_is_refused(make_service):
 
 # -- local re-review ------------------------------------------------------------------------------
 async def test_review_that_becomes_confident_is_local_review(make_service):
-    engine = ScriptedEngine(review=True, first={"r": LOW_PRIORITY}, reviewed={"r": {"category": 0.9, "priority": 0.8, "sentiment": 0.8}})
+    engine = ScriptedEngine(
+        review=True, first={"r": LOW_PRIORITY}, reviewed={"r": {"category": 0.9, "priority": 0.8, "sentiment": 0.8}}
+    )
     body = (await one(make_service(engine, routing={"review": True}), req("r"))).result
     assert body["route"] == "local+review" and body["needs_review"] is False
     assert body["confidence"]["priority"] == 0.8
@@ -73,8 +86,12 @@ async def test_review_that_becomes_confident_is_local_review(make_service):
 
 
 @pytest.mark.parametrize("reviewed_priority, kept", [(0.4, 0.4), (0.2, 0.3)], ids=["review-better", "first-better"])
-async def test_still_low_after_review_keeps_the_more_confident_and_goes_to_human(make_service, store, reviewed_priority, kept):
-    engine = ScriptedEngine(review=True, first={"r": LOW_PRIORITY}, reviewed={"r": {**LOW_PRIORITY, "priority": reviewed_priority}})
+async def test_still_low_after_review_keeps_the_more_confident_and_goes_to_human(
+    make_service, store, reviewed_priority, kept
+):
+    engine = ScriptedEngine(
+        review=True, first={"r": LOW_PRIORITY}, reviewed={"r": {**LOW_PRIORITY, "priority": reviewed_priority}}
+    )
     body = (await one(make_service(engine, routing={"review": True}), req("r", ticket_id="T-r"))).result
     assert body["route"] == "human" and body["needs_review"] is True
     assert body["confidence"]["priority"] == kept
@@ -121,8 +138,18 @@ def _queue(store, **kw):
 async def test_hosted_valid_answer_then_an_exact_cache_hit(make_service, fake_openai, store):
     fake_openai.script(Reply(value_logprobs={"Billing": math.log(0.7), "High": math.log(0.6)}, usage=(1000, 100)))
     engine = ScriptedEngine(first={"Charged twice": LOW_PRIORITY})
-    service = make_service(engine, hosted=True, fallback=fallback_settings(fake_openai), routing={"cost_per_cpu_second": 0.01})
-    body = (await one(service, req("Charged twice", f"Card {CARD}, mail {EMAIL}. I was charged twice for my invoice this month, please refund one payment."))).result
+    service = make_service(
+        engine, hosted=True, fallback=fallback_settings(fake_openai), routing={"cost_per_cpu_second": 0.01}
+    )
+    body = (
+        await one(
+            service,
+            req(
+                "Charged twice",
+                f"Card {CARD}, mail {EMAIL}. I was charged twice for my invoice this month, please refund one payment.",
+            ),
+        )
+    ).result
 
     assert body["route"] == "hosted" and body["needs_review"] is False and body["review_reasons"] is None
     assert body["engine"] == "hosted:openai:fake-gpt"
@@ -132,18 +159,41 @@ async def test_hosted_valid_answer_then_an_exact_cache_hit(make_service, fake_op
     assert body["cost_usd"] >= hosted_cost and body["cost_usd"] == pytest.approx(hosted_cost, abs=0.01)
     assert body["usage"] == {"prompt_tokens": 1000, "completion_tokens": 100}
     (sent,) = fake_openai.requests
-    assert CARD.encode() not in sent.raw and CARD.replace(" ", "").encode() not in sent.raw and EMAIL.encode() not in sent.raw
+    assert (
+        CARD.encode() not in sent.raw
+        and CARD.replace(" ", "").encode() not in sent.raw
+        and EMAIL.encode() not in sent.raw
+    )
     user = sent.json()["messages"][1]["content"]
     assert "priority: High" in user  # the local labels as a hint
 
     # The same ticket again (different case/whitespace): an exact hit, no model, no cost.
-    again = (await one(service, req("CHARGED  twice", f"card {CARD}, mail {EMAIL}. i was charged twice for my invoice this month, please refund one payment."))).result
-    assert (again["route"], again["cache"], again["cache_similarity"], again["cost_usd"]) == ("cache", "exact", 1.0, 0.0)
-    assert again["engine"] == "hosted:openai:fake-gpt" and again["category"] == "Billing" and again["needs_review"] is False
+    again = (
+        await one(
+            service,
+            req(
+                "CHARGED  twice",
+                f"card {CARD}, mail {EMAIL}. i was charged twice for my invoice this month, please refund one payment.",
+            ),
+        )
+    ).result
+    assert (again["route"], again["cache"], again["cache_similarity"], again["cost_usd"]) == (
+        "cache",
+        "exact",
+        1.0,
+        0.0,
+    )
+    assert (
+        again["engine"] == "hosted:openai:fake-gpt"
+        and again["category"] == "Billing"
+        and again["needs_review"] is False
+    )
     assert again["request_id"] != body["request_id"]
     assert len(fake_openai.requests) == 1 and len(engine.calls) == 1
     rows = stored(store)
-    assert [r.route for r in rows][:2] == ["hosted", "cache"] and rows[1].cache_kind == "exact" and rows[1].cost_usd == 0.0
+    assert (
+        [r.route for r in rows][:2] == ["hosted", "cache"] and rows[1].cache_kind == "exact" and rows[1].cost_usd == 0.0
+    )
     assert rows[0].engine == "hosted:openai:fake-gpt" and rows[0].cost_usd == pytest.approx(body["cost_usd"])
     assert service.cache.stats()["exact"]["hits"] >= 1
 
@@ -228,7 +278,13 @@ async def test_hosted_failure_answers_from_the_cache_when_one_appeared_meanwhile
         from server.prompts import TicketInput
         from server.routing import Answer
 
-        answer = Answer(output=default_answer(), confidence={"category": 0.99, "priority": 0.99, "sentiment": 0.99}, engine="scripted:other", model=ModelInfo("b", None, "f", "x"), prompt_version="classify/v1")
+        answer = Answer(
+            output=default_answer(),
+            confidence={"category": 0.99, "priority": 0.99, "sentiment": 0.99},
+            engine="scripted:other",
+            model=ModelInfo("b", None, "f", "x"),
+            prompt_version="classify/v1",
+        )
         service.cache.put(engine, TicketInput(ticket.subject, ticket.body), answer.to_cache("local"))
 
     engine.on_classify = concurrent_answer
@@ -239,7 +295,9 @@ async def test_hosted_failure_answers_from_the_cache_when_one_appeared_meanwhile
 
 async def test_breaker_open_skips_the_call(make_service, fake_openai):
     engine = ScriptedEngine(first={"b": LOW_PRIORITY})
-    service = make_service(engine, hosted=True, fallback=fallback_settings(fake_openai, breaker_failures=1, breaker_reset_s=60))
+    service = make_service(
+        engine, hosted=True, fallback=fallback_settings(fake_openai, breaker_failures=1, breaker_reset_s=60)
+    )
     fake_openai.script(Fail(500))
     first = (await one(service, req("b", "first ticket body"))).result
     assert first["review_reasons"]["fallback_unavailable"] == "server_error"
@@ -250,9 +308,15 @@ async def test_breaker_open_skips_the_call(make_service, fake_openai):
 
 async def test_anthropic_fallback(make_service, fake_anthropic):
     engine = ScriptedEngine(first={"a": LOW_PRIORITY})
-    body = (await one(make_service(engine, hosted=True, fallback=fallback_settings(fake_anthropic, "anthropic")), req("a"))).result
+    body = (
+        await one(make_service(engine, hosted=True, fallback=fallback_settings(fake_anthropic, "anthropic")), req("a"))
+    ).result
     assert body["route"] == "hosted" and body["engine"] == "hosted:anthropic:fake-gpt"
-    assert body["confidence"] == {"category": None, "priority": None, "sentiment": None}  # no logprobs: null, no further hop
+    assert body["confidence"] == {
+        "category": None,
+        "priority": None,
+        "sentiment": None,
+    }  # no logprobs: null, no further hop
     assert body["needs_review"] is False
 
 
@@ -275,7 +339,9 @@ async def test_deadline_without_any_answer_is_a_stored_needs_review_result(make_
 async def test_deadline_during_the_hosted_call_keeps_the_local_answer(make_service, fake_openai):
     fake_openai.script(Stall(3.0))
     engine = ScriptedEngine(first={"d": LOW_PRIORITY})
-    service = make_service(engine, hosted=True, fallback=fallback_settings(fake_openai, timeout_s=10), engine={"request_timeout_s": 0.6})
+    service = make_service(
+        engine, hosted=True, fallback=fallback_settings(fake_openai, timeout_s=10), engine={"request_timeout_s": 0.6}
+    )
     body = (await one(service, req("d"))).result
     assert body["route"] == "human" and body["category"] == "Billing"
     assert set(body["review_reasons"]) == {"priority", "deadline"}
@@ -309,7 +375,11 @@ async def test_rules_pick_the_engine_and_record_it(make_service, store):
     de_short = req("Rechnung doppelt", "Hallo, ich habe die Rechnung zweimal bezahlt und bitte um Erstattung.")
     en_long = req("Refund please", "I was charged twice for my invoice. " * 10)
     outs = await service.classify_many([en_short, de_short, en_long])
-    assert [o.result["engine"] for o in outs] == ["small:small-adapter", "default-engine:base-model", "default-engine:base-model"]
+    assert [o.result["engine"] for o in outs] == [
+        "small:small-adapter",
+        "default-engine:base-model",
+        "default-engine:base-model",
+    ]
     assert [t.subject for t in small.tickets_seen] == ["Refund please"] and len(default.tickets_seen) == 2
     rows = stored(store)
     assert [r.engine for r in rows] == ["small:small-adapter", "default-engine:base-model", "default-engine:base-model"]
@@ -317,7 +387,9 @@ async def test_rules_pick_the_engine_and_record_it(make_service, store):
     assert service.router.stats()["engines"]["small"]["first_answers"] == 1
 
 
-@pytest.mark.parametrize("fault", [EngineUnavailable("GPU server down"), EngineOverloaded(3.0)], ids=["unavailable", "overloaded"])
+@pytest.mark.parametrize(
+    "fault", [EngineUnavailable("GPU server down"), EngineOverloaded(3.0)], ids=["unavailable", "overloaded"]
+)
 async def test_backup_engine_answers_when_the_chosen_one_cannot(make_service, store, fault):
     primary, backup = ScriptedEngine("primary", fail=fault), ScriptedEngine("backup")
     service = make_service(primary, engines={"spare": backup}, routing={"backup": "spare"})
@@ -333,7 +405,9 @@ async def test_backup_engine_answers_when_the_chosen_one_cannot(make_service, st
     "fault, status", [(EngineUnavailable("down"), 503), (EngineOverloaded(3.0), 429)], ids=["unavailable", "overloaded"]
 )
 async def test_no_engine_left_is_a_stored_failure(make_service, store, fault, status):
-    service = make_service(ScriptedEngine(fail=fault), engines={"spare": ScriptedEngine("b", fail=fault)}, routing={"backup": "spare"})
+    service = make_service(
+        ScriptedEngine(fail=fault), engines={"spare": ScriptedEngine("b", fail=fault)}, routing={"backup": "spare"}
+    )
     out = await one(service, req("x"))
     assert out.status == status and out.result is None
     (row,) = stored(store)
@@ -357,7 +431,9 @@ async def test_local_cost_is_the_ticket_share_of_engine_time(make_service, store
     assert 0.3 * 0.99 <= a.result["cost_usd"] <= 0.9
     (single,) = await service.classify_many([req("three", "third body")])
     assert 0.6 * 0.99 <= single.result["cost_usd"] <= 1.8
-    assert [r.cost_usd for r in stored(store)] == pytest.approx([a.result["cost_usd"], b.result["cost_usd"], single.result["cost_usd"]])
+    assert [r.cost_usd for r in stored(store)] == pytest.approx(
+        [a.result["cost_usd"], b.result["cost_usd"], single.result["cost_usd"]]
+    )
 
 
 async def test_concurrent_requests_share_the_engine_time(make_service):
@@ -372,7 +448,11 @@ async def test_engine_profile_price(make_service):
     service = make_service(
         ScriptedEngine(),
         engines={"gpu": ScriptedEngine("gpu", delay_s=0.2)},
-        routing={"rules": [{"engine": "gpu"}], "engines": {"gpu": {"cost_per_cpu_second": 10.0}}, "cost_per_cpu_second": 0.0},
+        routing={
+            "rules": [{"engine": "gpu"}],
+            "engines": {"gpu": {"cost_per_cpu_second": 10.0}},
+            "cost_per_cpu_second": 0.0,
+        },
     )
     body = (await one(service, req("g"))).result
     assert 2.0 * 0.99 <= body["cost_usd"] <= 6.0
@@ -409,6 +489,7 @@ class FlakySessions:
         self.uses += 1
         session = self.real()
         if self.uses in self.fail_uses:
+
             def broken_commit():
                 raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
 

@@ -6,9 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from server.config import RouteRule, load_settings
+from server.engines.base import ModelInfo
 from server.prompts import TicketInput
 from server.routing import EngineMeter, EngineRules, detect_language, engine_label, rule_matches
-from server.engines.base import ModelInfo
 from tests.routing.doubles import ScriptedEngine
 
 SAMPLES = {
@@ -47,7 +47,11 @@ def rules_for(**routing) -> EngineRules:
 
 def test_first_matching_rule_wins_and_counts_history():
     rules = rules_for(
-        rules=[{"max_chars": 120, "languages": ["en"], "engine": "small"}, {"languages": ["de", "unknown"], "engine": "big"}, {"engine": "default"}],
+        rules=[
+            {"max_chars": 120, "languages": ["en"], "engine": "small"},
+            {"languages": ["de", "unknown"], "engine": "big"},
+            {"engine": "default"},
+        ],
         engines={"small": {}, "big": {}},
     )
     assert rules.choose(TicketInput("Refund", SAMPLES["en"])).engine == "small"
@@ -95,7 +99,9 @@ def test_bad_rule_tables_are_refused(routing, needle):
 
 
 def test_rule_table_from_env(monkeypatch):
-    monkeypatch.setenv("TRIAGE_ROUTING__RULES", '[{"max_chars": 600, "languages": ["en"], "engine": "small"}, {"engine": "default"}]')
+    monkeypatch.setenv(
+        "TRIAGE_ROUTING__RULES", '[{"max_chars": 600, "languages": ["en"], "engine": "small"}, {"engine": "default"}]'
+    )
     monkeypatch.setenv("TRIAGE_ROUTING__ENGINES", '{"small": {"adapter": "tickets-smollm2-v1"}}')
     monkeypatch.setenv("TRIAGE_ROUTING__BACKUP", "default")
     s = load_settings(database_url="sqlite://")
@@ -104,14 +110,22 @@ def test_rule_table_from_env(monkeypatch):
 
 
 def test_engines_missing_for_the_rules_are_refused():
-    settings = load_settings(database_url="sqlite://", routing={"rules": [{"engine": "small"}], "engines": {"small": {}}})
+    settings = load_settings(
+        database_url="sqlite://", routing={"rules": [{"engine": "small"}], "engines": {"small": {}}}
+    )
     with pytest.raises(ValueError, match="small"):
         EngineRules(settings.routing, {"default": ScriptedEngine()})
 
 
 def test_engine_label():
-    assert engine_label(ModelInfo("/m/base/smollm2-135m-instruct", "tickets-smollm2-v1", "float32", "transformers")) == "transformers:tickets-smollm2-v1"
-    assert engine_label(ModelInfo("/m/base/smollm2-135m-instruct/", None, "float32", "transformers")) == "transformers:smollm2-135m-instruct"
+    assert (
+        engine_label(ModelInfo("/m/base/smollm2-135m-instruct", "tickets-smollm2-v1", "float32", "transformers"))
+        == "transformers:tickets-smollm2-v1"
+    )
+    assert (
+        engine_label(ModelInfo("/m/base/smollm2-135m-instruct/", None, "float32", "transformers"))
+        == "transformers:smollm2-135m-instruct"
+    )
 
 
 class Clock:

@@ -17,9 +17,7 @@ from sqlalchemy.orm import Session
 
 from server.store.db import make_engine, make_sessionmaker, migrate
 
-PG_URL = os.environ.get(
-    "TRIAGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+PG_URL = os.environ.get("TRIAGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def _pg_admin_engine() -> Engine:

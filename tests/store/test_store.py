@@ -204,9 +204,7 @@ def test_mark_stale_pending_failed(session: Session) -> None:
     _complete(session, old_done.request_id)
     long_ago = datetime.now(UTC) - timedelta(hours=2)
     session.execute(
-        update(Classification)
-        .where(Classification.id.in_([old_pending.id, old_done.id]))
-        .values(created_at=long_ago)
+        update(Classification).where(Classification.id.in_([old_pending.id, old_done.id])).values(created_at=long_ago)
     )
     session.commit()
 
@@ -233,12 +231,8 @@ def test_feedback_links_and_cascades_on_delete(migrated: Engine) -> None:
     corrections = {"category": "Billing", "priority": "High", "extracted_info": {"product": "Ü"}}
     with sm() as s:
         row = _pending(s, ticket_id="T-7")
-        fb1 = repo.add_feedback(
-            s, classification=row, reviewer="anna", comment="falsch 🙈", corrections=corrections
-        )
-        fb2 = repo.add_feedback(
-            s, classification=row, reviewer="ben", comment=None, corrections={"sentiment": "neg"}
-        )
+        fb1 = repo.add_feedback(s, classification=row, reviewer="anna", comment="falsch 🙈", corrections=corrections)
+        fb2 = repo.add_feedback(s, classification=row, reviewer="ben", comment=None, corrections={"sentiment": "neg"})
         assert fb1.classification_id == row.id and fb1.ticket_id == "T-7"
         other = _pending(s, ticket_id="T-8")
         repo.add_feedback(s, classification=other, reviewer="c", comment=None, corrections={})
@@ -255,9 +249,7 @@ def test_feedback_links_and_cascades_on_delete(migrated: Engine) -> None:
 
 
 def test_foreign_key_enforced(session: Session) -> None:
-    session.add(
-        Feedback(classification_id=987654, ticket_id="T-x", reviewer="r", corrections={"a": 1})
-    )
+    session.add(Feedback(classification_id=987654, ticket_id="T-x", reviewer="r", corrections={"a": 1}))
     with pytest.raises(IntegrityError):
         session.commit()
     session.rollback()
@@ -269,9 +261,7 @@ def test_foreign_key_enforced(session: Session) -> None:
 
 def test_ping(engine: Engine, tmp_path: Path) -> None:
     assert ping(engine) is True
-    unreachable = make_engine(
-        "postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 1}
-    )
+    unreachable = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 1})
     assert ping(unreachable) is False
     # A directory where the SQLite file should be cannot be opened.
     (tmp_path / "isdir.db").mkdir()
@@ -311,12 +301,17 @@ def test_alembic_cli_with_ini(tmp_path: Path) -> None:
     db_x, db_env = tmp_path / "x.db", tmp_path / "env.db"
     subprocess.run(
         [*alembic, "-x", f"url=sqlite:///{db_x}", "upgrade", "head"],
-        cwd=tmp_path, env=env, check=True, capture_output=True,
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     subprocess.run(
         [*alembic, "upgrade", "head"],
-        cwd=tmp_path, env={**env, "TRIAGE_DATABASE_URL": f"sqlite:///{db_env}"},
-        check=True, capture_output=True,
+        cwd=tmp_path,
+        env={**env, "TRIAGE_DATABASE_URL": f"sqlite:///{db_env}"},
+        check=True,
+        capture_output=True,
     )
     for db in (db_x, db_env):
         eng = make_engine(f"sqlite:///{db}")
@@ -345,15 +340,21 @@ def test_0002_upgrades_existing_data_and_downgrades(engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         ts = ts.replace(tzinfo=None)  # stored naive UTC, as UTCDateTime does
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO classifications (request_id, ticket_id, created_at, status, body, model_base, prompt_version, "
-            "needs_review, input_truncated, prediction) VALUES ('r-old', 'T-old', :ts, 'done', 'b', 'm', 'classify/v1', "
-            ":t, :f, :pred)"
-        ), {"ts": ts, "t": True, "f": False, "pred": '{"category": "Billing"}'})
+        conn.execute(
+            text(
+                "INSERT INTO classifications (request_id, ticket_id, created_at, status, body, model_base, prompt_version, "
+                "needs_review, input_truncated, prediction) VALUES ('r-old', 'T-old', :ts, 'done', 'b', 'm', 'classify/v1', "
+                ":t, :f, :pred)"
+            ),
+            {"ts": ts, "t": True, "f": False, "pred": '{"category": "Billing"}'},
+        )
         cid = conn.execute(text("SELECT id FROM classifications WHERE request_id = 'r-old'")).scalar()
-        conn.execute(text(
-            "INSERT INTO feedback (classification_id, ticket_id, created_at, reviewer, corrections) VALUES (:c, 'T-old', :ts, 'r', :corr)"
-        ), {"c": cid, "ts": ts, "corr": '{"category": "Sales"}'})
+        conn.execute(
+            text(
+                "INSERT INTO feedback (classification_id, ticket_id, created_at, reviewer, corrections) VALUES (:c, 'T-old', :ts, 'r', :corr)"
+            ),
+            {"c": cid, "ts": ts, "corr": '{"category": "Sales"}'},
+        )
     _alembic(engine, "upgrade", "head")
     with make_sessionmaker(engine)() as s:
         row = repo.get_by_request_id(s, "r-old")
@@ -374,10 +375,21 @@ def test_routing_fields_roundtrip(session: Session) -> None:
     row = _pending(session)
     reasons = {"priority": 0.31, "fallback_unavailable": "rate_limited", "deadline": None}
     done = _complete(
-        session, row.request_id, route="human", cache_kind=None, engine="hosted:openai:gpt-4o-mini",
-        cost_usd=0.00123, review_reasons=reasons, needs_review=True,
+        session,
+        row.request_id,
+        route="human",
+        cache_kind=None,
+        engine="hosted:openai:gpt-4o-mini",
+        cost_usd=0.00123,
+        review_reasons=reasons,
+        needs_review=True,
     )
-    assert (done.route, done.engine, done.cost_usd, done.review_reasons) == ("human", "hosted:openai:gpt-4o-mini", 0.00123, reasons)
+    assert (done.route, done.engine, done.cost_usd, done.review_reasons) == (
+        "human",
+        "hosted:openai:gpt-4o-mini",
+        0.00123,
+        reasons,
+    )
     session.expire_all()
     got = repo.get_by_request_id(session, row.request_id)
     assert got.review_reasons == reasons and got.cache_kind is None
@@ -387,11 +399,26 @@ def test_finish_many_is_one_transaction(session: Session) -> None:
     a, b, c = _pending(session), _pending(session), _pending(session)
     repo.fail(session, c.request_id, error="recovered")
     done = repo.done_values(
-        prediction={"category": "Billing"}, category="Billing", priority=None, sentiment=None, confidence={"category": 0.9},
-        needs_review=False, input_truncated=False, latency_ms=1.0, prompt_tokens=0, completion_tokens=0, raw_output=None,
-        route="cache", cache_kind="near", engine="transformers:x", cost_usd=0.0,
+        prediction={"category": "Billing"},
+        category="Billing",
+        priority=None,
+        sentiment=None,
+        confidence={"category": 0.9},
+        needs_review=False,
+        input_truncated=False,
+        latency_ms=1.0,
+        prompt_tokens=0,
+        completion_tokens=0,
+        raw_output=None,
+        route="cache",
+        cache_kind="near",
+        engine="transformers:x",
+        cost_usd=0.0,
     )
-    skipped = repo.finish_many(session, [(a.request_id, done), (b.request_id, repo.failed_values(error="boom", cost_usd=0.5)), (c.request_id, done)])
+    skipped = repo.finish_many(
+        session,
+        [(a.request_id, done), (b.request_id, repo.failed_values(error="boom", cost_usd=0.5)), (c.request_id, done)],
+    )
     assert skipped == [c.request_id]
     session.expire_all()
     assert repo.get_by_request_id(session, a.request_id).cache_kind == "near"
@@ -401,7 +428,7 @@ def test_finish_many_is_one_transaction(session: Session) -> None:
 
     # A failure inside the batch leaves every row as it was.
     d, e = _pending(session), _pending(session)
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):  # the status CHECK constraint
         repo.finish_many(session, [(d.request_id, done), (e.request_id, {**done, "status": "bogus"})])
     session.expire_all()
     assert [repo.get_by_request_id(session, r.request_id).status for r in (d, e)] == ["pending", "pending"]
@@ -410,7 +437,13 @@ def test_finish_many_is_one_transaction(session: Session) -> None:
 def test_review_queue(session: Session) -> None:
     def result(ticket_id: str, reasons: dict | None, *, needs_review: bool = True) -> Classification:
         row = _pending(session, ticket_id=ticket_id)
-        return _complete(session, row.request_id, needs_review=needs_review, review_reasons=reasons, route="human" if needs_review else "local")
+        return _complete(
+            session,
+            row.request_id,
+            needs_review=needs_review,
+            review_reasons=reasons,
+            route="human" if needs_review else "local",
+        )
 
     a = result("T-a", {"priority": 0.2})
     result("T-ok", None, needs_review=False)

@@ -15,18 +15,24 @@ from server.service import TicketRequest
 
 router = APIRouter(prefix="/v1", tags=["classification"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 413, 422, 429, 502, 503)
-}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 413, 422, 429, 502, 503)}
 
 
 def _check(ticket: TicketIn, settings: Any) -> None:
     limit = settings.api.max_ticket_bytes
     size = ticket.size_bytes()
     if size > limit:
-        raise ApiError(413, "ticket_too_large", f"ticket is {size} bytes; the limit is {limit} bytes (subject + body + history, UTF-8)")
+        raise ApiError(
+            413,
+            "ticket_too_large",
+            f"ticket is {size} bytes; the limit is {limit} bytes (subject + body + history, UTF-8)",
+        )
     if len(ticket.previous_interactions) > settings.api.max_history_items:
-        raise ApiError(422, "invalid_request", f"previous_interactions has {len(ticket.previous_interactions)} items; the limit is {settings.api.max_history_items}")
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"previous_interactions has {len(ticket.previous_interactions)} items; the limit is {settings.api.max_history_items}",
+        )
 
 
 def _echo_id(raw: Any) -> str | None:
@@ -50,8 +56,16 @@ async def classify(ticket: TicketIn, service: ServiceDep, settings: SettingsDep)
     _check(ticket, settings)
     (outcome,) = await service.classify_many([_request(ticket)])
     if outcome.result is None:
-        headers = {"Retry-After": "1"} if outcome.status == 429 else {"Retry-After": "5"} if outcome.status == 503 else None
-        raise ApiError(outcome.status, "classification_failed", outcome.error or "failed", {"ticket_id": outcome.ticket_id, "request_id": outcome.request_id}, headers)
+        headers = (
+            {"Retry-After": "1"} if outcome.status == 429 else {"Retry-After": "5"} if outcome.status == 503 else None
+        )
+        raise ApiError(
+            outcome.status,
+            "classification_failed",
+            outcome.error or "failed",
+            {"ticket_id": outcome.ticket_id, "request_id": outcome.request_id},
+            headers,
+        )
     return outcome.result
 
 

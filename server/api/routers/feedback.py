@@ -34,7 +34,9 @@ def _corrections(payload: FeedbackIn, taxonomy: Any) -> dict[str, Any]:
             corrections[name] = value
         for name, value in extracted.items():
             if name not in known_extracted:
-                raise TaxonomyError(f"extracted_info has no field {name!r}; known: {', '.join(sorted(known_extracted))}")
+                raise TaxonomyError(
+                    f"extracted_info has no field {name!r}; known: {', '.join(sorted(known_extracted))}"
+                )
             if value is not None:
                 taxonomy.validate_label(name, value)
     except KeyError as exc:
@@ -48,14 +50,27 @@ def _corrections(payload: FeedbackIn, taxonomy: Any) -> dict[str, Any]:
     return corrections
 
 
-@router.post("/feedback", status_code=201, response_model=FeedbackOut, responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+@router.post(
+    "/feedback",
+    status_code=201,
+    response_model=FeedbackOut,
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
 def feedback(payload: FeedbackIn, session: SessionDep, taxonomy: TaxonomyDep) -> dict[str, Any]:
     corrections = _corrections(payload, taxonomy)
     try:
         row = repo.get_latest_by_ticket_id(session, payload.ticket_id)
         if row is None:
             raise ApiError(404, "not_found", f"no classification for ticket_id {payload.ticket_id!r}")
-        fb = repo.add_feedback(session, classification=row, reviewer=payload.reviewer, comment=payload.comment, corrections=corrections)
+        fb = repo.add_feedback(
+            session, classification=row, reviewer=payload.reviewer, comment=payload.comment, corrections=corrections
+        )
     except SQLAlchemyError as exc:
         raise ApiError(503, "database_unavailable", f"database unavailable: {type(exc).__name__}") from exc
-    return {"feedback_id": fb.id, "ticket_id": row.ticket_id, "request_id": row.request_id, "corrections": corrections, "original": row.prediction}
+    return {
+        "feedback_id": fb.id,
+        "ticket_id": row.ticket_id,
+        "request_id": row.request_id,
+        "corrections": corrections,
+        "original": row.prediction,
+    }

@@ -20,7 +20,10 @@ router = APIRouter(prefix="/v1", tags=["review"])
 def review_queue(
     session: SessionDep,
     taxonomy: TaxonomyDep,
-    reason: str | None = Query(default=None, description="Only items with this reason: a label field, hosted_invalid, deadline or fallback_unavailable."),
+    reason: str | None = Query(
+        default=None,
+        description="Only items with this reason: a label field, hosted_invalid, deadline or fallback_unavailable.",
+    ),
     limit: int = Query(default=50, ge=1, le=500),
     offset: int = Query(default=0, ge=0),
 ) -> dict[str, Any]:
@@ -31,7 +34,9 @@ def review_queue(
     try:
         rows, total = repo.review_queue(session, reason=reason, limit=limit, offset=offset)
     except SQLAlchemyError as exc:
-        raise ApiError(503, "database_unavailable", f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}) from exc
+        raise ApiError(
+            503, "database_unavailable", f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}
+        ) from exc
     items = [
         {
             "request_id": row.request_id,

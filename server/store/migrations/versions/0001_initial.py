@@ -57,9 +57,7 @@ def upgrade() -> None:
         sa.Column("raw_output", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_classifications"),
         sa.UniqueConstraint("request_id", name="uq_classifications_request_id"),
-        sa.CheckConstraint(
-            "status IN ('pending', 'done', 'failed')", name="ck_classifications_status"
-        ),
+        sa.CheckConstraint("status IN ('pending', 'done', 'failed')", name="ck_classifications_status"),
     )
     op.create_index("ix_classifications_ticket_id", "classifications", ["ticket_id"])
     op.create_index("ix_classifications_status", "classifications", ["status"])
