@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import ROOT, clean_env, triage_command
+from tests.e2e.conftest import ROOT, clean_env, triage_command
 from tests.conftest import ACTIVE_ADAPTER, ACTIVE_PROMPT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
