@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from server.results import DetectedLanguage
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE_MODEL_DIR = PROJECT_ROOT / "models" / "base" / "smollm2-135m-instruct"
 
@@ -104,7 +106,7 @@ class RouteRule(_Section):
         default=None, ge=0, description="Ticket text (subject + body + history) at most this many characters."
     )
     min_chars: int | None = Field(default=None, ge=0, description="Ticket text at least this many characters.")
-    languages: list[Literal["en", "de", "es", "fr", "pt", "unknown"]] | None = Field(
+    languages: list[DetectedLanguage] | None = Field(
         default=None, description="The detected language is one of these ('unknown': none could be told)."
     )
 

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from server.config import Settings
 from server.engines.base import Engine, EngineError, EngineOverloaded, EngineTimeout, EngineUnavailable
 from server.prompts import TicketInput
+from server.results import label_of
 from server.routing import DEFAULT_ENGINE, Job, Router, ServiceCache
 from server.store import repository as repo
 from server.taxonomy import Taxonomy
@@ -124,12 +125,11 @@ class ClassificationService:
         answer = job.answer
         assert answer is not None
         output = answer.output
-        info = output.get("extracted_info") if isinstance(output.get("extracted_info"), dict) else {}
         return repo.done_values(
             prediction=output,
-            category=output.get("category"),
-            priority=output.get("priority"),
-            sentiment=info.get("sentiment"),
+            category=label_of(output, "category"),
+            priority=label_of(output, "priority"),
+            sentiment=label_of(output, "sentiment"),
             confidence=answer.confidence,
             needs_review=job.needs_review,
             input_truncated=answer.truncated,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from server.prompts import TicketInput
+from server.results import ClassificationResult
 
 
 class EngineError(RuntimeError):
@@ -40,16 +41,8 @@ class ReviewInput:
     uncertain: tuple[str, ...]  # the label fields under their thresholds
 
 
-@dataclass
-class EngineOutput:
-    output: dict[str, Any]  # the schema-conformant JSON object
-    confidence: dict[str, float | None]  # per label field, from token probabilities
-    raw_text: str
-    prompt_tokens: int
-    completion_tokens: int
-    truncated: bool
-    prompt_version: str
-    extra: dict[str, Any] = field(default_factory=dict)
+# Every backend answers with the one typed result (server.results); the old name stays for callers.
+EngineOutput = ClassificationResult
 
 
 @dataclass(frozen=True)

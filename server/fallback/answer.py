@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from server.extraction import candidate_spans, ticket_texts
 from server.prompts import TicketInput
+from server.results import label_of, set_label
 from server.schema import Slot, output_layout, output_model
 from server.taxonomy import Taxonomy
 
@@ -136,8 +137,7 @@ def drop_invented(taxonomy: Taxonomy, output: dict[str, Any], ticket: TicketInpu
     for spec in taxonomy.extracted_info:
         if not spec.copy_only:
             continue
-        info = output.get("extracted_info") if isinstance(output.get("extracted_info"), dict) else {}
-        value = info.get(spec.name)
+        value = label_of(output, spec.name)
         if value is None:
             continue
         spans = (
@@ -146,7 +146,7 @@ def drop_invented(taxonomy: Taxonomy, output: dict[str, Any], ticket: TicketInpu
             else candidate_spans(ticket_texts(ticket.subject, ticket.body, ticket.previous_interactions))
         )
         if value not in spans:
-            info[spec.name] = None
+            set_label(output, spec.name, None, in_extracted_info=True)
             notes.append(f"extracted_info.{spec.name}: {str(value)[:40]!r} is not a span of the ticket, dropped")
     return notes
 
@@ -172,9 +172,8 @@ def label_confidence(
     for t in tokens:
         starts.append(offset)
         offset += len(t.token)
-    info = output.get("extracted_info") if isinstance(output.get("extracted_info"), dict) else {}
     for spec in taxonomy.label_fields:
-        value = (info if spec.in_extracted_info else output).get(spec.name)
+        value = label_of(output, spec.name)
         if not isinstance(value, str):
             continue
         pattern = rb'"' + re.escape(spec.name.encode()) + rb'"\s*:\s*"(' + re.escape(value.encode()) + rb')"'

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.prompts import TICKET_HEADER, definitions_text, output_format_text
+from server.results import label_of
 from server.schema import FieldOrder
 from server.taxonomy import Taxonomy
 
@@ -43,10 +44,9 @@ def label_hint(taxonomy: Taxonomy, previous: dict[str, Any] | None) -> dict[str,
     """Only closed-set label values of the local answer: they cannot carry personal data, free text can."""
     if not previous:
         return {}
-    info = previous.get("extracted_info") if isinstance(previous.get("extracted_info"), dict) else {}
     hint: dict[str, str] = {}
     for spec in taxonomy.label_fields:
-        value = (info if spec.in_extracted_info else previous).get(spec.name)
+        value = label_of(previous, spec.name)
         if isinstance(value, str) and value in spec.values:
             hint[spec.name] = value
     return hint

@@ -13,8 +13,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from itertools import islice
+from typing import Final, get_args
 
-UNKNOWN = "unknown"
+from server.results import DetectedLanguage, Language
+
+UNKNOWN: Final = "unknown"
 
 _STOPWORDS: dict[str, str] = {
     "en": """the and to of is it that for you was with on are this have be not my but at from or an
@@ -45,12 +48,13 @@ def _build() -> dict[str, str]:
 
 
 WORD_LANGUAGE = _build()  # distinctive word -> its language
-LANGUAGES = tuple(_STOPWORDS)
+LANGUAGES: tuple[Language, ...] = tuple(_STOPWORDS)  # type: ignore[assignment]  # checked below
+assert set(LANGUAGES) == set(get_args(Language)), "a stopword list per language of server.results.Language"
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 MAX_WORDS = 400  # the start of a ticket says which language it is in; long ones need not be read whole
 
 
-def detect_language(text: str, *, min_hits: int = 2) -> str:
+def detect_language(text: str, *, min_hits: int = 2) -> DetectedLanguage:
     """One of en/de/es/fr/pt, or "unknown" when the evidence is too thin or tied."""
     hits: Counter[str] = Counter()
     for match in islice(_WORD.finditer(text.lower()), MAX_WORDS):
@@ -64,4 +68,4 @@ def detect_language(text: str, *, min_hits: int = 2) -> str:
     runner_up = ranked[1][1] if len(ranked) > 1 else 0
     if count < min_hits or count <= runner_up:
         return UNKNOWN
-    return best
+    return best  # type: ignore[return-value]  # a key of WORD_LANGUAGE: a Language

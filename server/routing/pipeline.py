@@ -44,6 +44,7 @@ from server.engines.base import (
     ReviewInput,
 )
 from server.prompts import TicketInput
+from server.results import CACHEABLE_ROUTES, ROUTES, label_of, set_label
 from server.routing.cache import ServiceCache
 from server.routing.cost import EngineMeter
 from server.routing.rules import DEFAULT_ENGINE, Choice, EngineRules, engine_label
@@ -55,9 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("local", "local+review", "hosted", "human", "cache")
-CACHEABLE_ROUTES = ("local", "local+review", "hosted")
-OTHER_REASONS = ("hosted_invalid", "deadline", "fallback_unavailable")
 MAX_DETAIL_CHARS = 300
 
 
@@ -150,20 +148,15 @@ class Job:
 
 
 def label_value(output: dict[str, Any], taxonomy: Taxonomy, name: str) -> Any:
-    spec = taxonomy.field(name)
-    container = output.get("extracted_info") if spec.in_extracted_info else output
-    return container.get(name) if isinstance(container, dict) else None
+    taxonomy.field(name)  # an unknown field is a caller's bug: raise rather than answer None
+    return label_of(output, name)
 
 
 def label_fields_of(output: dict[str, Any], taxonomy: Taxonomy) -> dict[str, Any]:
     """The closed-set labels of an answer, in the answer's shape (what a reviewer needs to see)."""
     labels: dict[str, Any] = {}
     for spec in taxonomy.label_fields:
-        value = label_value(output, taxonomy, spec.name)
-        if spec.in_extracted_info:
-            labels.setdefault("extracted_info", {})[spec.name] = value
-        else:
-            labels[spec.name] = value
+        set_label(labels, spec.name, label_of(output, spec.name), in_extracted_info=spec.in_extracted_info)
     return labels
 
 
