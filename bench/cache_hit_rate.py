@@ -204,7 +204,7 @@ def main() -> None:
     result["settings"].update(banding_recall(stream, tickets, base))
     namespace = cache_namespace(bench="cache_hit_rate", seed=args.seed)
     for backend in args.backends.split(","):
-        cache = ResultCache(base.model_copy(update={"backend": backend}), namespace)
+        cache = ResultCache(CacheSettings.model_validate({**base.model_dump(), "backend": backend}), namespace)
         if not cache.ping():
             sys.exit(f"{backend} backend not reachable ({args.redis_url})")
         try:

@@ -146,7 +146,7 @@ def main() -> None:
         s = (
             settings
             if spec is None
-            else settings.model_copy(update={"model": settings.model.model_copy(update={"adapter": spec})})
+            else settings.variant(model={"adapter": spec})
         )
         runner = BatchRunner(s, taxonomy)
         started = time.perf_counter()

@@ -152,8 +152,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     runner = BatchRunner(settings, taxonomy, model=model, tokenizer=tokenizer, dtype=dtype, adapter=adapter)
     for c in (32, 8, 1):
-        e = settings.engine.model_copy(update={"max_batch_size": max(c, 1)})
-        engine = TransformersEngine(settings.model_copy(update={"engine": e}), taxonomy, runner=runner)
+        engine = TransformersEngine(settings.variant(engine={"max_batch_size": max(c, 1)}), taxonomy, runner=runner)
         await engine.start()
         subset = tickets if c > 1 else tickets[: args.n_c1]
         outs, lat, wall = await run_engine(engine.classify, subset, c, f"engine c={c}")

@@ -7,6 +7,7 @@ then the defaults below. Nothing else in the code base reads the environment.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,9 @@ DEFAULT_BASE_MODEL_DIR = PROJECT_ROOT / "models" / "base" / "smollm2-135m-instru
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt key must fail loudly, not fall back to a default
+    # A misspelt key must fail loudly, not fall back to a default; frozen: settings are read once and
+    # passed down, and a variant is made with `Settings.variant`, which validates it again.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSettings(_Section):
@@ -230,7 +233,7 @@ class CacheSettings(_Section):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     config_file: Path | None = Field(default=None, description="Optional YAML file with any of these settings.")
     database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'triage.db'}"
@@ -257,6 +260,22 @@ class Settings(BaseSettings):
         if self.database_url in ("sqlite://", "sqlite:///:memory:") and self.api.host not in ("127.0.0.1", "localhost"):
             raise ValueError("an in-memory database cannot back a server listening beyond localhost")
         return self
+
+    def variant(self, **sections: Mapping[str, Any] | Any) -> Settings:
+        """These settings with some values changed, validated like the originals (a `model_copy(update=...)`
+        would skip validation). A section takes a mapping of the keys to change:
+        `settings.variant(model={"adapter": "x"}, taxonomy="banking77")`. The environment and the YAML
+        file are not read again."""
+        data = self.model_dump()
+        for key, value in sections.items():
+            if key not in type(self).model_fields:
+                raise ValueError(f"unknown settings key: {key}")
+            current = data[key]
+            if isinstance(current, dict) and isinstance(value, Mapping):
+                data[key] = {**current, **value}
+            else:
+                data[key] = value
+        return type(self).model_validate(data)
 
     @classmethod
     def settings_customise_sources(

@@ -268,3 +268,32 @@ def test_in_memory_database_on_localhost_allowed(host):
 def test_settings_class_directly_reads_env(monkeypatch):
     monkeypatch.setenv("TRIAGE_API__PORT", "9001")
     assert Settings().api.port == 9001
+
+
+# -- variants -----------------------------------------------------------------------------------
+
+
+def test_settings_are_frozen_and_variants_are_validated(monkeypatch):
+    settings = load_settings(fallback={"api_key": "sk-kept"})
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.model.adapter = "other"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.taxonomy = "banking77"  # type: ignore[misc]
+
+    variant = settings.variant(model={"adapter": "none"}, engine={"max_batch_size": 3}, taxonomy="banking77")
+    assert (variant.model.adapter, variant.engine.max_batch_size, variant.taxonomy) == ("none", 3, "banking77")
+    assert settings.model.adapter == "registry" and settings.taxonomy == "tickets"  # the original is untouched
+    assert variant.model.base == settings.model.base  # the keys not named are kept
+    assert variant.fallback.api_key is not None and variant.fallback.api_key.get_secret_value() == "sk-kept"
+
+    # A variant is validated like the settings it comes from (model_copy(update=...) would accept these).
+    with pytest.raises(ValidationError, match="max_batch_size"):
+        settings.variant(engine={"max_batch_size": 0})
+    with pytest.raises(ValidationError, match="misspelt|Extra inputs"):
+        settings.variant(engine={"misspelt": 1})
+    with pytest.raises(ValueError, match="unknown settings key"):
+        settings.variant(modle={"adapter": "x"})
+
+    # The environment is read once, when the settings are loaded, not again for a variant.
+    monkeypatch.setenv("TRIAGE_TAXONOMY", "clinc150")
+    assert settings.variant().taxonomy == "tickets"
