@@ -1,8 +1,11 @@
-"""Shared fixtures. Tests marked `model` use the real base model (converted by `make install`)."""
+"""Shared fixtures. Tests marked `model` use the real base model (converted by `make install`).
+
+`pytest -m "not model"` is the fast lane. A test is marked `model` by hand (the real-process e2e
+suites, the CLI) or, so that nobody can forget, by `pytest_collection_modifyitems` below whenever
+its fixtures load the model (`runner`, `base_model_dir` and everything built on them)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,14 +17,12 @@ from server.taxonomy import load_taxonomy
 pytest_plugins = ["tests.fallback.fake_hosted"]
 
 ROOT = Path(__file__).resolve().parent.parent
-# What `make run` serves: the registry's active adapter and the prompt it was trained with.
-_REGISTRY = json.loads((ROOT / "models" / "registry.json").read_text())
-ACTIVE_ADAPTER: str | None = _REGISTRY["active"]
-ACTIVE_PROMPT = (
-    json.loads((ROOT / "models" / "adapters" / ACTIVE_ADAPTER / "manifest.json").read_text())["prompt_version"]
-    if ACTIVE_ADAPTER
-    else "classify/v1"
-)
+# What `make run` serves: the registry's active adapter and the prompt it was trained with. Pinned, not
+# read from registry.json, so a registry with nothing promoted (or the wrong adapter) fails the tests
+# that expect the shipped model instead of passing with None; a promotion updates these two lines.
+ACTIVE_ADAPTER = "tickets-smollm2-v1"
+ACTIVE_PROMPT = "classify/v2"
+MODEL_FIXTURES = frozenset({"base_model_dir", "runner"})
 SEED_TICKET = {
     "subject": "Can't log into my account after password reset",
     "body": "Hi, I reset my password an hour ago and now I get 'invalid credentials' every time I try to log in "
@@ -35,6 +36,12 @@ def fast_overrides(tmp: Path) -> dict:
         "database_url": f"sqlite:///{tmp / 'triage.db'}",
         "engine": {"max_string_tokens": 4, "max_reasoning_tokens": 6, "batch_wait_ms": 20, "max_batch_size": 8},
     }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
 
 
 @pytest.fixture(scope="session")
