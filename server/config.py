@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from server.resources import builtin_prompts_dir
 from server.results import DetectedLanguage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,10 @@ class EngineSettings(_Section):
 
 
 class PromptSettings(_Section):
-    dir: Path = PROJECT_ROOT / "prompts"
+    dir: Path = Field(
+        default_factory=builtin_prompts_dir,
+        description="Folder of prompt templates (kind/version.jinja); the templates shipped in the package by default.",
+    )
     version: str = "v1"
     review_version: str = Field(
         default="auto",

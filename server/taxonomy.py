@@ -11,7 +11,9 @@ from pathlib import Path
 
 import yaml
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "taxonomies"
+from server.resources import builtin_taxonomies_dir
+
+BUILTIN_DIR = builtin_taxonomies_dir()
 
 
 class TaxonomyError(ValueError):

@@ -44,7 +44,7 @@ def test_defaults():
     assert s.engine.prefix_cache is True
     assert s.engine.max_string_tokens == 16
     assert s.engine.max_reasoning_tokens == 48
-    assert s.prompt.dir == PROJECT_ROOT / "prompts"
+    assert s.prompt.dir == PROJECT_ROOT / "prompts"  # the package data of an editable install: the repository folder
     assert s.prompt.version == "v1"
     assert s.prompt.review_version == "auto"  # the classify version's review prompt
     assert s.prompt.max_body_tokens == 768
