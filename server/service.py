@@ -22,12 +22,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from server.cache import ServiceCache
 from server.config import Settings
 from server.engines.base import Engine, EngineError, EngineOverloaded, EngineTimeout, EngineUnavailable
 from server.prompts import TicketInput
-from server.results import label_of
-from server.routing import DEFAULT_ENGINE, Job, Router, ServiceCache
+from server.routing import DEFAULT_PROFILE, Job, Router
+from server.routing.answer import prompt_version_of
 from server.store import repository as repo
+from server.store.records import StoredFailure, StoredOutcome, StoredResult
 from server.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ class ClassificationService:
         cache: ServiceCache | None = None,
         hosted: HostedFallback | None = None,
     ):
-        """`engine` is the default engine; `engines` adds the named engines of `routing.engines`."""
+        """`engine` serves the default profile; `engines` adds the engines of the named profiles (`routing.engines`)."""
         self.settings = settings
         self.taxonomy = taxonomy
         self.engine = engine
@@ -86,14 +88,14 @@ class ClassificationService:
         self.cache = cache
         self.hosted = hosted
         self.router = Router(
-            settings, taxonomy, {**(engines or {}), DEFAULT_ENGINE: engine}, cache=cache, hosted=hosted
+            settings, taxonomy, {**(engines or {}), DEFAULT_PROFILE: engine}, cache=cache, hosted=hosted
         )
 
     # -- store helpers (sync; called in the threadpool) ----------------------------------------
     def _accept(self, requests: Sequence[TicketRequest], request_ids: list[str], jobs: Sequence[Job]) -> None:
         with self.sessions() as session:
             for req, rid, job in zip(requests, request_ids, jobs):
-                engine = self.router.engines[job.choice.engine]
+                engine = self.router.engines[job.choice.profile]
                 info = engine.info
                 repo.create_pending(
                     session,
@@ -104,45 +106,41 @@ class ClassificationService:
                     previous_interactions=list(req.previous_interactions) or None,
                     model_base=info.base,
                     model_adapter=info.adapter,
-                    prompt_version=_prompt_version(engine),
+                    prompt_version=prompt_version_of(engine),
                     taxonomy=self.taxonomy.key,
                 )
 
-    def _record(self, results: list[tuple[str, dict[str, Any]]]) -> None:
+    def _record(self, results: list[tuple[str, StoredOutcome]]) -> None:
         with self.sessions() as session:
             skipped = repo.finish_many(session, results)
         for rid in skipped:
             log.warning("request %s was already resolved (recovered after a restart?)", rid)
 
-    def _stored_values(self, job: Job, body: dict[str, Any] | None, latency_ms: float) -> dict[str, Any]:
-        if body is None:
+    @staticmethod
+    def _stored(job: Job, latency_ms: float) -> StoredOutcome:
+        answer = job.answer
+        if job.error is not None or answer is None:
             error = job.error
-            return repo.failed_values(
+            return StoredFailure(
                 error=(str(error) or type(error).__name__) if error is not None else "no result",
                 latency_ms=latency_ms,
                 cost_usd=job.cost_usd,
             )
-        answer = job.answer
-        assert answer is not None
-        output = answer.output
-        return repo.done_values(
-            prediction=output,
-            category=label_of(output, "category"),
-            priority=label_of(output, "priority"),
-            sentiment=label_of(output, "sentiment"),
+        return StoredResult(
+            prediction=answer.output,
             confidence=answer.confidence,
             needs_review=job.needs_review,
             input_truncated=answer.truncated,
             latency_ms=latency_ms,
-            prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens,
+            prompt_tokens=answer.result.prompt_tokens,
+            completion_tokens=answer.result.completion_tokens,
             raw_output=answer.raw_text,
             model_base=answer.model.base,
             model_adapter=answer.model.adapter,
             route=job.route,
             cache_kind=job.cache_hit.kind if job.cache_hit else None,
-            engine=answer.engine,
-            cost_usd=body["cost_usd"],
+            answered_by=answer.answered_by,
+            cost_usd=round(job.cost_usd, 10),
             review_reasons=job.reasons or None,
         )
 
@@ -164,13 +162,16 @@ class ClassificationService:
             "review_reasons": dict(job.reasons) or None,
             "cache": hit.kind if hit else None,
             "cache_similarity": round(hit.similarity, 4) if hit else None,
-            "engine": answer.engine,
+            "engine": answer.answered_by,
             "cost_usd": round(job.cost_usd, 10),
             "model": {"base": answer.model.base, "adapter": answer.model.adapter},
             "prompt_version": answer.prompt_version,
             "taxonomy": self.taxonomy.key,
             "latency_ms": round(latency_ms, 1),
-            "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens},
+            "usage": {
+                "prompt_tokens": answer.result.prompt_tokens,
+                "completion_tokens": answer.result.completion_tokens,
+            },
             "input_truncated": answer.truncated,
             "request_id": rid,
         }
@@ -207,24 +208,24 @@ class ClassificationService:
         latency_ms = (time.perf_counter() - started) * 1000
 
         outcomes: list[Outcome] = []
-        to_store: list[tuple[str, dict[str, Any]]] = []
+        to_store: list[tuple[str, StoredOutcome]] = []
         for req, rid, job in zip(requests, rids, jobs):
             assert req.ticket_id is not None
             if job.error is None and job.answer is not None:
-                body = self.response_body(rid, req.ticket_id, job, latency_ms)
-                outcomes.append(Outcome(rid, req.ticket_id, result=body))
+                outcomes.append(
+                    Outcome(rid, req.ticket_id, result=self.response_body(rid, req.ticket_id, job, latency_ms))
+                )
             else:
-                body = None
                 error = job.error or EngineError("no result")
                 outcomes.append(
                     Outcome(rid, req.ticket_id, error=str(error) or type(error).__name__, status=_status_for(error))
                 )
-            to_store.append((rid, self._stored_values(job, body, latency_ms)))
+            to_store.append((rid, self._stored(job, latency_ms)))
         await self._store_results(to_store)
         await self._fill_cache(jobs)
         return outcomes
 
-    async def _store_results(self, to_store: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _store_results(self, to_store: list[tuple[str, StoredOutcome]]) -> None:
         for attempt, delay in enumerate((*STORE_RETRY_DELAYS_S, None)):
             try:
                 await run_in_threadpool(self._record, to_store)
@@ -239,7 +240,8 @@ class ClassificationService:
 
     async def _fill_cache(self, jobs: Sequence[Job]) -> None:
         """Confident answers only (never human / needs_review), after they are stored."""
-        if self.cache is None or not self.cache.enabled:
+        cache = self.cache
+        if cache is None or not cache.enabled:
             return
         todo = [j for j in jobs if j.cacheable and j.cache_hit is None]
         if not todo:
@@ -248,9 +250,9 @@ class ClassificationService:
         def put() -> None:
             for job in todo:
                 assert job.answer is not None and job.route is not None
-                # Under the namespace of the local engine that answered (a backup's answer is not the chosen engine's).
-                engine = self.router.engines[job.engine_name or job.choice.engine]
-                self.cache.put(engine, job.ticket, job.answer.to_cache(job.route))  # type: ignore[union-attr]
+                # Under the namespace of the local engine that answered (a backup's answer is not the chosen one's).
+                engine = self.router.engines[job.answered_profile or job.choice.profile]
+                cache.put(engine, job.ticket, job.answer.to_cache(job.route))
 
         try:
             await run_in_threadpool(put)
@@ -263,13 +265,6 @@ class ClassificationService:
             "cache": self.cache.stats() if self.cache is not None else {"enabled": False},
             "fallback": self.hosted.stats() if self.hosted is not None else {"enabled": False},
         }
-
-
-def _prompt_version(engine: Engine) -> str:
-    try:
-        return engine.prompt_version
-    except NotImplementedError:
-        return "unknown"
 
 
 def _status_for(exc: BaseException | None) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from server.api.app import create_server
 from server.config import load_settings
@@ -19,7 +19,7 @@ from server.engines.base import Engine, EngineError, EngineOutput, EngineOverloa
 from server.prompts import TicketInput
 from server.service import ClassificationService, StoreUnavailable, TicketRequest
 from server.store import repository as repo
-from server.store.db import make_engine, make_sessionmaker, migrate
+from server.store.db import make_db_engine, make_sessionmaker, migrate
 from server.store.models import Classification
 from server.taxonomy import load_taxonomy
 
@@ -83,7 +83,7 @@ class FaultyEngine(Engine):
 
 @pytest.fixture()
 def store(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 't.db'}")
+    engine = make_db_engine(f"sqlite:///{tmp_path / 't.db'}")
     migrate(engine)
     yield make_sessionmaker(engine)
     engine.dispose()
@@ -150,7 +150,7 @@ async def test_one_failing_item_does_not_sink_the_others(store):
 
 
 async def test_database_down_means_nothing_accepted(tmp_path):
-    dead = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
+    dead = make_db_engine("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
     svc = service(make_sessionmaker(dead), "ok")
     with pytest.raises(StoreUnavailable):
         await svc.classify_many([TicketRequest("s", "b")])
@@ -159,7 +159,7 @@ async def test_database_down_means_nothing_accepted(tmp_path):
 
 def test_startup_fails_tickets_left_pending_by_a_crash(tmp_path):
     url = f"sqlite:///{tmp_path / 'crash.db'}"
-    engine = make_engine(url)
+    engine = make_db_engine(url)
     migrate(engine)
     with make_sessionmaker(engine)() as s:
         repo.create_pending(
@@ -180,9 +180,9 @@ def test_startup_fails_tickets_left_pending_by_a_crash(tmp_path):
         assert client.get("/ready").status_code == 200
         r = client.post("/v1/classify", json={"subject": "s", "body": "b"})
         assert r.status_code == 200 and r.json()["category"] == "Billing"
-    engine = make_engine(url)
+    engine = make_db_engine(url)
     with make_sessionmaker(engine)() as s:
-        row = repo.get_by_request_id(s, "r1")
+        row = s.scalars(select(Classification).where(Classification.request_id == "r1")).one()
         assert row.status == "failed" and "restarted" in row.error
     engine.dispose()
 
@@ -196,7 +196,7 @@ def test_engine_failure_over_http_is_a_clear_error_and_stored(tmp_path):
         assert r.json()["error"] == "classification_failed"
         b = client.post("/v1/batch", json={"tickets": [{"subject": "s", "body": "b"}]})
         assert b.status_code == 429
-    engine = make_engine(url)
+    engine = make_db_engine(url)
     with make_sessionmaker(engine)() as s:
-        assert repo.count_by_status(s).get("failed") == 2
+        assert s.scalar(select(func.count()).where(Classification.status == "failed")) == 2
     engine.dispose()

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import redis
 
@@ -27,6 +27,7 @@ from server.cache.lsh import Signature, Signer
 from server.cache.store import CacheStore, MemoryStore, RedisStore, redis_client_from_url
 from server.config import CacheSettings
 from server.prompts import TicketInput
+from server.results import CacheKind
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ DEFAULT_RETRY_AFTER_S = 5.0
 
 @dataclass(frozen=True)
 class CacheHit:
-    kind: Literal["exact", "near"]
+    kind: CacheKind
     result: dict[str, Any]
     similarity: float  # 1.0 for exact
 

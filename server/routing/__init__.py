@@ -1,15 +1,28 @@
 """Routing: which engine answers a ticket (rule table + backup), the result cache, the local
 re-review, the hosted fallback and the human review queue. See `pipeline.py` for the flow."""
 
+from server.cache import ServiceCache, engine_namespace
 from server.results import OTHER_REASONS, ROUTES
-from server.routing.cache import ServiceCache, engine_namespace
+from server.routing.answer import Answer
 from server.routing.cost import EngineMeter
+from server.routing.job import Job, RouteLedger
+from server.routing.labels import label_fields_of, null_output
 from server.routing.language import detect_language
-from server.routing.pipeline import Answer, Job, Router, label_fields_of, null_output
-from server.routing.rules import DEFAULT_ENGINE, Choice, EngineRules, engine_label, rule_matches
+from server.routing.pipeline import Router
+from server.routing.rules import (
+    DEFAULT_ENGINE,
+    DEFAULT_PROFILE,
+    Choice,
+    EngineRules,
+    ProfileRules,
+    answered_by_label,
+    engine_label,
+    rule_matches,
+)
 
 __all__ = [
     "DEFAULT_ENGINE",
+    "DEFAULT_PROFILE",
     "OTHER_REASONS",
     "ROUTES",
     "Answer",
@@ -17,8 +30,11 @@ __all__ = [
     "EngineMeter",
     "EngineRules",
     "Job",
+    "ProfileRules",
+    "RouteLedger",
     "Router",
     "ServiceCache",
+    "answered_by_label",
     "detect_language",
     "engine_label",
     "engine_namespace",

@@ -1,4 +1,4 @@
-"""Engine, session and migration helpers for the triage store.
+"""Database engine, session and migration helpers for the triage store.
 
 Only SQLite (local/dev, single node) and PostgreSQL (production) are supported;
 rejecting anything else early beats a confusing failure deep inside a request.
@@ -12,13 +12,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine as DbEngine
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 __all__ = [
     "MIGRATIONS_DIR",
+    "make_db_engine",
     "make_engine",
     "make_sessionmaker",
     "migrate",
@@ -53,8 +55,8 @@ def normalise_url(url: str | URL) -> URL:
     raise ValueError(f"unsupported database URL driver {url.drivername!r}: use sqlite:/// or postgresql(+psycopg)://")
 
 
-def make_engine(url: str, **engine_kwargs: Any) -> Engine:
-    """Create an engine with the per-backend settings the store relies on.
+def make_db_engine(url: str, **engine_kwargs: Any) -> DbEngine:
+    """Create an SQLAlchemy engine with the per-backend settings the store relies on.
 
     Extra keyword arguments go to ``create_engine``; ``connect_args`` is merged
     so callers (e.g. tests setting a PostgreSQL ``search_path``) keep our defaults.
@@ -75,9 +77,9 @@ def make_engine(url: str, **engine_kwargs: Any) -> Engine:
         # Each new connection to :memory: is a different, empty database; one
         # shared connection keeps migrate() and later sessions on the same data.
         engine_kwargs.setdefault("poolclass", StaticPool)
-    engine = create_engine(sa_url, connect_args=connect_args, **engine_kwargs)
+    db_engine = create_engine(sa_url, connect_args=connect_args, **engine_kwargs)
 
-    @event.listens_for(engine, "connect")
+    @event.listens_for(db_engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         # SQLite ignores FOREIGN KEY clauses (and ON DELETE CASCADE) unless asked,
         # per connection. WAL lets readers proceed while a writer commits.
@@ -90,13 +92,17 @@ def make_engine(url: str, **engine_kwargs: Any) -> Engine:
         finally:
             cur.close()
 
-    return engine
+    return db_engine
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+# The name other packages import (the app, finetune.data, the tests); "engine" alone means a model engine.
+make_engine = make_db_engine
+
+
+def make_sessionmaker(db_engine: DbEngine) -> sessionmaker[Session]:
     """Objects stay readable after commit, so handlers can serialise a row
     after the repository committed it without another round trip."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    return sessionmaker(bind=db_engine, expire_on_commit=False)
 
 
 def _alembic_config() -> Config:
@@ -105,28 +111,28 @@ def _alembic_config() -> Config:
     return cfg
 
 
-def migrate(engine_or_url: Engine | str) -> None:
+def migrate(db_engine_or_url: DbEngine | str) -> None:
     """Bring the schema to the latest revision (``alembic upgrade head``).
 
     An Engine's own connection is handed to Alembic so the migration sees the
     very same database (essential for in-memory SQLite and per-test schemas).
     """
-    engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    db_engine = make_db_engine(db_engine_or_url) if isinstance(db_engine_or_url, str) else db_engine_or_url
     try:
         cfg = _alembic_config()
-        with engine.begin() as conn:
+        with db_engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     finally:
-        if engine is not engine_or_url:
-            engine.dispose()
+        if db_engine is not db_engine_or_url:
+            db_engine.dispose()
 
 
-def ping(engine: Engine) -> bool:
+def ping(db_engine: DbEngine) -> bool:
     """Health check: report an unusable database instead of raising, so a
     readiness probe can answer "not ready" rather than crash."""
     try:
-        with engine.connect() as conn:
+        with db_engine.connect() as conn:
             return conn.execute(text("SELECT 1")).scalar() == 1
     except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
         log.warning("database ping failed: %s", exc)

@@ -4,7 +4,8 @@ Every write commits itself (and rolls back on failure, leaving the session
 usable) so request handlers never juggle transactions. Status changes are
 conditional UPDATEs: only a 'pending' row may become 'done' or 'failed', so a
 late worker result cannot overwrite a row that crash recovery already failed,
-nor can a result be recorded twice.
+nor can a result be recorded twice. A request ends through ``finish_many`` with
+a ``StoredResult`` or ``StoredFailure`` (``server.store.records``).
 """
 
 from __future__ import annotations
@@ -18,32 +19,17 @@ from sqlalchemy import and_, exists, func, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from server.store.models import STATUSES, Classification, Feedback, utcnow
+from server.store.models import Classification, Feedback, utcnow
+from server.store.records import StoredOutcome
 
 __all__ = [
-    "ClassificationNotFound",
-    "InvalidStatusTransition",
     "add_feedback",
-    "complete",
-    "count_by_status",
     "create_pending",
-    "done_values",
-    "fail",
-    "failed_values",
     "finish_many",
-    "get_by_request_id",
     "get_latest_by_ticket_id",
     "mark_stale_pending_failed",
     "review_queue",
 ]
-
-
-class ClassificationNotFound(LookupError):
-    """No classification has the given request_id."""
-
-
-class InvalidStatusTransition(RuntimeError):
-    """The classification is no longer 'pending' (already done or failed)."""
 
 
 @contextmanager
@@ -93,120 +79,25 @@ def create_pending(
     return row
 
 
-def _finish(session: Session, request_id: str, values: dict[str, Any]) -> Classification:
-    with _writing(session):
-        result = session.execute(
-            update(Classification)
-            .where(Classification.request_id == request_id, Classification.status == "pending")
-            .values(completed_at=utcnow(), **values)
-            .execution_options(synchronize_session="fetch")
-        )
-        updated = result.rowcount == 1  # type: ignore[attr-defined]
-    row = session.scalars(
-        select(Classification).where(Classification.request_id == request_id).execution_options(populate_existing=True)
-    ).one_or_none()
-    if row is None:
-        raise ClassificationNotFound(request_id)
-    if not updated:
-        raise InvalidStatusTransition(f"{request_id} is {row.status!r}, not 'pending'")
-    return row
-
-
-def done_values(
-    *,
-    prediction: dict[str, Any],
-    category: str | None,
-    priority: str | None,
-    sentiment: str | None,
-    confidence: dict[str, float | None],
-    needs_review: bool,
-    input_truncated: bool,
-    latency_ms: float | None,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    raw_output: str | None,
-    model_base: str | None = None,
-    model_adapter: str | None = None,
-    route: str | None = None,
-    cache_kind: str | None = None,
-    engine: str | None = None,
-    cost_usd: float | None = None,
-    review_reasons: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The column values of a stored answer (for ``complete`` and ``finish_many``)."""
-    values: dict[str, Any] = {
-        "status": "done",
-        "prediction": prediction,
-        "category": category,
-        "priority": priority,
-        "sentiment": sentiment,
-        "confidence": confidence,
-        "needs_review": needs_review,
-        "input_truncated": input_truncated,
-        "latency_ms": latency_ms,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "raw_output": raw_output,
-        "error": None,
-        "route": route,
-        "cache_kind": cache_kind,
-        "engine": engine,
-        "cost_usd": cost_usd,
-        "review_reasons": review_reasons or None,
-    }
-    if model_base is not None:
-        values["model_base"] = model_base
-    if model_adapter is not None:
-        values["model_adapter"] = model_adapter
-    return values
-
-
-def failed_values(
-    *, error: str, latency_ms: float | None = None, engine: str | None = None, cost_usd: float | None = None
-) -> dict[str, Any]:
-    values: dict[str, Any] = {"status": "failed", "error": error, "latency_ms": latency_ms}
-    if engine is not None:
-        values["engine"] = engine
-    if cost_usd is not None:
-        values["cost_usd"] = cost_usd
-    return values
-
-
-def complete(session: Session, request_id: str, **kwargs: Any) -> Classification:
-    """Store the model's answer (keyword arguments: see ``done_values``). ``model_base``/``model_adapter``
-    override the values recorded at creation when the serving model changed meanwhile (e.g. a
-    hot-swapped adapter, or a backup engine answered)."""
-    return _finish(session, request_id, done_values(**kwargs))
-
-
-def finish_many(session: Session, results: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+def finish_many(session: Session, results: Sequence[tuple[str, StoredOutcome]]) -> list[str]:
     """Close several pending requests in ONE transaction: all of them are stored or none is.
 
-    ``results`` pairs a request_id with ``done_values(...)`` or ``failed_values(...)``. Returns the
-    request_ids that were left alone because they were no longer pending (e.g. failed by recovery).
+    ``results`` pairs a request_id with its stored result or failure. Returns the request_ids that
+    were left alone because they were no longer pending (e.g. failed by recovery).
     """
     skipped: list[str] = []
     now = utcnow()
     with _writing(session):
-        for request_id, values in results:
+        for request_id, outcome in results:
             result = session.execute(
                 update(Classification)
                 .where(Classification.request_id == request_id, Classification.status == "pending")
-                .values(completed_at=now, **values)
+                .values(completed_at=now, **outcome.values())
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 skipped.append(request_id)
     return skipped
-
-
-def fail(session: Session, request_id: str, *, error: str, latency_ms: float | None = None) -> Classification:
-    """Close a request that could not be classified, keeping the reason."""
-    return _finish(session, request_id, failed_values(error=error, latency_ms=latency_ms))
-
-
-def get_by_request_id(session: Session, request_id: str) -> Classification | None:
-    return session.scalars(select(Classification).where(Classification.request_id == request_id)).one_or_none()
 
 
 def get_latest_by_ticket_id(session: Session, ticket_id: str) -> Classification | None:
@@ -236,15 +127,6 @@ def add_feedback(
         session.add(fb)
     session.refresh(fb)
     return fb
-
-
-def count_by_status(session: Session) -> dict[str, int]:
-    """Counts for every known status, zeros included, so metrics keep stable keys."""
-    counts = dict.fromkeys(STATUSES, 0)
-    rows = session.execute(select(Classification.status, func.count()).group_by(Classification.status))
-    for status, n in rows:
-        counts[status] = n
-    return counts
 
 
 def mark_stale_pending_failed(session: Session, older_than: datetime, error: str) -> int:

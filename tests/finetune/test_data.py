@@ -13,6 +13,7 @@ from finetune.data import DataError, Example, feedback_examples, merge, read_exa
 from server.prompts import TicketInput
 from server.store import repository as repo
 from server.store.db import make_engine, make_sessionmaker, migrate
+from server.store.records import StoredResult
 from server.taxonomy import load_taxonomy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,13 +166,8 @@ def _seed_feedback(url: str) -> None:
                 "extracted_info": {"sentiment": "neutral", "product": None, "error_code": None},
                 "reasoning": "r",
             }
-            repo.complete(
-                s,
-                rid,
+            stored = StoredResult(
                 prediction=pred,
-                category=cat,
-                priority="Low",
-                sentiment="neutral",
                 confidence={},
                 needs_review=True,
                 input_truncated=False,
@@ -180,6 +176,7 @@ def _seed_feedback(url: str) -> None:
                 completion_tokens=1,
                 raw_output="{}",
             )
+            assert repo.finish_many(s, [(rid, stored)]) == []
             cls = repo.get_latest_by_ticket_id(s, f"T{i + 1}")
             repo.add_feedback(s, classification=cls, reviewer="ana", comment=None, corrections=corrections)
     engine.dispose()

@@ -13,7 +13,7 @@ from server.config import RedactionSettings, Settings, load_settings
 from server.engines.base import Engine
 from server.routing import ServiceCache
 from server.service import ClassificationService
-from server.store.db import make_engine, make_sessionmaker, migrate
+from server.store.db import make_db_engine, make_sessionmaker, migrate
 from server.store.models import Classification
 from tests.fallback.fake_hosted import (  # noqa: F401  (pytest finds fixtures by name)
     FakeHostedAPI,
@@ -26,7 +26,7 @@ from tests.fallback.fake_hosted import (  # noqa: F401  (pytest finds fixtures b
 
 @pytest.fixture()
 def store(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'routing.db'}")
+    engine = make_db_engine(f"sqlite:///{tmp_path / 'routing.db'}")
     migrate(engine)
     yield make_sessionmaker(engine)
     engine.dispose()

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from server.api.app import build_hosted, create_server, profile_settings
 from server.config import EngineProfile, load_settings
 from server.engines.base import EngineUnavailable
-from server.store.db import make_engine, make_sessionmaker
+from server.store.db import make_db_engine, make_sessionmaker
 from server.store.models import Classification
 from tests.fallback.fake_hosted import Fail
 from tests.routing.conftest import fallback_settings
@@ -138,7 +138,7 @@ def test_model_failed_to_load_is_reported_and_503(tmp_path):
         r = client.post("/v1/classify", json=ticket("x", "T-x"))
         assert r.status_code == 503 and r.headers.get("Retry-After")
         assert r.json()["error"] == "classification_failed" and "no model" in r.json()["message"]
-    with make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'api.db'}"))() as s:
+    with make_sessionmaker(make_db_engine(f"sqlite:///{tmp_path / 'api.db'}"))() as s:
         (row,) = s.scalars(select(Classification)).all()
         assert row.status == "failed" and "no model" in row.error
 
@@ -147,7 +147,7 @@ def test_database_unavailable_is_503_and_nothing_is_classified(tmp_path):
     engine = ScriptedEngine()
     app = create_server(settings_for(tmp_path), engine=engine)
     with TestClient(app) as client:
-        dead = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
+        dead = make_db_engine("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
         app.state.service.sessions = app.state.sessions = make_sessionmaker(dead)
         app.state.db_engine = dead
         r = client.post("/v1/classify", json=ticket("x", "T-db"))

@@ -275,17 +275,19 @@ async def test_hosted_failure_answers_from_the_cache_when_one_appeared_meanwhile
     ticket = req("dup")
 
     def concurrent_answer(items):
+        from server.cache import CachedAnswer
         from server.prompts import TicketInput
-        from server.routing import Answer
 
-        answer = Answer(
+        entry = CachedAnswer(
             output=default_answer(),
             confidence={"category": 0.99, "priority": 0.99, "sentiment": 0.99},
-            engine="scripted:other",
+            answered_by="scripted:other",
             model=ModelInfo("b", None, "f", "x"),
             prompt_version="classify/v1",
+            input_truncated=False,
+            route="local",
         )
-        service.cache.put(engine, TicketInput(ticket.subject, ticket.body), answer.to_cache("local"))
+        service.cache.put(engine, TicketInput(ticket.subject, ticket.body), entry)
 
     engine.on_classify = concurrent_answer
     body = (await one(service, ticket)).result
@@ -522,9 +524,9 @@ async def test_database_blip_while_storing_is_retried(make_service, store, monke
 
 
 async def test_database_down_at_accept_means_nothing_called(make_service):
-    from server.store.db import make_engine, make_sessionmaker
+    from server.store.db import make_db_engine, make_sessionmaker
 
-    dead = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
+    dead = make_db_engine("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=1")
     engine = ScriptedEngine()
     service = make_service(engine, sessions=make_sessionmaker(dead))
     with pytest.raises(StoreUnavailable):

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from server.config import RouteRule, load_settings
 from server.engines.base import ModelInfo
 from server.prompts import TicketInput
-from server.routing import EngineMeter, EngineRules, detect_language, engine_label, rule_matches
+from server.routing import EngineMeter, ProfileRules, answered_by_label, detect_language, rule_matches
 from tests.routing.doubles import ScriptedEngine
 
 SAMPLES = {
@@ -39,10 +39,10 @@ def test_rule_conditions():
     assert rule_matches(RouteRule(), "unknown", 10**6)  # no conditions: catch-all
 
 
-def rules_for(**routing) -> EngineRules:
+def rules_for(**routing) -> ProfileRules:
     settings = load_settings(database_url="sqlite://", routing=routing)
     engines = {"default": ScriptedEngine("d"), **{name: ScriptedEngine(name) for name in settings.routing.engines}}
-    return EngineRules(settings.routing, engines)
+    return ProfileRules(settings.routing, engines)
 
 
 def test_first_matching_rule_wins_and_counts_history():
@@ -54,27 +54,27 @@ def test_first_matching_rule_wins_and_counts_history():
         ],
         engines={"small": {}, "big": {}},
     )
-    assert rules.choose(TicketInput("Refund", SAMPLES["en"])).engine == "small"
+    assert rules.choose(TicketInput("Refund", SAMPLES["en"])).profile == "small"
     long_en = TicketInput("Refund", SAMPLES["en"], ("earlier message " * 5,))
-    assert rules.choose(long_en).engine == "default"  # history counts towards the length
+    assert rules.choose(long_en).profile == "default"  # history counts towards the length
     choice = rules.choose(TicketInput("Abo", SAMPLES["de"]))
-    assert (choice.engine, choice.rule, choice.language) == ("big", 1, "de")
-    assert rules.choose(TicketInput("x", "ERR-504")).engine == "big"  # unknown language
-    assert rules.choose(TicketInput("x", SAMPLES["fr"] * 3)).engine == "default"
+    assert (choice.profile, choice.rule, choice.language) == ("big", 1, "de")
+    assert rules.choose(TicketInput("x", "ERR-504")).profile == "big"  # unknown language
+    assert rules.choose(TicketInput("x", SAMPLES["fr"] * 3)).profile == "default"
 
 
 def test_default_config_is_one_catch_all_rule():
     settings = load_settings(database_url="sqlite://")
     assert [r.engine for r in settings.routing.rules] == ["default"] and settings.routing.engines == {}
     rules = rules_for()
-    assert rules.choose(TicketInput("s", SAMPLES["pt"])).engine == "default"
+    assert rules.choose(TicketInput("s", SAMPLES["pt"])).profile == "default"
     assert rules.candidates("default") == ["default"]
 
 
 def test_no_rule_matching_falls_back_to_default():
     rules = rules_for(rules=[{"languages": ["fr"], "engine": "small"}], engines={"small": {}})
     choice = rules.choose(TicketInput("s", SAMPLES["en"]))
-    assert (choice.engine, choice.rule) == ("default", None)
+    assert (choice.profile, choice.rule) == ("default", None)
 
 
 def test_backup_order():
@@ -114,16 +114,16 @@ def test_engines_missing_for_the_rules_are_refused():
         database_url="sqlite://", routing={"rules": [{"engine": "small"}], "engines": {"small": {}}}
     )
     with pytest.raises(ValueError, match="small"):
-        EngineRules(settings.routing, {"default": ScriptedEngine()})
+        ProfileRules(settings.routing, {"default": ScriptedEngine()})
 
 
-def test_engine_label():
+def test_answered_by_label():
     assert (
-        engine_label(ModelInfo("/m/base/smollm2-135m-instruct", "tickets-smollm2-v1", "float32", "transformers"))
+        answered_by_label(ModelInfo("/m/base/smollm2-135m-instruct", "tickets-smollm2-v1", "float32", "transformers"))
         == "transformers:tickets-smollm2-v1"
     )
     assert (
-        engine_label(ModelInfo("/m/base/smollm2-135m-instruct/", None, "float32", "transformers"))
+        answered_by_label(ModelInfo("/m/base/smollm2-135m-instruct/", None, "float32", "transformers"))
         == "transformers:smollm2-135m-instruct"
     )
 

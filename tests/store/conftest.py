@@ -15,13 +15,13 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from server.store.db import make_engine, make_sessionmaker, migrate
+from server.store.db import make_db_engine, make_sessionmaker, migrate
 
 PG_URL = os.environ.get("TRIAGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def _pg_admin_engine() -> Engine:
-    admin = make_engine(PG_URL, connect_args={"connect_timeout": 3})
+    admin = make_db_engine(PG_URL, connect_args={"connect_timeout": 3})
     try:
         with admin.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -38,7 +38,7 @@ def _pg_admin_engine() -> Engine:
 def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
     """An un-migrated engine on an empty database."""
     if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path}/nested/dir/triage.db")
+        eng = make_db_engine(f"sqlite:///{tmp_path}/nested/dir/triage.db")
         yield eng
         eng.dispose()
         return
@@ -47,7 +47,7 @@ def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
     schema = f"triage_test_{uuid.uuid4().hex[:12]}"
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    eng = make_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    eng = make_db_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
     try:
         yield eng
     finally:

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, delete, inspect, select, text, update
+from sqlalchemy import Engine, delete, func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.store import repository as repo
-from server.store.db import make_engine, make_sessionmaker, migrate, normalise_url, ping
-from server.store.models import Base, Classification, Feedback
+from server.store.db import make_db_engine, make_sessionmaker, migrate, normalise_url, ping
+from server.store.models import STATUSES, Base, Classification, Feedback
+from server.store.records import StoredFailure, StoredResult
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,12 +40,15 @@ def _pending(session: Session, ticket_id: str = "T-1", **overrides) -> Classific
     return repo.create_pending(session, **kwargs)
 
 
-def _complete(session: Session, request_id: str, **overrides) -> Classification:
+def _row(session: Session, request_id: str) -> Classification | None:
+    return session.scalars(
+        select(Classification).where(Classification.request_id == request_id).execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _result(**overrides) -> StoredResult:
     kwargs = dict(
-        prediction={"category": "Technical"},
-        category="Technical",
-        priority="Medium",
-        sentiment="neutral",
+        prediction={"category": "Technical", "priority": "Medium", "extracted_info": {"sentiment": "neutral"}},
         confidence={"category": 0.5},
         needs_review=False,
         input_truncated=False,
@@ -54,7 +58,30 @@ def _complete(session: Session, request_id: str, **overrides) -> Classification:
         raw_output="{}",
     )
     kwargs.update(overrides)
-    return repo.complete(session, request_id, **kwargs)
+    return StoredResult(**kwargs)
+
+
+def _finish(session: Session, request_id: str, outcome: StoredResult | StoredFailure) -> Classification:
+    """The service's path: ``finish_many`` with one outcome, then the row as stored."""
+    assert repo.finish_many(session, [(request_id, outcome)]) == []
+    row = _row(session, request_id)
+    assert row is not None
+    return row
+
+
+def _complete(session: Session, request_id: str, **overrides) -> Classification:
+    return _finish(session, request_id, _result(**overrides))
+
+
+def _fail(session: Session, request_id: str, error: str, **kwargs) -> Classification:
+    return _finish(session, request_id, StoredFailure(error=error, **kwargs))
+
+
+def _counts(session: Session) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for status, n in session.execute(select(Classification.status, func.count()).group_by(Classification.status)):
+        counts[status] = n
+    return counts
 
 
 # --- migrations ----------------------------------------------------------------
@@ -95,7 +122,7 @@ def test_migrate_is_idempotent(migrated: Engine) -> None:
         row = _pending(s)
     migrate(migrated)  # second run must be a no-op, keeping data
     with make_sessionmaker(migrated)() as s:
-        assert repo.get_by_request_id(s, row.request_id) is not None
+        assert _row(s, row.request_id) is not None
     with migrated.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
 
@@ -109,6 +136,7 @@ def test_pending_complete_roundtrip_preserves_json_and_unicode(migrated: Engine)
         "priority": "High",
         "extracted_info": {"product": "Größenänderung ✓", "error_code": None, "n": [1, 2.5]},
         "summary": "Kunde ärgert sich 😡 über doppelte Abbuchung",
+        "sentiment": "negative",
     }
     sm = make_sessionmaker(migrated)
     with sm() as s:
@@ -124,9 +152,6 @@ def test_pending_complete_roundtrip_preserves_json_and_unicode(migrated: Engine)
             s,
             row.request_id,
             prediction=prediction,
-            category="Billing",
-            priority="High",
-            sentiment="negative",
             confidence={"category": 0.93, "priority": 0.61},
             needs_review=True,
             input_truncated=True,
@@ -139,7 +164,7 @@ def test_pending_complete_roundtrip_preserves_json_and_unicode(migrated: Engine)
         assert done.status == "done"
     # A fresh session proves the values came back from the database, not the identity map.
     with sm() as s:
-        got = repo.get_by_request_id(s, row.request_id)
+        got = _row(s, row.request_id)
         assert got is not None
         assert got.status == "done"
         assert got.subject == "Doppelte Abbuchung – Rückerstattung? 💸"
@@ -160,16 +185,14 @@ def test_pending_complete_roundtrip_preserves_json_and_unicode(migrated: Engine)
 
 def test_fail_path(session: Session) -> None:
     row = _pending(session)
-    failed = repo.fail(session, row.request_id, error="CUDA out of memory", latency_ms=5.0)
+    failed = _fail(session, row.request_id, "CUDA out of memory", latency_ms=5.0)
     assert failed.status == "failed"
     assert failed.error == "CUDA out of memory" and failed.latency_ms == 5.0
     assert failed.completed_at is not None and failed.prediction is None
-    # A failed request cannot later be overwritten by a late result.
-    with pytest.raises(repo.InvalidStatusTransition):
-        _complete(session, row.request_id)
-    assert repo.get_by_request_id(session, row.request_id).status == "failed"
-    with pytest.raises(repo.ClassificationNotFound):
-        repo.fail(session, "does-not-exist", error="x")
+    # A failed request cannot later be overwritten by a late result; an unknown one is left alone too.
+    assert repo.finish_many(session, [(row.request_id, _result())]) == [row.request_id]
+    assert _row(session, row.request_id).status == "failed"
+    assert repo.finish_many(session, [("does-not-exist", StoredFailure(error="x"))]) == ["does-not-exist"]
 
 
 def test_get_latest_by_ticket_id_returns_newest(session: Session) -> None:
@@ -189,14 +212,7 @@ def test_unique_request_id_enforced(session: Session) -> None:
     with pytest.raises(IntegrityError):
         _pending(session, request_id=row.request_id)
     # The repository rolled back, so the same session keeps working.
-    assert repo.count_by_status(session) == {"pending": 1, "done": 0, "failed": 0}
-
-
-def test_count_by_status(session: Session) -> None:
-    a, b, _ = _pending(session), _pending(session), _pending(session)
-    _complete(session, a.request_id)
-    repo.fail(session, b.request_id, error="boom")
-    assert repo.count_by_status(session) == {"pending": 1, "done": 1, "failed": 1}
+    assert _counts(session) == {"pending": 1, "done": 0, "failed": 0}
 
 
 def test_mark_stale_pending_failed(session: Session) -> None:
@@ -212,11 +228,11 @@ def test_mark_stale_pending_failed(session: Session) -> None:
     assert repo.mark_stale_pending_failed(session, cutoff, "server restarted") == 1
 
     session.expire_all()
-    old = repo.get_by_request_id(session, old_pending.request_id)
+    old = _row(session, old_pending.request_id)
     assert old.status == "failed" and old.error == "server restarted"
     assert old.completed_at is not None
-    assert repo.get_by_request_id(session, fresh_pending.request_id).status == "pending"
-    done = repo.get_by_request_id(session, old_done.request_id)
+    assert _row(session, fresh_pending.request_id).status == "pending"
+    done = _row(session, old_done.request_id)
     assert done.status == "done" and done.error is None
     assert repo.mark_stale_pending_failed(session, cutoff, "again") == 0
     with pytest.raises(ValueError, match="naive"):
@@ -237,7 +253,7 @@ def test_feedback_links_and_cascades_on_delete(migrated: Engine) -> None:
         other = _pending(s, ticket_id="T-8")
         repo.add_feedback(s, classification=other, reviewer="c", comment=None, corrections={})
     with sm() as s:
-        got = repo.get_by_request_id(s, row.request_id)
+        got = _row(s, row.request_id)
         assert [f.id for f in got.feedback] == [fb1.id, fb2.id]
         assert got.feedback[0].corrections == corrections
         assert got.feedback[0].comment == "falsch 🙈" and got.feedback[0].classification is got
@@ -261,11 +277,11 @@ def test_foreign_key_enforced(session: Session) -> None:
 
 def test_ping(engine: Engine, tmp_path: Path) -> None:
     assert ping(engine) is True
-    unreachable = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 1})
+    unreachable = make_db_engine("postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 1})
     assert ping(unreachable) is False
     # A directory where the SQLite file should be cannot be opened.
     (tmp_path / "isdir.db").mkdir()
-    assert ping(make_engine(f"sqlite:///{tmp_path}/isdir.db")) is False
+    assert ping(make_db_engine(f"sqlite:///{tmp_path}/isdir.db")) is False
 
 
 def test_url_normalisation_and_sqlite_setup(engine: Engine) -> None:
@@ -275,7 +291,7 @@ def test_url_normalisation_and_sqlite_setup(engine: Engine) -> None:
         normalise_url("mysql://u@h/db")
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
-            assert Path(engine.url.database).parent.is_dir()  # created by make_engine
+            assert Path(engine.url.database).parent.is_dir()  # created by make_db_engine
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         else:
@@ -285,11 +301,11 @@ def test_url_normalisation_and_sqlite_setup(engine: Engine) -> None:
 
 def test_migrate_in_memory_sqlite() -> None:
     """In-memory SQLite only works if migrate() reuses the engine's connection."""
-    eng = make_engine("sqlite://")
+    eng = make_db_engine("sqlite://")
     migrate(eng)
     with make_sessionmaker(eng)() as s:
         row = _pending(s)
-        assert repo.get_by_request_id(s, row.request_id).status == "pending"
+        assert _row(s, row.request_id).status == "pending"
     eng.dispose()
 
 
@@ -314,7 +330,7 @@ def test_alembic_cli_with_ini(tmp_path: Path) -> None:
         capture_output=True,
     )
     for db in (db_x, db_env):
-        eng = make_engine(f"sqlite:///{db}")
+        eng = make_db_engine(f"sqlite:///{db}")
         assert {"classifications", "feedback"} <= set(inspect(eng).get_table_names())
         eng.dispose()
 
@@ -357,7 +373,7 @@ def test_0002_upgrades_existing_data_and_downgrades(engine: Engine) -> None:
         )
     _alembic(engine, "upgrade", "head")
     with make_sessionmaker(engine)() as s:
-        row = repo.get_by_request_id(s, "r-old")
+        row = _row(s, "r-old")
         assert row is not None and row.route is None and row.review_reasons is None and row.cost_usd is None
         assert row.prediction == {"category": "Billing"} and len(row.feedback) == 1
     _alembic(engine, "downgrade", "0001")
@@ -379,7 +395,7 @@ def test_routing_fields_roundtrip(session: Session) -> None:
         row.request_id,
         route="human",
         cache_kind=None,
-        engine="hosted:openai:gpt-4o-mini",
+        answered_by="hosted:openai:gpt-4o-mini",
         cost_usd=0.00123,
         review_reasons=reasons,
         needs_review=True,
@@ -391,47 +407,47 @@ def test_routing_fields_roundtrip(session: Session) -> None:
         reasons,
     )
     session.expire_all()
-    got = repo.get_by_request_id(session, row.request_id)
+    got = _row(session, row.request_id)
     assert got.review_reasons == reasons and got.cache_kind is None
+
+
+class _BogusStatus(StoredResult):
+    def values(self) -> dict:
+        return {**super().values(), "status": "bogus"}
 
 
 def test_finish_many_is_one_transaction(session: Session) -> None:
     a, b, c = _pending(session), _pending(session), _pending(session)
-    repo.fail(session, c.request_id, error="recovered")
-    done = repo.done_values(
+    _fail(session, c.request_id, "recovered")
+    done = _result(
         prediction={"category": "Billing"},
-        category="Billing",
-        priority=None,
-        sentiment=None,
         confidence={"category": 0.9},
-        needs_review=False,
-        input_truncated=False,
         latency_ms=1.0,
         prompt_tokens=0,
         completion_tokens=0,
         raw_output=None,
         route="cache",
         cache_kind="near",
-        engine="transformers:x",
+        answered_by="transformers:x",
         cost_usd=0.0,
     )
     skipped = repo.finish_many(
         session,
-        [(a.request_id, done), (b.request_id, repo.failed_values(error="boom", cost_usd=0.5)), (c.request_id, done)],
+        [(a.request_id, done), (b.request_id, StoredFailure(error="boom", cost_usd=0.5)), (c.request_id, done)],
     )
     assert skipped == [c.request_id]
     session.expire_all()
-    assert repo.get_by_request_id(session, a.request_id).cache_kind == "near"
-    failed = repo.get_by_request_id(session, b.request_id)
+    assert _row(session, a.request_id).cache_kind == "near"
+    failed = _row(session, b.request_id)
     assert failed.status == "failed" and failed.cost_usd == 0.5
-    assert repo.get_by_request_id(session, c.request_id).status == "failed"
+    assert _row(session, c.request_id).status == "failed"
 
     # A failure inside the batch leaves every row as it was.
     d, e = _pending(session), _pending(session)
     with pytest.raises(IntegrityError):  # the status CHECK constraint
-        repo.finish_many(session, [(d.request_id, done), (e.request_id, {**done, "status": "bogus"})])
+        repo.finish_many(session, [(d.request_id, done), (e.request_id, _BogusStatus(**vars(done)))])
     session.expire_all()
-    assert [repo.get_by_request_id(session, r.request_id).status for r in (d, e)] == ["pending", "pending"]
+    assert [_row(session, r.request_id).status for r in (d, e)] == ["pending", "pending"]
 
 
 def test_review_queue(session: Session) -> None:
@@ -450,7 +466,7 @@ def test_review_queue(session: Session) -> None:
     b = result("T-b", {"category": 0.1, "fallback_unavailable": "timeout"})
     c = result("T-c", {"deadline": None})  # a key holding JSON null still counts
     failed = _pending(session, ticket_id="T-f")
-    repo.fail(session, failed.request_id, error="x")
+    _fail(session, failed.request_id, "x")
 
     rows, total = repo.review_queue(session)
     assert [r.ticket_id for r in rows] == ["T-a", "T-b", "T-c"] and total == 3

@@ -1,10 +1,6 @@
-"""The result cache as the service uses it: one backend, one namespace per serving configuration.
-
-A cached answer is only valid for the configuration that produced it, so the namespace is a hash of
-everything that changes an answer: the engine's base model and adapter, the prompt version, the
-taxonomy, the decoding and prompt budgets and the routing thresholds (which decide what counts as
-a confident, cacheable answer). It is computed from the engine's *current* info on every lookup, so a
-hot-swapped adapter starts a new namespace at once (the old entries simply stop being read and age out).
+"""The result cache as the service uses it: one backend, one namespace per serving configuration
+(`server.cache.namespace`: a namespace changes whenever anything that changes an answer does, so an
+old configuration's entries simply stop being read and age out).
 
 One backing store (in-process LRU or one Redis connection pool) serves all namespaces; a
 `ResultCache` per namespace is a thin view on it, created on first use.
@@ -17,11 +13,14 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from server.cache import CacheHit, ResultCache, cache_namespace
+from server.cache.entry import CachedAnswer
+from server.cache.namespace import engine_namespace
+from server.cache.result_cache import CacheHit, ResultCache
 from server.cache.store import CacheStore, MemoryStore, RedisStore, redis_client_from_url
 from server.config import Settings
 from server.engines.base import Engine
 from server.prompts import TicketInput
+from server.results import CACHE_KINDS
 from server.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -29,27 +28,8 @@ log = logging.getLogger(__name__)
 MAX_VIEWS = 16  # namespaces kept open (a few per engine across hot swaps)
 
 
-def engine_namespace(settings: Settings, taxonomy: Taxonomy, engine: Engine) -> str:
-    info = engine.info
-    return cache_namespace(
-        engine=info.engine,
-        base=info.base,
-        adapter=info.adapter,
-        prompt_version=engine.prompt_version,
-        taxonomy=taxonomy.key,
-        decoding={
-            "max_string_tokens": settings.engine.max_string_tokens,
-            "max_reasoning_tokens": settings.engine.max_reasoning_tokens,
-            "max_body_tokens": settings.prompt.max_body_tokens,
-            "max_history_tokens": settings.prompt.max_history_tokens,
-            "review_version": settings.prompt.review_version,
-        },
-        thresholds={"default": settings.routing.confidence_threshold, **settings.routing.field_thresholds},
-    )
-
-
 class ServiceCache:
-    def __init__(self, settings: Settings, taxonomy: Taxonomy, *, store: CacheStore | None = None):
+    def __init__(self, settings: Settings, taxonomy: Taxonomy, *, store: CacheStore | None = None) -> None:
         self.settings = settings
         self.taxonomy = taxonomy
         self.enabled = settings.cache.enabled
@@ -62,7 +42,7 @@ class ServiceCache:
             else:
                 self._store = MemoryStore(settings.cache.max_entries)
         self._views: OrderedDict[str, ResultCache] = OrderedDict()
-        self._retired = {"exact": {"hits": 0, "misses": 0}, "near": {"hits": 0, "misses": 0}}
+        self._retired: dict[str, dict[str, int]] = {kind: {"hits": 0, "misses": 0} for kind in CACHE_KINDS}
         self._lock = threading.Lock()
 
     def view(self, engine: Engine) -> ResultCache | None:
@@ -85,10 +65,10 @@ class ServiceCache:
         cache = self.view(engine)
         return cache.get(ticket) if cache is not None else None
 
-    def put(self, engine: Engine, ticket: TicketInput, result: dict[str, Any]) -> None:
+    def put(self, engine: Engine, ticket: TicketInput, entry: CachedAnswer) -> None:
         cache = self.view(engine)
         if cache is not None:
-            cache.put(ticket, result)
+            cache.put(ticket, entry.to_json())
 
     def _retire(self, cache: ResultCache) -> None:
         for kind, counts in cache.stats().items():

@@ -1,0 +1,98 @@
+"""One answer to one ticket as the router carries it: the model's `ClassificationResult` and where it
+came from. The cache entry, the stored row and the API body are all read from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from server.cache import CachedAnswer
+from server.engines.base import Engine, ModelInfo
+from server.results import ClassificationResult, Route
+from server.routing.rules import answered_by_label
+
+
+def prompt_version_of(engine: Engine) -> str:
+    try:
+        return engine.prompt_version
+    except NotImplementedError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Answer:
+    result: ClassificationResult
+    answered_by: str  # e.g. transformers:tickets-smollm2-v1, hosted:openai:gpt-4o-mini (the API's `engine`)
+    model: ModelInfo  # the local model asked (provenance kept for hosted and cached answers too)
+
+    @property
+    def output(self) -> dict[str, Any]:
+        return self.result.output
+
+    @property
+    def confidence(self) -> dict[str, float | None]:
+        return self.result.confidence
+
+    @property
+    def prompt_version(self) -> str:
+        return self.result.prompt_version
+
+    @property
+    def truncated(self) -> bool:
+        return self.result.truncated
+
+    @property
+    def raw_text(self) -> str | None:
+        """None for answers that have no text of the local model's (hosted, cached, none at all)."""
+        return self.result.raw_text or None
+
+    @classmethod
+    def from_engine(cls, result: ClassificationResult, engine: Engine) -> Answer:
+        return cls(result, answered_by_label(engine.info), engine.info)
+
+    @classmethod
+    def without_text(
+        cls,
+        *,
+        output: dict[str, Any],
+        confidence: dict[str, float | None],
+        answered_by: str,
+        model: ModelInfo,
+        prompt_version: str,
+        truncated: bool = False,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> Answer:
+        """An answer not decoded by a local engine just now (hosted, cached, or none at a deadline)."""
+        result = ClassificationResult(
+            output=output,
+            confidence=confidence,
+            raw_text="",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            truncated=truncated,
+            prompt_version=prompt_version,
+        )
+        return cls(result, answered_by, model)
+
+    def to_cache(self, route: Route) -> CachedAnswer:
+        return CachedAnswer(
+            output=self.output,
+            confidence=self.confidence,
+            answered_by=self.answered_by,
+            model=self.model,
+            prompt_version=self.prompt_version,
+            input_truncated=self.truncated,
+            route=route,
+        )
+
+    @classmethod
+    def from_cache(cls, entry: CachedAnswer) -> Answer:
+        return cls.without_text(
+            output=dict(entry.output),
+            confidence=dict(entry.confidence),
+            answered_by=entry.answered_by,
+            model=entry.model,
+            prompt_version=entry.prompt_version,
+            truncated=entry.input_truncated,
+        )

@@ -1,0 +1,1 @@
+"""The pipeline's stages, in the order a ticket meets them: cache, local, review, hosted, human."""
