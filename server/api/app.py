@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request
 
 from server.api.errors import error_response, install_error_handlers
+from server.api.openapi import install_openapi
 from server.api.routers import classify, feedback, health, review
 from server.config import EngineProfile, Settings, load_settings
 from server.engines.base import Engine
@@ -142,4 +143,5 @@ def create_server(
     app.include_router(feedback.router)
     app.include_router(review.router)
     app.include_router(health.router)
+    install_openapi(app, settings, taxonomy)
     return app

@@ -10,10 +10,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.api.protocol import ErrorOut
 from server.engines.base import EngineOverloaded, EngineUnavailable
 from server.service import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+# What each error status means, in the OpenAPI document of every operation that can answer it.
+ERROR_MEANINGS: dict[int, str] = {
+    400: "The body is not UTF-8 encoded JSON.",
+    404: "No classification was stored for this ticket_id.",
+    413: "The request body, a ticket or a batch is over the configured size limits.",
+    422: "The request is well-formed JSON but invalid (the message says which field and why).",
+    429: "The classification queue is full; retry after the Retry-After header's seconds.",
+    502: "The engine failed on this ticket.",
+    503: "The model or the database is unavailable; retry after the Retry-After header's seconds.",
+    504: "The deadline passed before the engine answered.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """The `responses=` of a route: these statuses, each with the error body and its meaning."""
+    return {status: {"model": ErrorOut, "description": ERROR_MEANINGS[status]} for status in statuses}
 
 
 class ApiError(Exception):

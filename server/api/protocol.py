@@ -7,7 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from server.results import CacheKind, Route
+
 Strict = ConfigDict(extra="forbid")
+# JSON Schema patterns are unanchored: "has a character that is not whitespace" (Python's \s is str.isspace).
+NOT_BLANK = r"\S"
 
 
 def _storable(value: str) -> str:
@@ -21,11 +25,23 @@ def _storable(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable)]
+# The pattern documents the NUL rule; the validator enforces both rules with its own messages.
+Text = Annotated[str, AfterValidator(_storable), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
+
+
+def _one_of_required(*alternatives: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """A JSON Schema `anyOf`: at least one of these properties is present with this schema."""
+    return {"anyOf": [{"required": [name], "properties": {name: schema}} for name, schema in alternatives]}
 
 
 class TicketIn(BaseModel):
-    model_config = Strict
+    # A rule across two fields, so a schema-level anyOf; `_not_empty` enforces it with a clear message.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_one_of_required(
+            ("subject", {"type": "string", "pattern": NOT_BLANK}), ("body", {"type": "string", "pattern": NOT_BLANK})
+        ),
+    )
     ticket_id: Text | None = Field(
         default=None, min_length=1, max_length=128, description="Caller's id; generated when absent."
     )
@@ -81,7 +97,7 @@ class ClassificationOut(BaseModel):
     needs_review: bool = Field(
         description="True: a person should check this result; it is listed by GET /v1/review until feedback arrives."
     )
-    route: Literal["local", "local+review", "hosted", "human", "cache"] = Field(
+    route: Route = Field(
         description="local: the local model was confident; local+review: confident after a re-review on the local model; "
         "hosted: the hosted fallback answered; human: still unsure (needs_review); cache: reused an earlier answer."
     )
@@ -89,7 +105,7 @@ class ClassificationOut(BaseModel):
         default=None,
         description="Why review is needed: each low label field -> its confidence; hosted_invalid / fallback_unavailable / deadline -> a short detail.",
     )
-    cache: Literal["exact", "near"] | None = Field(
+    cache: CacheKind | None = Field(
         default=None, description="A cache hit: the same ticket (exact) or a near-duplicate (near)."
     )
     cache_similarity: float | None = Field(
@@ -117,7 +133,17 @@ class BatchOut(BaseModel):
 
 
 class FeedbackIn(BaseModel):
-    model_config = Strict
+    # At least one correction or a non-empty comment (the 422 of the feedback router otherwise).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_one_of_required(
+            ("category", {"type": "string"}),
+            ("priority", {"type": "string"}),
+            ("extracted_info", {"type": "object", "minProperties": 1}),
+            ("labels", {"type": "object", "minProperties": 1}),
+            ("comment", {"type": "string", "minLength": 1}),
+        ),
+    )
     ticket_id: Text = Field(min_length=1, max_length=128)
     category: Text | None = None
     priority: Text | None = None
@@ -139,7 +165,7 @@ class ReviewItem(BaseModel):
     request_id: str
     ticket_id: str
     created_at: datetime
-    route: str | None
+    route: Route | None
     reasons: dict[str, float | str | None] = Field(description="As `review_reasons` of the result.")
     prediction: dict[str, Any] | None
     confidence: dict[str, float | None] | None
@@ -154,6 +180,33 @@ class ReviewQueueOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    error: str
-    message: str
-    details: Any = None
+    """The body of every 4xx/5xx answer."""
+
+    error: str = Field(description="A stable code, e.g. invalid_request, not_found, overloaded, engine_unavailable.")
+    message: str = Field(description="What was wrong, for a person.")
+    details: Any = Field(default=None, description="Optional: the validation errors, or the ticket's ids.")
+
+
+class ModelInfoOut(BaseModel):
+    base: str
+    adapter: str | None
+    dtype: str
+    engine: str
+
+
+class HealthOut(BaseModel):
+    """GET /health; the counters of the routing, the cache and the fallback are added when the service runs."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["ok", "degraded"] = Field(description="degraded (HTTP 503): the model or the database is down.")
+    model_loaded: bool
+    database: Literal["ok", "unreachable"]
+    model: ModelInfoOut
+    prompt_version: str
+    taxonomy: str
+    engine: dict[str, Any] = Field(description="The engine's queue statistics.")
+    error: str | None = Field(default=None, description="Why the model failed to load, when it did.")
+
+
+class ReadyOut(BaseModel):
+    ready: bool = Field(description="False (HTTP 503): the model or the database is not ready.")

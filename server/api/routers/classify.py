@@ -8,14 +8,16 @@ from fastapi import APIRouter
 from pydantic import ValidationError
 
 from server.api.deps import ServiceDep, SettingsDep
-from server.api.errors import ApiError
-from server.api.protocol import BatchIn, BatchOut, ClassificationOut, ErrorOut, TicketIn
+from server.api.errors import ApiError, error_responses
+from server.api.protocol import BatchIn, BatchOut, ClassificationOut, TicketIn
 from server.engines.base import EngineOverloaded
 from server.service import TicketRequest
 
 router = APIRouter(prefix="/v1", tags=["classification"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 413, 422, 429, 502, 503)}
+# A batch answers per-ticket failures inside its 200, so only whole-request failures are its statuses.
+CLASSIFY_ERRORS = error_responses(400, 413, 422, 429, 502, 503, 504)
+BATCH_ERRORS = error_responses(400, 413, 422, 429, 503)
 
 
 def _check(ticket: TicketIn, settings: Any) -> None:
@@ -51,7 +53,7 @@ def _request(ticket: TicketIn) -> TicketRequest:
     return TicketRequest(ticket.subject, ticket.body, tuple(ticket.previous_interactions), ticket.ticket_id)
 
 
-@router.post("/classify", response_model=ClassificationOut, responses=ERRORS)
+@router.post("/classify", response_model=ClassificationOut, responses=CLASSIFY_ERRORS)
 async def classify(ticket: TicketIn, service: ServiceDep, settings: SettingsDep) -> dict[str, Any]:
     _check(ticket, settings)
     (outcome,) = await service.classify_many([_request(ticket)])
@@ -69,7 +71,7 @@ async def classify(ticket: TicketIn, service: ServiceDep, settings: SettingsDep)
     return outcome.result
 
 
-@router.post("/batch", response_model=BatchOut, responses=ERRORS)
+@router.post("/batch", response_model=BatchOut, responses=BATCH_ERRORS)
 async def batch(payload: BatchIn, service: ServiceDep, settings: SettingsDep) -> dict[str, Any]:
     limit = settings.api.max_batch_items
     if len(payload.tickets) > limit:

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.api.deps import SessionDep, TaxonomyDep
-from server.api.errors import ApiError
-from server.api.protocol import ErrorOut, FeedbackIn, FeedbackOut
+from server.api.errors import ApiError, error_responses
+from server.api.protocol import FeedbackIn, FeedbackOut
 from server.store import repository as repo
 from server.taxonomy import TaxonomyError
 
@@ -54,7 +54,7 @@ def _corrections(payload: FeedbackIn, taxonomy: Any) -> dict[str, Any]:
     "/feedback",
     status_code=201,
     response_model=FeedbackOut,
-    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses=error_responses(400, 404, 413, 422, 503),
 )
 def feedback(payload: FeedbackIn, session: SessionDep, taxonomy: TaxonomyDep) -> dict[str, Any]:
     corrections = _corrections(payload, taxonomy)

@@ -14,12 +14,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.api.deps import EngineDep, TaxonomyDep
+from server.api.protocol import HealthOut, ReadyOut
 from server.store.db import ping
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut, "description": "Degraded."}})
 async def health(request: Request, engine: EngineDep, taxonomy: TaxonomyDep) -> JSONResponse:
     db_ok = await run_in_threadpool(ping, request.app.state.db_engine)
     info = engine.info
@@ -44,7 +45,7 @@ async def health(request: Request, engine: EngineDep, taxonomy: TaxonomyDep) -> 
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 
-@router.get("/ready")
+@router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut, "description": "Not ready."}})
 async def ready(request: Request, engine: EngineDep) -> JSONResponse:
     ok = engine.ready and await run_in_threadpool(ping, request.app.state.db_engine)
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)

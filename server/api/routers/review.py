@@ -8,27 +8,30 @@ from fastapi import APIRouter, Query
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.api.deps import SessionDep, TaxonomyDep
-from server.api.errors import ApiError
-from server.api.protocol import ErrorOut, ReviewQueueOut
-from server.routing import OTHER_REASONS
+from server.api.errors import ApiError, error_responses
+from server.api.openapi import review_reasons
+from server.api.protocol import ReviewQueueOut
 from server.store import repository as repo
 
 router = APIRouter(prefix="/v1", tags=["review"])
+# The largest integer SQL stores take (SQLite INTEGER, BIGINT): a larger offset would fail in the driver.
+MAX_OFFSET = 2**63 - 1
 
 
-@router.get("/review", response_model=ReviewQueueOut, responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+@router.get("/review", response_model=ReviewQueueOut, responses=error_responses(422, 503))
 def review_queue(
     session: SessionDep,
     taxonomy: TaxonomyDep,
     reason: str | None = Query(
         default=None,
-        description="Only items with this reason: a label field, hosted_invalid, deadline or fallback_unavailable.",
+        description="Only items with this reason: a label field, hosted_invalid, deadline or fallback_unavailable "
+        "(the OpenAPI document lists the served taxonomy's).",
     ),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any]:
     """Results with `needs_review` and no feedback yet. POST /v1/feedback for the ticket resolves an item."""
-    allowed = [f.name for f in taxonomy.label_fields] + list(OTHER_REASONS)
+    allowed = review_reasons(taxonomy)
     if reason is not None and reason not in allowed:
         raise ApiError(422, "invalid_request", f"unknown reason {reason!r}; allowed: {', '.join(allowed)}")
     try:
