@@ -21,13 +21,17 @@ from server.taxonomy import Taxonomy
 
 
 def served_adapter_manifest(engine: Engine) -> Mapping[str, Any]:
-    """The manifest of the adapter the engine serves right now; empty when it serves none.
+    """The manifest of the adapter the engine serves right now (as JSON); empty when it serves none.
 
     The transformers engine keeps it on its loaded runner (swapped on promotion); other engines
-    have no adapter files, so their identity is their ModelInfo alone."""
+    have no adapter files, so their identity is their ModelInfo alone. The manifest is a typed record
+    in the registry (or its JSON object in older callers): both read the same here."""
     runner = getattr(engine, "runner", None)
     adapter = getattr(runner, "adapter", None)
     manifest = getattr(adapter, "manifest", None)
+    to_json = getattr(manifest, "to_json", None)
+    if callable(to_json):
+        manifest = to_json()
     return manifest if isinstance(manifest, Mapping) else {}
 
 
