@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import PROJECT_ROOT
+from server.evaluation.summary import EvalSummary, JsonRecord, Number, ValidationError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -35,21 +36,82 @@ class RegistryError(RuntimeError):
     """A registry operation that cannot be done; the message is meant for the operator."""
 
 
+class BaseModelRef(JsonRecord):
+    path: str | None = None  # project-relative unless absolute
+    safetensors_sha256: str | None = None
+
+
+class Calibration(JsonRecord):
+    """Written by `triage calibrate`; the engine divides each field's logits by its temperature."""
+
+    temperatures: dict[str, Number] | None = None
+    ece_before: dict[str, Any] | None = None
+    ece_after: dict[str, Any] | None = None
+
+
+class GateRecord(JsonRecord):
+    """The verdict `triage eval` stored; `promote` refuses anything but "yes" unless forced."""
+
+    verdict: str | None = None  # "yes" | "no"
+    data: str | None = None  # the eval key (data hash) it was judged on
+    n: int | None = None
+    baseline: dict[str, Any] | None = None  # what it was compared with; None: absolute checks only
+    classical: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] | None = None
+    rules: dict[str, Any] | None = None
+    at: str | None = None
+
+
+class AdapterManifest(JsonRecord):
+    """models/adapters/<name>/manifest.json. The fine-tuning job writes it, `triage eval` adds `evals` and
+    `gate`; keys the server does not read (data, training, config, ...) are kept as they are."""
+
+    name: str | None = None
+    kind: str | None = None  # "head": a label head over the bare base model, no LoRA weights
+    created_at: str | None = None
+    base_model: BaseModelRef | None = None
+    prompt_version: str | None = None  # the adapter must be served with the prompt it was trained on
+    taxonomy: str | dict[str, Any] | None = None
+    adapter_files: dict[str, str] | None = None  # file name -> sha256
+    calibration: Calibration | None = None
+    head: dict[str, Any] | None = None  # the label head's fit report
+    out_of_scope_threshold: Number | None = None
+    evals: dict[str, EvalSummary] | None = None  # eval key (data hash[:limit=N]) -> summary
+    gate: GateRecord | None = None
+
+    @classmethod
+    def parse(cls, data: Any, where: Path | str) -> AdapterManifest:
+        """The manifest in `data`, or RegistryError naming the file and every key that is wrong."""
+        if not isinstance(data, dict):
+            raise RegistryError(f"{where}: must be a JSON object")
+        try:
+            return cls.from_json(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise RegistryError(f"{where}: not a valid manifest ({problems})") from None
+
+
 @dataclass
 class AdapterEntry:
     name: str
     path: Path
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: AdapterManifest = field(default_factory=AdapterManifest)
+    error: str | None = None  # why the manifest could not be read (listed, never loadable)
+
+    def __post_init__(self) -> None:
+        # Callers outside the registry still build entries from the manifest's JSON object.
+        if not isinstance(self.manifest, AdapterManifest):
+            self.manifest = AdapterManifest.parse(self.manifest, self.path / MANIFEST)
 
     @property
     def has_lora(self) -> bool:
         """False for a head-only entry (manifest kind "head": a label head over the bare base model)."""
-        return self.manifest.get("kind") != "head"
+        return self.manifest.kind != "head"
 
     @property
     def base_model_path(self) -> Path | None:
         """The base model the adapter was trained on (relative manifest paths are project-relative)."""
-        raw = (self.manifest.get("base_model") or {}).get("path")
+        raw = self.manifest.base_model.path if self.manifest.base_model else None
         return resolve_project_path(raw) if raw else None
 
 
@@ -87,7 +149,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+def read_manifest(folder: Path) -> AdapterManifest:
     path = folder / MANIFEST
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -95,9 +157,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise RegistryError(f"{path}: missing") from None
     except (OSError, ValueError) as exc:
         raise RegistryError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise RegistryError(f"{path}: must be a JSON object")
-    return data
+    return AdapterManifest.parse(data, path)
+
+
+def write_manifest(folder: Path, manifest: AdapterManifest) -> None:
+    write_json_atomic(folder / MANIFEST, manifest.to_json())
 
 
 class Registry:
@@ -129,17 +193,16 @@ class Registry:
         return list(self._read_index()["history"])
 
     def list(self) -> list[AdapterEntry]:
-        """Every folder with a manifest.json; an unreadable manifest is listed with `{"_error": ...}`
-        rather than hiding the folder (the operator should see it is broken)."""
+        """Every folder with a manifest.json; an unreadable manifest is listed with its `error` rather than
+        hiding the folder (the operator should see it is broken)."""
         if not self.adapters_dir.is_dir():
             return []
         entries = []
         for folder in sorted(p for p in self.adapters_dir.iterdir() if p.is_dir() and (p / MANIFEST).is_file()):
             try:
-                manifest = read_manifest(folder)
+                entries.append(AdapterEntry(folder.name, folder, read_manifest(folder)))
             except RegistryError as exc:
-                manifest = {"_error": str(exc)}
-            entries.append(AdapterEntry(folder.name, folder, manifest))
+                entries.append(AdapterEntry(folder.name, folder, AdapterManifest(), error=str(exc)))
         return entries
 
     def _folder(self, name: str) -> Path:
@@ -196,7 +259,7 @@ class Registry:
         reason = reason.strip() if reason and reason.strip() else None
         with self._locked():
             entry = self.validate(name)
-            verdict = (entry.manifest.get("gate") or {}).get("verdict")
+            verdict = entry.manifest.gate.verdict if entry.manifest.gate else None
             overridden = verdict != "yes"
             if overridden:
                 shown = verdict if verdict else "missing (never gated)"
@@ -242,14 +305,26 @@ class Registry:
             write_json_atomic(self.index_path, index)
         return target
 
-    def update_manifest(self, folder: Path, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Read-modify-write a manifest under the registry lock (the eval CLI records evals and the gate).
+    def edit_manifest(self, folder: Path, edit: Callable[[AdapterManifest], None]) -> AdapterManifest:
+        """Read-modify-write a manifest under the registry lock (the eval records evals and the gate).
 
         Also used for adapter folders outside adapters/: the lock is only a mutex."""
         with self._locked():
             manifest = read_manifest(Path(folder))
-            update(manifest)
-            write_json_atomic(Path(folder) / MANIFEST, manifest)
+            edit(manifest)
+            # validate_assignment checks set keys, not edits inside them: parse again before writing.
+            manifest = AdapterManifest.parse(manifest.to_json(), Path(folder) / MANIFEST)
+            write_manifest(Path(folder), manifest)
+        return manifest
+
+    def update_manifest(self, folder: Path, update: Callable[[dict[str, Any]], None]) -> AdapterManifest:
+        """`edit_manifest` for callers that edit the JSON object (the fine-tuning jobs)."""
+
+        with self._locked():
+            data = read_manifest(Path(folder)).to_json()
+            update(data)
+            manifest = AdapterManifest.parse(data, Path(folder) / MANIFEST)
+            write_manifest(Path(folder), manifest)
         return manifest
 
 
@@ -300,7 +375,7 @@ def _check_safetensors(path: Path, name: str) -> None:
 
 
 def _check_checksums(entry: AdapterEntry, name: str, required: list[str]) -> None:
-    expected = entry.manifest.get("adapter_files")
+    expected = entry.manifest.adapter_files
     if not isinstance(expected, dict) or not expected:
         raise RegistryError(f"adapter {name!r}: manifest has no adapter_files checksums")
     missing = [f for f in required if f not in expected]
@@ -334,7 +409,7 @@ def resolve_adapter(model_settings: Any) -> AdapterEntry | None:
     for folder in _candidate_folders(spec):
         if folder.is_dir():
             folder = folder.resolve()
-            manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else {}
+            manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else AdapterManifest()
             return AdapterEntry(folder.name, folder, manifest)
     raise RegistryError(f"adapter {spec!r} is neither a registered name in {registry.adapters_dir} nor a folder")
 

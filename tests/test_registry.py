@@ -222,7 +222,7 @@ def test_corrupt_index_is_an_error(reg):
 
 def test_update_manifest(reg):
     reg.update_manifest(reg.adapters_dir / "a", lambda m: m.setdefault("evals", {}).update({"sha": {"n": 3}}))
-    assert reg.get("a").manifest["evals"] == {"sha": {"n": 3}}
+    assert reg.get("a").manifest.to_json()["evals"] == {"sha": {"n": 3}}
 
 
 # -- resolve_adapter ------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_resolve_name_path_none(reg, tmp_path):
     bare = tmp_path / "loose-adapter"
     bare.mkdir()
     loose = resolve_adapter(settings_for(reg, str(bare)))
-    assert loose.name == "loose-adapter" and loose.manifest == {}
+    assert loose.name == "loose-adapter" and loose.manifest.to_json() == {}
     assert resolve_adapter(settings_for(reg, "none")) is None
     assert resolve_adapter(settings_for(reg, None)) is None
     with pytest.raises(RegistryError, match="neither"):
@@ -492,7 +492,7 @@ def test_plugin_hook(monkeypatch, capsys):
 
     import typer
 
-    from server.cli import _load_plugins
+    from server.cli.plugins import load_plugins
 
     class EP:
         def __init__(self, name, fn):
@@ -512,7 +512,7 @@ def test_plugin_hook(monkeypatch, capsys):
 
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [EP("broken", broken), EP("good", good)])
     target = typer.Typer()
-    _load_plugins(target)
+    load_plugins(target)
     assert [c.name for c in target.registered_commands] == ["hello"]
     assert "plugin 'broken'" in capsys.readouterr().err
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from server.evaluation.data import read_labelled_csv, row_ticket
 from server.heads.text import make_vectorizer, ticket_text
 from server.prompts import TicketInput
 from server.taxonomy import Taxonomy
@@ -64,8 +65,6 @@ def train_classical(
     exclude_ids: set[str] | None = None,
 ) -> ClassicalBaseline:
     """Fit on labelled CSV files (rows filtered by `label_source` where the file has that column)."""
-    from server.evaluation.run import read_labelled_csv, row_ticket
-
     tickets: list[TicketInput] = []
     gold: dict[str, list[str]] = {spec.name: [] for spec in taxonomy.label_fields}
     for path in files:

@@ -10,11 +10,17 @@ could not look at.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from server.evaluation.summary import EvalSummary, LabelMetrics
+
+# A summary as the gate takes it: the record, or the JSON object of one (a report.json, a test's dict).
+SummaryLike = EvalSummary | Mapping[str, Any]
 
 # Float slack so that a drop of exactly the tolerance (0.9 - 0.88 = 0.0200000001...) passes.
 _EPS = 1e-9
@@ -132,13 +138,24 @@ def _coerce_rule(where: str, key: str, value: Any, type_name: Any) -> Any:
 
 
 def evaluate_gate(
-    candidate: dict[str, Any],
-    baseline: dict[str, Any] | None,
+    candidate: SummaryLike,
+    baseline: SummaryLike | None,
     rules: GateRules = GateRules(),
-    classical: dict[str, Any] | None = None,
+    classical: SummaryLike | None = None,
 ) -> GateVerdict:
     """All checks of `rules`; without a baseline only the absolute ones (invalid JSON, classical baseline).
     `classical` is the classical baseline's summary on the same data (None: that check fails if required)."""
+    return _judge(
+        EvalSummary.coerce(candidate),
+        EvalSummary.coerce(baseline) if baseline is not None else None,
+        rules,
+        EvalSummary.coerce(classical) if classical is not None else None,
+    )
+
+
+def _judge(
+    candidate: EvalSummary, baseline: EvalSummary | None, rules: GateRules, classical: EvalSummary | None
+) -> GateVerdict:
     checks = [_check_invalid_json(candidate, rules)]
     if baseline is not None:
         checks += [_check_same_data(candidate, baseline), _check_accuracy(candidate, baseline, rules)]
@@ -157,47 +174,39 @@ def evaluate_gate(
     return GateVerdict(proceed=all(c.passed for c in checks), checks=checks)
 
 
-def _label_fields(*summaries: dict[str, Any]) -> list[str]:
+def _label_fields(*summaries: EvalSummary) -> list[str]:
     """Label fields with an accuracy on every summary (fields absent from the data are skipped)."""
-    names = [
-        k.removesuffix("_accuracy") for k in summaries[0] if k.endswith("_accuracy") and k not in ("in_scope_accuracy",)
-    ]
-    return [n for n in names if all(_num(s, f"{n}_accuracy") is not None for s in summaries)]
+    return [n for n in summaries[0].accuracy_fields() if all(s.metric(f"{n}_accuracy") is not None for s in summaries)]
 
 
-def _num(summary: dict[str, Any], key: str) -> float | None:
-    value = summary.get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _check_invalid_json(candidate: dict[str, Any], rules: GateRules) -> Check:
-    invalid = _num(candidate, "invalid_json")
+def _check_invalid_json(candidate: EvalSummary, rules: GateRules) -> Check:
+    invalid = candidate.metric("invalid_json")
     if invalid is None:
         return Check("invalid JSON", False, "candidate report has no invalid_json count")
-    n = candidate.get("n", "?")
+    n = candidate.n if candidate.n is not None else "?"
     return Check(
         "invalid JSON", invalid <= rules.max_invalid_json, f"{int(invalid)} of {n} (max {rules.max_invalid_json})"
     )
 
 
-def _check_same_data(candidate: dict[str, Any], baseline: dict[str, Any]) -> Check:
+def _check_same_data(candidate: EvalSummary, baseline: EvalSummary) -> Check:
     """Deltas between runs on different data mean nothing; `--limit` runs share the file hash, so n counts too."""
-    c_sha, b_sha = candidate.get("data_sha256"), baseline.get("data_sha256")
+    c_sha, b_sha = candidate.data_sha256, baseline.data_sha256
     if c_sha and b_sha and c_sha != b_sha:
         return Check(
             "same data", False, f"data_sha256 differs: candidate {str(c_sha)[:12]}, baseline {str(b_sha)[:12]}"
         )
-    c_n, b_n = candidate.get("n"), baseline.get("n")
+    c_n, b_n = candidate.n, baseline.n
     if c_n is not None and b_n is not None and c_n != b_n:
         return Check("same data", False, f"row counts differ: candidate {c_n}, baseline {b_n}")
     how = f"data_sha256 {str(c_sha)[:12]}" if c_sha and b_sha else "data_sha256 not on both reports; row counts equal"
     return Check("same data", True, f"{how}, n={c_n}")
 
 
-def _check_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
+def _check_accuracy(candidate: EvalSummary, baseline: EvalSummary, rules: GateRules) -> Check:
     name = f"{rules.field} accuracy"
     key = f"{rules.field}_accuracy"
-    cand, base = _num(candidate, key), _num(baseline, key)
+    cand, base = candidate.metric(key), baseline.metric(key)
     if cand is None or base is None:
         return Check(
             name,
@@ -213,8 +222,8 @@ def _check_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], rules: 
     )
 
 
-def _check_field_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], name: str, rules: GateRules) -> Check:
-    cand, base = _num(candidate, f"{name}_accuracy"), _num(baseline, f"{name}_accuracy")
+def _check_field_accuracy(candidate: EvalSummary, baseline: EvalSummary, name: str, rules: GateRules) -> Check:
+    cand, base = candidate.metric(f"{name}_accuracy"), baseline.metric(f"{name}_accuracy")
     assert cand is not None and base is not None  # _label_fields only yields fields both sides have
     delta = cand - base
     return Check(
@@ -224,12 +233,11 @@ def _check_field_accuracy(candidate: dict[str, Any], baseline: dict[str, Any], n
     )
 
 
-def _check_languages(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
+def _check_languages(candidate: EvalSummary, baseline: EvalSummary, rules: GateRules) -> Check:
     name = "per-language accuracy"
-    cand, base = (
-        candidate.get("per_language"),
-        baseline.get("per_language", {} if not candidate.get("per_language") else None),
-    )
+    # A baseline without the key counts as "no language column" only when the candidate has none either.
+    cand = candidate.per_language if "per_language" in candidate else None
+    base = baseline.per_language if "per_language" in baseline else ({} if not cand else None)
     if not isinstance(cand, dict) or not isinstance(base, dict):
         return Check(
             name,
@@ -264,7 +272,7 @@ def _check_languages(candidate: dict[str, Any], baseline: dict[str, Any], rules:
     )
 
 
-def _check_classical(candidate: dict[str, Any], classical: dict[str, Any] | None, rules: GateRules) -> Check:
+def _check_classical(candidate: EvalSummary, classical: EvalSummary | None, rules: GateRules) -> Check:
     name = "beats classical baseline"
     if classical is None:
         return Check(
@@ -275,7 +283,7 @@ def _check_classical(candidate: dict[str, Any], classical: dict[str, Any] | None
         return Check(name, False, "no label field on both the candidate's and the classical baseline's report")
     parts, passed = [], True
     for f in fields:
-        cand, base = _num(candidate, f"{f}_accuracy"), _num(classical, f"{f}_accuracy")
+        cand, base = candidate.metric(f"{f}_accuracy"), classical.metric(f"{f}_accuracy")
         assert cand is not None and base is not None
         ok = cand >= base - rules.classical_margin - _EPS
         passed &= ok
@@ -283,17 +291,14 @@ def _check_classical(candidate: dict[str, Any], classical: dict[str, Any] | None
     return Check(name, passed, "; ".join(parts))
 
 
-def per_label(summary: dict[str, Any], field_name: str) -> dict[str, dict[str, Any]] | None:
+def per_label(summary: SummaryLike, field_name: str) -> LabelMetrics | None:
     """The per-label metrics of one field, from a summary (`per_label`) or a report.json (`fields`)."""
-    found = (summary.get("per_label") or {}).get(field_name)
-    if found is None:
-        found = ((summary.get("fields") or {}).get(field_name) or {}).get("per_label")
-    return found if isinstance(found, dict) else None
+    return EvalSummary.coerce(summary).labels_of(field_name)
 
 
-def _check_per_label(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules) -> Check:
+def _check_per_label(candidate: EvalSummary, baseline: EvalSummary, rules: GateRules) -> Check:
     name = f"{rules.field} per-label recall"
-    cand, base = per_label(candidate, rules.field), per_label(baseline, rules.field)
+    cand, base = candidate.labels_of(rules.field), baseline.labels_of(rules.field)
     if cand is None or base is None:
         return Check(
             name, False, f"no per-label metrics for {rules.field} ({'candidate' if cand is None else 'baseline'})"
@@ -323,10 +328,10 @@ def _check_per_label(candidate: dict[str, Any], baseline: dict[str, Any], rules:
     )
 
 
-def _check_ece(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateRules, field: str) -> Check:
+def _check_ece(candidate: EvalSummary, baseline: EvalSummary, rules: GateRules, field: str) -> Check:
     name = f"{field} ECE"
     key = f"{field}_ece"
-    cand, base = _num(candidate, key), _num(baseline, key)
+    cand, base = candidate.metric(key), baseline.metric(key)
     if cand is None and base is None:
         return Check(name, True, "no confidences on either report")
     if cand is None or base is None:
@@ -339,89 +344,16 @@ def _check_ece(candidate: dict[str, Any], baseline: dict[str, Any], rules: GateR
     )
 
 
-# -- comparison -------------------------------------------------------------------------------
+# The comparison table lives in .comparison; these names were imported from here.
+from server.evaluation.comparison import compare_table, comparison_markdown  # noqa: E402
 
-_FIELD_METRICS = ("accuracy", "macro_f1", "ece")
-_LABEL_METRICS = ("precision", "recall", "f1")
-
-
-def _delta(c: float | None, b: float | None) -> float | None:
-    return c - b if c is not None and b is not None else None
-
-
-def compare_table(
-    candidate: dict[str, Any], baseline: dict[str, Any] | None, field: str = "category"
-) -> list[dict[str, Any]]:
-    """Rows `{field, label, metric, candidate, baseline, delta}`: accuracy, macro-F1 and ECE of every
-    label field, then precision/recall/F1 per label of `field` (label None on field rows)."""
-    base = baseline or {}
-    keys = [k for k in candidate if k.endswith("_accuracy")] + [
-        k for k in base if k.endswith("_accuracy") and k not in candidate
-    ]
-    rows: list[dict[str, Any]] = []
-    for fname in (k.removesuffix("_accuracy") for k in keys):
-        for metric in _FIELD_METRICS:
-            c, b = _num(candidate, f"{fname}_{metric}"), _num(base, f"{fname}_{metric}")
-            if c is None and b is None:
-                continue  # the field is not in this data set
-            rows.append(
-                {"field": fname, "label": None, "metric": metric, "candidate": c, "baseline": b, "delta": _delta(c, b)}
-            )
-    cand_lang, base_lang = candidate.get("per_language") or {}, base.get("per_language") or {}
-    for fname in cand_lang:
-        for lang in sorted(set(cand_lang[fname]) | set(base_lang.get(fname, {}))):
-            cm, bm = cand_lang[fname].get(lang) or {}, (base_lang.get(fname) or {}).get(lang) or {}
-            c, b = _num(cm, "accuracy"), _num(bm, "accuracy")
-            rows.append(
-                {
-                    "field": fname,
-                    "label": f"language {lang}",
-                    "metric": "accuracy",
-                    "candidate": c,
-                    "baseline": b,
-                    "delta": _delta(c, b),
-                    "support": cm.get("n", bm.get("n")),
-                }
-            )
-    cand_labels, base_labels = per_label(candidate, field) or {}, per_label(base, field) or {}
-    for label in list(cand_labels) + [lab for lab in base_labels if lab not in cand_labels]:
-        cm, bm = cand_labels.get(label) or {}, base_labels.get(label) or {}
-        for metric in _LABEL_METRICS:
-            c, b = _num(cm, metric), _num(bm, metric)
-            rows.append(
-                {
-                    "field": field,
-                    "label": label,
-                    "metric": metric,
-                    "candidate": c,
-                    "baseline": b,
-                    "delta": _delta(c, b),
-                    "support": cm.get("support", bm.get("support")),
-                }
-            )
-    return rows
-
-
-def comparison_markdown(rows: list[dict[str, Any]], verdict: GateVerdict | None = None) -> str:
-    """The comparison (and the checks) as Markdown for the report folder."""
-
-    def fmt(v: Any, signed: bool = False) -> str:
-        if v is None:
-            return "—"
-        return f"{v:+.3f}" if signed else f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = [
-        "# Candidate vs baseline",
-        "",
-        "| field | label | metric | candidate | baseline | delta |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['field']} | {r['label'] or ''} | {r['metric']} | {fmt(r['candidate'])} | {fmt(r['baseline'])} | {fmt(r['delta'], True)} |"
-        for r in rows
-    ]
-    if verdict is not None:
-        lines += ["", "## Gate", "", "| check | passed | detail |", "|---|---|---|"]
-        lines += [f"| {c.name} | {'yes' if c.passed else 'no'} | {c.detail} |" for c in verdict.checks]
-        lines += ["", f"**{verdict.line()}**"]
-    return "\n".join(lines) + "\n"
+__all__ = [
+    "Check",
+    "GateRules",
+    "GateVerdict",
+    "compare_table",
+    "comparison_markdown",
+    "evaluate_gate",
+    "load_rules",
+    "per_label",
+]

@@ -58,8 +58,11 @@ def test_the_default_classical_data_follows_the_taxonomy(tmp_path, capsys):
 
     import yaml
 
-    from server.cli import _classical_summary
     from server.evaluation.gate import GateRules
+    from server.evaluation.workflow import EvalWorkflow
+
+    def _classical_summary(settings, data, limit, rules, out):
+        return EvalWorkflow(settings).classical_summary(data, limit, rules, out)
 
     settings = load_settings(database_url="sqlite://")
     summary = _classical_summary(settings, SAMPLE, None, GateRules(), None)

@@ -1,0 +1,22 @@
+"""`triage` command line: serve, classify, eval, setup, models, and the commands plugins add.
+
+One module per command group; each registers its commands on `app`, in the order `--help` lists them.
+Heavy imports happen inside the commands, so `triage --help` stays fast."""
+
+from __future__ import annotations
+
+import typer
+
+from server.cli import classify, evaluate, models, serve, setup
+from server.cli.plugins import load_plugins
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="triage: support-ticket classification server")
+
+serve.register(app)
+classify.register(app)
+evaluate.register(app)
+setup.register(app)
+models.register(app)
+load_plugins(app)
+
+__all__ = ["app", "load_plugins"]
