@@ -52,6 +52,10 @@ class ModelInfo:
     dtype: str
     engine: str
 
+    def as_dict(self) -> dict[str, str | None]:
+        """The `model` block of API answers, health and stored results (one spelling of its keys)."""
+        return {"base": self.base, "adapter": self.adapter, "dtype": self.dtype, "engine": self.engine}
+
 
 class Engine(abc.ABC):
     """Async and batch-first; implementations own their queueing and threads."""
