@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from finetune.data import read_heldout
 from server.config import Settings, load_settings
 from server.evaluation.metrics import expected_calibration_error
 from server.registry import resolve_project_path
@@ -53,7 +54,6 @@ def calibrate(
     """Fit and store the temperatures of the adapter in `adapter_dir` (uses its heldout.jsonl)."""
     from tqdm import tqdm
 
-    from finetune.train import read_heldout
     from server.engines.transformers_engine import BatchRunner
     from server.registry import AdapterEntry, Registry
 

@@ -1,42 +1,74 @@
-"""`triage finetune` and `triage calibrate`, added to the server's CLI through the
-`triage.commands` entry point (server never imports this package)."""
+"""`triage finetune`, `triage fit-head` and `triage calibrate`, added to the server's CLI through the
+`triage.commands` entry point (server never imports this package).
+
+The options of `triage finetune` that set a config key (`--rank`, `--epochs`, ...) are generated from the
+fields of finetune.config.FinetuneConfig marked with a `Flag`: their type and help come from the model,
+and their values are validated by it like the YAML file's and `--set`'s.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from finetune.config import flags, scalar_type
+
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    app.command("finetune")(_finetune_command())
+    app.command("fit-head")(fit_head)
+    app.command("calibrate")(calibrate)
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` items as dotted overrides (values still text: the config reads them by type)."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def _flag_parameters() -> list[inspect.Parameter]:
+    params = []
+    for _, info, flag in flags():
+        kind = str if flag.comma_separated else scalar_type(info.annotation)
+        params.append(
+            inspect.Parameter(
+                flag.param,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(None, flag.option, help=info.description),
+                annotation=kind | None,
+            )
+        )
+    return params
+
+
+def _flag_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for dotted, _, flag in flags():
+        value = values.get(flag.param)
+        if flag.comma_separated and isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if value is not None and value != []:  # typer gives an unset multiple option as an empty list
+            overrides[dotted] = value
+    return overrides
+
+
+def _finetune_command() -> Callable[..., None]:
     def finetune(
-        config: Path | None = typer.Option(None, "--config", "-c", help="Fine-tuning YAML (finetune/configs/*.yaml)."),
-        name: str | None = typer.Option(None, help="Adapter name: written to models/adapters/<name>/."),
-        data: list[str] | None = typer.Option(
-            None, "--data", help="Training CSV/JSONL file(s); replaces the config's list."
-        ),
-        base: str | None = typer.Option(None, help="Base model folder (default: the server's)."),
-        epochs: float | None = typer.Option(None),
-        lr: float | None = typer.Option(None),
-        rank: int | None = typer.Option(None, "--rank", help="LoRA rank r."),
-        alpha: int | None = typer.Option(None, help="LoRA alpha."),
-        target_modules: str | None = typer.Option(None, help="Comma-separated module names, e.g. q_proj,v_proj."),
-        batch_size: int | None = typer.Option(None),
-        max_length: int | None = typer.Option(None),
-        max_steps: int | None = typer.Option(None),
-        max_rows: int | None = typer.Option(None, help="Use only this many rows (smoke runs)."),
-        seed: int | None = typer.Option(None),
-        target: str | None = typer.Option(None, help="full (the whole JSON answer) or labels."),
-        feedback: bool | None = typer.Option(
-            None, "--feedback/--no-feedback", help="Add reviewer corrections from the database."
-        ),
-        calibrate: bool | None = typer.Option(None, "--calibrate/--no-calibrate"),
-        set_: list[str] | None = typer.Option(None, "--set", help="Any config key: --set train.warmup_ratio=0.1"),
-        server_config: Path | None = typer.Option(
-            None, "--server-config", help="Server settings YAML (database, prompt budgets)."
-        ),
+        *,
+        config: Path | None,
+        set_: list[str] | None,
+        server_config: Path | None,
+        **values: Any,
     ) -> None:
         """Train a LoRA adapter on labelled files + reviewer feedback; writes adapter + manifest."""
         from finetune.config import load_config
@@ -44,29 +76,7 @@ def register(app: typer.Typer) -> None:
         from finetune.train import main
         from server.config import load_settings
 
-        overrides = {
-            "name": name,
-            "data.files": data or None,
-            "base": base,
-            "train.epochs": epochs,
-            "train.lr": lr,
-            "lora.r": rank,
-            "lora.alpha": alpha,
-            "lora.target_modules": [m.strip() for m in target_modules.split(",")] if target_modules else None,
-            "train.batch_size": batch_size,
-            "train.max_length": max_length,
-            "train.max_steps": max_steps,
-            "data.max_rows": max_rows,
-            "train.seed": seed,
-            "data.target": target,
-            "data.feedback": feedback,
-            "calibrate": calibrate,
-        }
-        for item in set_ or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise typer.BadParameter(f"--set expects key=value, got {item!r}")
-            overrides[key.strip()] = value
+        overrides = {**_flag_overrides(values), **parse_sets(set_)}
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         try:
             cfg = load_config(config, overrides)
@@ -76,63 +86,85 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         typer.echo(f"adapter written: {out}")
 
-    @app.command("fit-head")
-    def fit_head(
-        adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json)."),
-        config: Path | None = typer.Option(
-            None,
-            "--config",
-            "-c",
-            help="Fine-tuning YAML whose data and head settings to use (default: the config recorded in the manifest).",
+    option = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter(
+            "config",
+            option,
+            default=typer.Option(None, "--config", "-c", help="Fine-tuning YAML (finetune/configs/*.yaml)."),
+            annotation=Path | None,
         ),
-        set_: list[str] | None = typer.Option(None, "--set", help="Any config key: --set head.hidden_c=0.1"),
-        server_config: Path | None = typer.Option(None, "--server-config"),
-    ) -> None:
-        """Fit (or refit) a label head on an existing adapter: its hidden states + TF-IDF, calibrated on the held-out split."""
-        import json
+        *_flag_parameters(),
+        inspect.Parameter(
+            "set_",
+            option,
+            default=typer.Option(None, "--set", help="Any config key: --set train.warmup_ratio=0.1"),
+            annotation=list[str] | None,
+        ),
+        inspect.Parameter(
+            "server_config",
+            option,
+            default=typer.Option(None, "--server-config", help="Server settings YAML (database, prompt budgets)."),
+            annotation=Path | None,
+        ),
+    ]
+    # typer reads the options from the signature (and the types from __annotations__).
+    finetune.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    finetune.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return finetune
 
-        from finetune.config import config_from_dict, load_config
-        from finetune.data import DataError
-        from finetune.heads import add_head
-        from finetune.train import load_data
-        from server.config import load_settings
-        from server.registry import read_manifest
-        from server.taxonomy import load_taxonomy
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        overrides: dict[str, object] = {"head.enabled": True}
-        for item in set_ or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise typer.BadParameter(f"--set expects key=value, got {item!r}")
-            overrides[key.strip()] = value
-        try:
-            if config is None:
-                recorded = read_manifest(adapter).get("config")
-                if not isinstance(recorded, dict):
-                    raise ValueError(f"{adapter}: the manifest records no config; pass --config")
-                cfg = config_from_dict(recorded, overrides, f"{adapter}/manifest.json config")
-            else:
-                cfg = load_config(config, overrides)
-            settings = load_settings(server_config)
-            taxonomy = load_taxonomy(cfg.taxonomy)
-            train, held, _ = load_data(cfg, settings, taxonomy)
-            report = add_head(adapter, cfg, settings, taxonomy, train, held)
-        except (DataError, ValueError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        typer.echo(json.dumps(report, indent=2))
+def fit_head(
+    adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json)."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Fine-tuning YAML whose data and head settings to use (default: the config recorded in the manifest).",
+    ),
+    set_: list[str] | None = typer.Option(None, "--set", help="Any config key: --set head.hidden_c=0.1"),
+    server_config: Path | None = typer.Option(None, "--server-config"),
+) -> None:
+    """Fit (or refit) a label head on an existing adapter: its hidden states + TF-IDF, calibrated on the held-out split."""
+    import json
 
-    @app.command()
-    def calibrate(
-        adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json and heldout.jsonl)."),
-        server_config: Path | None = typer.Option(None, "--server-config"),
-    ) -> None:
-        """(Re)fit the per-field temperatures of an adapter on its held-out split."""
-        import json
+    from finetune.config import config_from_dict, load_config
+    from finetune.data import DataError
+    from finetune.heads import add_head
+    from finetune.train import load_data
+    from server.config import load_settings
+    from server.registry import read_manifest
+    from server.taxonomy import load_taxonomy
 
-        from finetune.calibrate import calibrate as run
-        from server.config import load_settings
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {"head.enabled": True, **parse_sets(set_)}
+    try:
+        if config is None:
+            recorded = read_manifest(adapter).get("config")
+            if not isinstance(recorded, dict):
+                raise ValueError(f"{adapter}: the manifest records no config; pass --config")
+            cfg = config_from_dict(recorded, overrides, f"{adapter}/manifest.json config")
+        else:
+            cfg = load_config(config, overrides)
+        settings = load_settings(server_config)
+        taxonomy = load_taxonomy(cfg.taxonomy)
+        data = load_data(cfg, settings, taxonomy)
+        report = add_head(adapter, cfg, settings, taxonomy, data.train, data.held)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(report, indent=2))
 
-        result = run(adapter, load_settings(server_config))
-        typer.echo(json.dumps(result, indent=2))
+
+def calibrate(
+    adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json and heldout.jsonl)."),
+    server_config: Path | None = typer.Option(None, "--server-config"),
+) -> None:
+    """(Re)fit the per-field temperatures of an adapter on its held-out split."""
+    import json
+
+    from finetune.calibrate import calibrate as run
+    from server.config import load_settings
+
+    result = run(adapter, load_settings(server_config))
+    typer.echo(json.dumps(result, indent=2))

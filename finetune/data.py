@@ -2,6 +2,7 @@
 
 Every problem with a file is reported with its file, row and column before any training starts.
 Feedback wins over a file's labels for the same ticket id: a reviewer's correction is the newest truth.
+The held-out split is written next to the adapter (heldout.jsonl) so calibration and heads refit on it.
 """
 
 from __future__ import annotations
@@ -285,3 +286,28 @@ def split(
         train += group[k:]
     rng.shuffle(train)
     return train, held
+
+
+def write_heldout(path: Path, held: list[Example]) -> None:
+    """The held-out split as JSON lines: what `read_heldout` reads back (calibration, `triage calibrate`)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for ex in held:
+            record = {
+                "uid": ex.uid,
+                "subject": ex.ticket.subject,
+                "body": ex.ticket.body,
+                "previous_interactions": list(ex.ticket.previous_interactions),
+                "answer": ex.answer,
+                "language": ex.language,
+                "source": ex.source,
+            }
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def read_heldout(path: Path) -> list[Example]:
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        d = json.loads(line)
+        ticket = TicketInput(d["subject"], d["body"], tuple(d.get("previous_interactions") or ()))
+        out.append(Example(d["uid"], ticket, d["answer"], d.get("source", ""), d.get("language")))
+    return out

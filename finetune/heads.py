@@ -411,7 +411,6 @@ def head_only(
     """A head over the bare base model: a folder with a manifest (kind "head") and the head files."""
     import json
     import shutil
-    from dataclasses import asdict
     from datetime import datetime
     from pathlib import Path
 
@@ -435,7 +434,7 @@ def head_only(
         "data": provenance,
         "config": cfg.to_dict(),
         "adapter_files": {},
-        "hyperparameters": {"head": asdict(cfg.head)},
+        "hyperparameters": {"head": cfg.head.model_dump(mode="json")},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     add_head(

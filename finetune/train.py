@@ -1,47 +1,125 @@
 """`triage finetune`: LoRA on labelled files + reviewer feedback, with checkpoints, resume and a manifest.
 
-main(cfg) -> the adapter folder. The job: read and validate all data (fail before any training),
-render every example with the server's prompt code, train LoRA adapters (loss on answer tokens
-only), save `adapter_model.safetensors` + `adapter_config.json` + `manifest.json` + `heldout.jsonl`,
-then fit per-field temperatures on the held-out split (finetune.calibrate).
+`main(cfg, settings)` runs the job as named steps: load and validate all data (fail before any model is
+loaded), encode every example with the server's prompt code, build the model + LoRA, train (loss on
+answer tokens only, resuming from a checkpoint of the same config), save `adapter_model.safetensors` +
+`adapter_config.json` + `heldout.jsonl` + `manifest.json` atomically, then fit per-field temperatures
+on the held-out split (finetune.calibrate) and, if configured, a label head (finetune.heads).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import random
 import shutil
 import time
-from dataclasses import asdict
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from finetune.batching import answer_loss, collate, length_grouped_batches
+from finetune.checkpoints import Position, config_hash, latest_checkpoint, load_checkpoint, save_checkpoint
 from finetune.config import FinetuneConfig
-from finetune.data import Example, feedback_examples, merge, read_examples, split
-from finetune.encode import IGNORE, ExampleEncoder
-from server.config import PROJECT_ROOT, Settings, load_settings
-from server.registry import resolve_project_path, sha256_file
+from finetune.data import Example, feedback_examples, merge, read_examples, split, write_heldout
+from finetune.encode import Encoded, ExampleEncoder
+from finetune.manifest import lora_manifest, project_relative
+from server.config import Settings, load_settings
+from server.registry import AdapterEntry, resolve_project_path
 from server.taxonomy import Taxonomy, load_taxonomy
 
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
 log = logging.getLogger(__name__)
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
+@dataclass
+class TrainingData:
+    train: list[Example]
+    held: list[Example]
+    provenance: dict[str, Any]  # recorded as the manifest's `data`
 
 
-def load_data(
-    cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy
-) -> tuple[list[Example], list[Example], dict[str, Any]]:
+@dataclass
+class ModelParts:
+    model: PeftModel
+    device: torch.device
+    dtype: torch.dtype
+    params: list[torch.nn.Parameter]  # the trainable ones
+
+
+@dataclass
+class Schedule:
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a transformers LambdaLR
+    per_epoch: int  # micro-batches per epoch
+    total_steps: int  # optimizer steps
+
+
+@dataclass
+class TrainStats:
+    """What the manifest's `training` section reports."""
+
+    position: Position
+    resumed_from: int | None
+    losses: list[float] = field(default_factory=list)
+    seen_tokens: int = 0
+    skipped_batches: int = 0
+    step_times: list[float] = field(default_factory=list)  # per optimizer step
+    seconds: float = 0.0
+
+
+def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: bool = True) -> Path:
+    """Run the job; the adapter folder (`output_dir/name`)."""
+    started = time.perf_counter()
+    settings = settings or load_settings()
+    taxonomy = load_taxonomy(cfg.taxonomy)
+    base = cfg.base or settings.model.base
+    out_dir = resolve_project_path(cfg.output_dir) / cfg.name
+    seed_everything(cfg)
+    data = load_data(cfg, settings, taxonomy)
+    if cfg.kind == "head":  # no LoRA: a label head over the bare base model
+        from finetune.heads import head_only
+
+        return head_only(
+            cfg, settings, taxonomy, out_dir, data.train, data.held, data.provenance, base, progress=progress
+        )
+    tokenizer = load_tokenizer(base)
+    encoder = build_encoder(cfg, settings, taxonomy, tokenizer)
+    examples = encode_examples(cfg, encoder, data, progress=progress)
+    parts = build_model(cfg, settings, base, data.provenance)
+    schedule = build_schedule(cfg, parts, len(examples))
+    chash = config_hash(cfg)
+    stats = resume(out_dir / "checkpoints", chash, parts, schedule)
+    train(cfg, parts, schedule, examples, tokenizer.pad_token_id, stats, out_dir / "checkpoints", chash, progress)
+    training = training_record(cfg, parts, schedule, stats, len(examples), chash, started)
+    save_adapter(cfg, settings, parts, out_dir, base, encoder.prompt_id, taxonomy, data, training)
+    del parts, schedule  # free the training model before calibration loads the served one
+    if cfg.calibrate and data.held:
+        from finetune.calibrate import calibrate
+
+        calibrate(out_dir, settings, progress=progress)
+    if cfg.head.enabled:
+        from finetune.heads import add_head
+
+        add_head(out_dir, cfg, settings, taxonomy, data.train, data.held, progress=progress)
+    return out_dir
+
+
+def seed_everything(cfg: FinetuneConfig) -> None:
+    import torch
+
+    random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def load_data(cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy) -> TrainingData:
     """All examples, validated, merged with feedback and split; plus the provenance record."""
     need_reasoning = cfg.data.target == "full"
     examples: list[Example] = []
@@ -54,7 +132,7 @@ def load_data(
             label_sources=cfg.data.label_sources,
             need_reasoning=need_reasoning,
         )
-        record["path"] = _rel(resolve_project_path(f))
+        record["path"] = project_relative(resolve_project_path(f))
         examples += got
         sources.append(record)
     provenance: dict[str, Any] = {"sources": sources}
@@ -73,12 +151,64 @@ def load_data(
         if cfg.data.heldout_ids
         else None
     )
-    train, held = split(examples, cfg.data.heldout_fraction, cfg.train.seed, held_ids)
-    provenance.update(train_rows=len(train), heldout_rows=len(held))
-    return train, held, provenance
+    train_ex, held = split(examples, cfg.data.heldout_fraction, cfg.train.seed, held_ids)
+    provenance.update(train_rows=len(train_ex), heldout_rows=len(held))
+    return TrainingData(train_ex, held, provenance)
 
 
-def pick_device(cfg: FinetuneConfig) -> tuple[Any, Any]:
+def load_tokenizer(base: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_encoder(
+    cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy, tokenizer: PreTrainedTokenizerBase
+) -> ExampleEncoder:
+    return ExampleEncoder(
+        tokenizer,
+        taxonomy,
+        prompts_dir=settings.prompt.dir,
+        prompt_version=cfg.prompt_version,
+        max_body_tokens=cfg.max_body_tokens or settings.prompt.max_body_tokens,
+        max_history_tokens=settings.prompt.max_history_tokens,
+        max_string_tokens=settings.engine.max_string_tokens,
+        max_reasoning_tokens=settings.engine.max_reasoning_tokens,
+        labels_only=cfg.data.target == "labels",
+    )
+
+
+def encode_examples(
+    cfg: FinetuneConfig, encoder: ExampleEncoder, data: TrainingData, *, progress: bool
+) -> list[Encoded]:
+    """The training examples as token ids; those over `train.max_length` are dropped (and counted)."""
+    from tqdm import tqdm
+
+    encoded: list[Encoded] = []
+    too_long = 0
+    for ex in tqdm(data.train, desc="encoding", unit="ex", disable=not progress):
+        enc = encoder.encode(ex)
+        if len(enc.input_ids) > cfg.train.max_length:
+            too_long += 1
+            continue
+        encoded.append(enc)
+    data.provenance["dropped_too_long"] = too_long
+    lengths = [len(e.input_ids) for e in encoded]
+    log.info(
+        "%d training examples (mean %.0f tokens), %d held out, %d dropped (> %d tokens)",
+        len(encoded),
+        sum(lengths) / max(1, len(lengths)),
+        len(data.held),
+        too_long,
+        cfg.train.max_length,
+    )
+    return encoded
+
+
+def pick_device(cfg: FinetuneConfig) -> tuple[torch.device, torch.dtype]:
     import torch
 
     from server.engines.loading import resolve_dtype
@@ -92,144 +222,19 @@ def pick_device(cfg: FinetuneConfig) -> tuple[Any, Any]:
     return device, dtype
 
 
-def _batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
-    """Length-grouped batches (little padding), in a seeded random order."""
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    mega = batch_size * 32
-    batches: list[list[int]] = []
-    for i in range(0, len(order), mega):
-        chunk = sorted(order[i : i + mega], key=lambda j: lengths[j])
-        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
+def build_model(cfg: FinetuneConfig, settings: Settings, base: str, provenance: dict[str, Any]) -> ModelParts:
+    """The base model with a fresh LoRA of shape `cfg.lora`, or the `init_adapter` to continue from."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
 
-
-def _collate(rows: list[dict[str, Any]], pad_id: int, device: Any) -> dict[str, Any]:
-    """Right padding (a left-padded row's pad queries see no key at all: a fully masked softmax row
-    that some attention kernels turn into NaN, which then leaks through 0 * NaN). Logits are computed
-    only for the last K positions, which cover every row's answer."""
-    import torch
-
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        ids[i, :n] = torch.tensor(r["input_ids"])
-        labels[i, :n] = torch.tensor(r["labels"])
-        mask[i, :n] = 1
-    positions = torch.arange(width).unsqueeze(0).expand(len(rows), -1)
-    keep = width - min(len(r["input_ids"]) - r["answer_len"] for r in rows) + 1
-    return {
-        "input_ids": ids.to(device),
-        "attention_mask": mask.to(device),
-        "position_ids": positions.to(device),
-        "labels": labels.to(device),
-        "keep": keep,
-    }
-
-
-def _loss(model: Any, batch: dict[str, Any]) -> Any:
-    import torch.nn.functional as F
-
-    keep = batch["keep"]
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        logits_to_keep=keep,
-    )
-    logits = out.logits[:, :-1].float()
-    target = batch["labels"][:, -keep + 1 :]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
-
-
-def _config_hash(cfg: FinetuneConfig) -> str:
-    d = cfg.to_dict()
-    d["train"].pop("checkpoint_every", None)
-    d["train"].pop("log_every", None)
-    d["train"].pop("threads", None)
-    # Neither changes the LoRA training itself (the head is fitted after it).
-    d.pop("head", None)
-    d.pop("kind", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: bool = True) -> Path:
-    import datasets
-    import torch
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-    from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
-
-    settings = settings or load_settings()
-    taxonomy = load_taxonomy(cfg.taxonomy)
-    base = cfg.base or settings.model.base
-    out_dir = resolve_project_path(cfg.output_dir) / cfg.name
-    ckpt_root = out_dir / "checkpoints"
-    started = time.perf_counter()
-    random.seed(cfg.train.seed)
-    torch.manual_seed(cfg.train.seed)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-
-    # 1. Data: everything validated before the model is even loaded.
-    train_ex, held_ex, provenance = load_data(cfg, settings, taxonomy)
-    if cfg.kind == "head":  # no LoRA: a label head over the bare base model
-        from finetune.heads import head_only
-
-        return head_only(cfg, settings, taxonomy, out_dir, train_ex, held_ex, provenance, base, progress=progress)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    encoder = ExampleEncoder(
-        tokenizer,
-        taxonomy,
-        prompts_dir=settings.prompt.dir,
-        prompt_version=cfg.prompt_version,
-        max_body_tokens=cfg.max_body_tokens or settings.prompt.max_body_tokens,
-        max_history_tokens=settings.prompt.max_history_tokens,
-        max_string_tokens=settings.engine.max_string_tokens,
-        max_reasoning_tokens=settings.engine.max_reasoning_tokens,
-        labels_only=cfg.data.target == "labels",
-    )
-    rows: dict[str, list[Any]] = {"uid": [], "input_ids": [], "labels": [], "answer_len": []}
-    too_long = 0
-    for ex in tqdm(train_ex, desc="encoding", unit="ex", disable=not progress):
-        enc = encoder.encode(ex)
-        if len(enc.input_ids) > cfg.train.max_length:
-            too_long += 1
-            continue
-        rows["uid"].append(ex.uid)
-        rows["input_ids"].append(enc.input_ids)
-        rows["labels"].append(enc.labels)
-        rows["answer_len"].append(enc.answer_len)
-    dataset = datasets.Dataset.from_dict(rows)
-    provenance["dropped_too_long"] = too_long
-    lengths = [len(x) for x in rows["input_ids"]]
-    log.info(
-        "%d training examples (mean %.0f tokens), %d held out, %d dropped (> %d tokens)",
-        len(dataset),
-        sum(lengths) / max(1, len(lengths)),
-        len(held_ex),
-        too_long,
-        cfg.train.max_length,
-    )
-
-    # 2. Model + LoRA.
     device, dtype = pick_device(cfg)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
-    init = _init_adapter(cfg, settings)
+    init = init_adapter(cfg, settings)
     if init is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(init.path), is_trainable=True)
+        peft_model = PeftModel.from_pretrained(model, str(init.path), is_trainable=True)
         provenance["init_adapter"] = {"name": init.name, "adapter_files": init.manifest.get("adapter_files")}
-        lora_shape = model.peft_config["default"]
-        log.info("continuing from adapter %s (r=%s, alpha=%s)", init.name, lora_shape.r, lora_shape.lora_alpha)
+        shape = peft_model.peft_config["default"]
+        log.info("continuing from adapter %s (r=%s, alpha=%s)", init.name, shape.r, shape.lora_alpha)  # type: ignore[attr-defined]
     else:
         lora = LoraConfig(
             task_type="CAUSAL_LM",
@@ -238,158 +243,13 @@ def main(cfg: FinetuneConfig, settings: Settings | None = None, *, progress: boo
             lora_dropout=cfg.lora.dropout,
             target_modules=list(cfg.lora.target_modules),
         )
-        model = get_peft_model(model, lora)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    per_epoch = math.ceil(len(dataset) / cfg.train.batch_size)
-    total_micro = math.ceil(per_epoch * cfg.train.epochs)
-    total_steps = math.ceil(total_micro / cfg.train.grad_accum)
-    if cfg.train.max_steps:
-        total_steps = min(total_steps, cfg.train.max_steps)
-        total_micro = total_steps * cfg.train.grad_accum
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * cfg.train.warmup_ratio), total_steps)
-
-    # 3. Resume from the newest checkpoint of the same configuration.
-    chash = _config_hash(cfg)
-    step = micro = 0
-    resumed_from = None
-    ckpt = _latest_checkpoint(ckpt_root, chash)
-    if ckpt is not None:
-        from safetensors.torch import load_file
-
-        set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(device)))
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-        state = json.loads((ckpt / "state.json").read_text())
-        step, micro = state["step"], state["micro"]
-        resumed_from = step
-        log.info("resumed from %s (step %d)", ckpt, step)
-
-    # 4. Train.
-    model.train()
-    losses: list[float] = []
-    seen_tokens = skipped_batches = 0
-    step_times: list[float] = []  # per optimizer step (the last micro-batch's wall time with grad_accum=1)
-    t_train = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=step, desc=f"training {cfg.name}", unit="step", disable=not progress)
-    epoch_batches: list[list[int]] = []
-    optimizer.zero_grad(set_to_none=True)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and dtype == torch.bfloat16
-        else contextlib.nullcontext()
-    )
-    while step < total_steps:
-        epoch, pos = divmod(micro, per_epoch)
-        if pos == 0 or not epoch_batches:
-            epoch_batches = _batches(lengths, cfg.train.batch_size, cfg.train.seed + epoch)
-        t_step = time.perf_counter()
-        batch = _collate([dataset[j] for j in epoch_batches[pos]], tokenizer.pad_token_id, device)
-        with autocast:
-            loss = _loss(model, batch) / cfg.train.grad_accum
-        micro += 1
-        seen_tokens += int(batch["attention_mask"].sum())
-        if torch.isfinite(loss):
-            loss.backward()
-            losses.append(float(loss.detach()) * cfg.train.grad_accum)
-        else:  # one bad batch must not poison the adapter: skip it, and say so in the manifest
-            skipped_batches += 1
-        if micro % cfg.train.grad_accum == 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-            if not torch.isfinite(norm):
-                skipped_batches += 1
-                optimizer.zero_grad(set_to_none=True)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            step_times.append(time.perf_counter() - t_step)
-            bar.update(1)
-            if step % cfg.train.log_every == 0:
-                bar.set_postfix(
-                    loss=f"{sum(losses[-cfg.train.log_every * cfg.train.grad_accum :]) / (cfg.train.log_every * cfg.train.grad_accum):.4f}",
-                    epoch=f"{micro / per_epoch:.2f}",
-                )
-            if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < total_steps:
-                _save_checkpoint(ckpt_root, model, optimizer, scheduler, step, micro, chash, get_peft_model_state_dict)
-    bar.close()
-    train_s = time.perf_counter() - t_train
-
-    # 5. Save the adapter atomically, then the manifest.
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.eval()
-    if cfg.train.save_dtype == "float16":
-        for n, p in model.named_parameters():
-            if "lora_" in n:
-                p.data = p.data.to(torch.float16)
-    model.save_pretrained(tmp)
-    for name in ("checkpoints",):
-        if (out_dir / name).exists():
-            shutil.move(str(out_dir / name), str(tmp / name))
-    _write_heldout(tmp / "heldout.jsonl", held_ex)
-    manifest = {
-        "name": cfg.name,
-        "kind": "lora",
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "base_model": {
-            "path": _rel(resolve_project_path(base))
-            if Path(base).exists() or resolve_project_path(base).exists()
-            else base,
-            "safetensors_sha256": _base_hash(base),
-        },
-        "prompt_version": encoder.prompt_id,
-        "taxonomy": taxonomy.key,
-        "target": cfg.data.target,
-        "data": provenance,
-        "hyperparameters": {
-            "lora": asdict(cfg.lora),
-            "train": asdict(cfg.train),
-            "max_body_tokens": cfg.max_body_tokens or settings.prompt.max_body_tokens,
-        },
-        "training": {
-            "seconds": round(train_s, 1),
-            "total_seconds": round(time.perf_counter() - started, 1),
-            "steps": step,
-            "epochs": round(micro / per_epoch, 3),
-            "examples": len(dataset),
-            "examples_per_s": round(micro * cfg.train.batch_size / train_s, 3) if train_s and micro else None,
-            "tokens_per_s": round(seen_tokens / train_s, 1) if train_s else None,
-            "seconds_per_step_median": round(sorted(step_times)[len(step_times) // 2], 4) if step_times else None,
-            "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 5) if losses else None,
-            "trainable_parameters": trainable,
-            "skipped_nonfinite_batches": skipped_batches,
-            "resumed_from_step": resumed_from,
-            "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
-            "dtype": str(dtype).removeprefix("torch."),
-            "torch": torch.__version__,
-            "config_hash": chash,
-        },
-        "config": cfg.to_dict(),
-        "adapter_files": {f: sha256_file(tmp / f) for f in ADAPTER_FILES},
-    }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # the finished adapter supersedes them
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    log.info("adapter written: %s (%.0fs training)", out_dir, train_s)
-    del model, optimizer
-    if cfg.calibrate and held_ex:
-        from finetune.calibrate import calibrate
-
-        calibrate(out_dir, settings, progress=progress)
-    if cfg.head.enabled:
-        from finetune.heads import add_head
-
-        add_head(out_dir, cfg, settings, taxonomy, train_ex, held_ex, progress=progress)
-    return out_dir
+        peft_model = get_peft_model(model, lora)  # type: ignore[assignment]
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    return ModelParts(peft_model, device, dtype, params)
 
 
-def _init_adapter(cfg: FinetuneConfig, settings: Settings) -> Any:
-    """The adapter to continue from, resolved like a served one (name or folder); it must share the base."""
+def init_adapter(cfg: FinetuneConfig, settings: Settings) -> AdapterEntry | None:
+    """The adapter to continue from, resolved like a served one (name or folder); it must share the prompt."""
     if not cfg.init_adapter:
         return None
     from server.registry import resolve_adapter
@@ -404,81 +264,181 @@ def _init_adapter(cfg: FinetuneConfig, settings: Settings) -> Any:
     return entry
 
 
-def _base_hash(base: str) -> str | None:
-    f = resolve_project_path(base) / "model.safetensors"
-    return sha256_file(f) if f.is_file() else None
-
-
-def _write_heldout(path: Path, held: list[Example]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for ex in held:
-            fh.write(
-                json.dumps(
-                    {
-                        "uid": ex.uid,
-                        "subject": ex.ticket.subject,
-                        "body": ex.ticket.body,
-                        "previous_interactions": list(ex.ticket.previous_interactions),
-                        "answer": ex.answer,
-                        "language": ex.language,
-                        "source": ex.source,
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
-
-
-def read_heldout(path: Path) -> list[Example]:
-    from server.prompts import TicketInput
-
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        d = json.loads(line)
-        out.append(
-            Example(
-                d["uid"],
-                TicketInput(d["subject"], d["body"], tuple(d.get("previous_interactions") or ())),
-                d["answer"],
-                d.get("source", ""),
-                d.get("language"),
-            )
-        )
-    return out
-
-
-def _save_checkpoint(
-    root: Path, model: Any, optimizer: Any, scheduler: Any, step: int, micro: int, chash: str, state_dict_fn: Any
-) -> None:
+def build_schedule(cfg: FinetuneConfig, parts: ModelParts, n_examples: int) -> Schedule:
+    """AdamW with linear warmup and decay over the run's optimizer steps (`max_steps` caps them)."""
     import torch
-    from safetensors.torch import save_file
+    from transformers import get_linear_schedule_with_warmup
 
-    tmp = root / f".step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in state_dict_fn(model).items()},
-        str(tmp / "adapter_model.safetensors"),
+    optimizer = torch.optim.AdamW(parts.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    per_epoch = math.ceil(n_examples / cfg.train.batch_size)
+    total_micro = math.ceil(per_epoch * cfg.train.epochs)
+    total_steps = math.ceil(total_micro / cfg.train.grad_accum)
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * cfg.train.warmup_ratio), total_steps)
+    return Schedule(optimizer, scheduler, per_epoch, total_steps)
+
+
+def resume(ckpt_root: Path, chash: str, parts: ModelParts, schedule: Schedule) -> TrainStats:
+    """Restore the newest checkpoint of the same configuration, if any; the stats to go on from."""
+    ckpt = latest_checkpoint(ckpt_root, chash)
+    if ckpt is None:
+        return TrainStats(Position(0, 0), resumed_from=None)
+    position = load_checkpoint(ckpt, parts.model, schedule.optimizer, schedule.scheduler, parts.device)
+    log.info("resumed from %s (step %d)", ckpt, position.step)
+    return TrainStats(position, resumed_from=position.step)
+
+
+def train(
+    cfg: FinetuneConfig,
+    parts: ModelParts,
+    schedule: Schedule,
+    examples: list[Encoded],
+    pad_id: int,
+    stats: TrainStats,
+    ckpt_root: Path,
+    chash: str,
+    progress: bool,
+) -> None:
+    """Optimizer steps until `schedule.total_steps`, checkpointing every `train.checkpoint_every`."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from tqdm import tqdm
+
+    t = cfg.train
+    model, device, pos, optimizer = parts.model, parts.device, stats.position, schedule.optimizer
+    lengths = [len(e.input_ids) for e in examples]
+    model.train()
+    t_train = time.perf_counter()
+    bar = tqdm(
+        total=schedule.total_steps, initial=pos.step, desc=f"training {cfg.name}", unit="step", disable=not progress
     )
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "micro": micro, "config_hash": chash}))
-    final = root / f"step-{step:06d}"
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)  # a checkpoint exists completely or not at all
-    for old in sorted(root.glob("step-*"))[:-2]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _latest_checkpoint(root: Path, chash: str) -> Path | None:
-    if not root.is_dir():
-        return None
-    for ckpt in sorted(root.glob("step-*"), reverse=True):
-        try:
-            state = json.loads((ckpt / "state.json").read_text())
-        except (OSError, ValueError):
+    epoch_batches: list[list[int]] = []
+    optimizer.zero_grad(set_to_none=True)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda" and parts.dtype == torch.bfloat16
+        else contextlib.nullcontext()
+    )
+    while pos.step < schedule.total_steps:
+        epoch, at = divmod(pos.micro, schedule.per_epoch)
+        if at == 0 or not epoch_batches:
+            epoch_batches = length_grouped_batches(lengths, t.batch_size, t.seed + epoch)
+        t_step = time.perf_counter()
+        batch = collate([examples[j] for j in epoch_batches[at]], pad_id, device)
+        with autocast:
+            loss = answer_loss(model, batch) / t.grad_accum
+        pos.micro += 1
+        stats.seen_tokens += int(batch.attention_mask.sum())
+        if torch.isfinite(loss):
+            loss.backward()
+            stats.losses.append(float(loss.detach()) * t.grad_accum)
+        else:  # one bad batch must not poison the adapter: skip it, and say so in the manifest
+            stats.skipped_batches += 1
+        if pos.micro % t.grad_accum:
             continue
-        if state.get("config_hash") == chash:
-            return ckpt
-        log.warning("ignoring checkpoint %s: made with a different configuration", ckpt)
-    return None
+        norm = torch.nn.utils.clip_grad_norm_(parts.params, 1.0)
+        if not torch.isfinite(norm):
+            stats.skipped_batches += 1
+            optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
+        schedule.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        pos.step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        stats.step_times.append(time.perf_counter() - t_step)
+        bar.update(1)
+        if pos.step % t.log_every == 0:
+            window = t.log_every * t.grad_accum
+            bar.set_postfix(
+                loss=f"{sum(stats.losses[-window:]) / window:.4f}", epoch=f"{pos.micro / schedule.per_epoch:.2f}"
+            )
+        if t.checkpoint_every and pos.step % t.checkpoint_every == 0 and pos.step < schedule.total_steps:
+            weights = get_peft_model_state_dict(model)
+            save_checkpoint(ckpt_root, weights, optimizer, schedule.scheduler, pos, chash)
+    bar.close()
+    stats.seconds = time.perf_counter() - t_train
+
+
+def training_record(
+    cfg: FinetuneConfig,
+    parts: ModelParts,
+    schedule: Schedule,
+    stats: TrainStats,
+    n_examples: int,
+    chash: str,
+    started: float,
+) -> dict[str, Any]:
+    """The manifest's `training` section: duration, throughput, final loss, where it ran."""
+    import torch
+
+    s, micro, device = stats.seconds, stats.position.micro, parts.device
+    tail = stats.losses[-20:]
+    return {
+        "seconds": round(s, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "steps": stats.position.step,
+        "epochs": round(micro / schedule.per_epoch, 3),
+        "examples": n_examples,
+        "examples_per_s": round(micro * cfg.train.batch_size / s, 3) if s and micro else None,
+        "tokens_per_s": round(stats.seen_tokens / s, 1) if s else None,
+        "seconds_per_step_median": round(sorted(stats.step_times)[len(stats.step_times) // 2], 4)
+        if stats.step_times
+        else None,
+        "final_loss": round(sum(tail) / max(1, len(tail)), 5) if tail else None,
+        "trainable_parameters": sum(p.numel() for p in parts.params),
+        "skipped_nonfinite_batches": stats.skipped_batches,
+        "resumed_from_step": stats.resumed_from,
+        "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""),
+        "dtype": str(parts.dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "config_hash": chash,
+    }
+
+
+def save_adapter(
+    cfg: FinetuneConfig,
+    settings: Settings,
+    parts: ModelParts,
+    out_dir: Path,
+    base: str,
+    prompt_id: str,
+    taxonomy: Taxonomy,
+    data: TrainingData,
+    training: dict[str, Any],
+) -> None:
+    """Adapter weights, held-out split and manifest, written aside and swapped in at once; the finished
+    adapter supersedes its checkpoints."""
+    import torch
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = parts.model
+    model.eval()
+    if cfg.train.save_dtype == "float16":
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.data = p.data.to(torch.float16)
+    model.save_pretrained(tmp)
+    write_heldout(tmp / "heldout.jsonl", data.held)
+    manifest = lora_manifest(
+        cfg,
+        settings,
+        adapter_dir=tmp,
+        base=base,
+        prompt_id=prompt_id,
+        taxonomy_key=taxonomy.key,
+        provenance=data.provenance,
+        training=training,
+    )
+    write_json(tmp / "manifest.json", manifest)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    log.info("adapter written: %s (%.0fs training)", out_dir, training["seconds"])
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    import json
+
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
