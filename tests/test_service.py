@@ -83,10 +83,10 @@ class FaultyEngine(Engine):
 
 @pytest.fixture()
 def store(tmp_path):
-    engine = make_db_engine(f"sqlite:///{tmp_path / 't.db'}")
-    migrate(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+    db_engine = make_db_engine(f"sqlite:///{tmp_path / 't.db'}")
+    migrate(db_engine)
+    yield make_sessionmaker(db_engine)
+    db_engine.dispose()
 
 
 def service(store, mode: str, timeout: float = 1.0) -> ClassificationService:
@@ -159,9 +159,9 @@ async def test_database_down_means_nothing_accepted(tmp_path):
 
 def test_startup_fails_tickets_left_pending_by_a_crash(tmp_path):
     url = f"sqlite:///{tmp_path / 'crash.db'}"
-    engine = make_db_engine(url)
-    migrate(engine)
-    with make_sessionmaker(engine)() as s:
+    db_engine = make_db_engine(url)
+    migrate(db_engine)
+    with make_sessionmaker(db_engine)() as s:
         repo.create_pending(
             s,
             request_id="r1",
@@ -174,17 +174,17 @@ def test_startup_fails_tickets_left_pending_by_a_crash(tmp_path):
             prompt_version="classify/v1",
             taxonomy="tickets@1",
         )
-    engine.dispose()
+    db_engine.dispose()
     app = create_server(load_settings(database_url=url), engine=FaultyEngine("ok"))
     with TestClient(app) as client:
         assert client.get("/ready").status_code == 200
         r = client.post("/v1/classify", json={"subject": "s", "body": "b"})
         assert r.status_code == 200 and r.json()["category"] == "Billing"
-    engine = make_db_engine(url)
-    with make_sessionmaker(engine)() as s:
+    db_engine = make_db_engine(url)
+    with make_sessionmaker(db_engine)() as s:
         row = s.scalars(select(Classification).where(Classification.request_id == "r1")).one()
         assert row.status == "failed" and "restarted" in row.error
-    engine.dispose()
+    db_engine.dispose()
 
 
 def test_engine_failure_over_http_is_a_clear_error_and_stored(tmp_path):
@@ -196,7 +196,7 @@ def test_engine_failure_over_http_is_a_clear_error_and_stored(tmp_path):
         assert r.json()["error"] == "classification_failed"
         b = client.post("/v1/batch", json={"tickets": [{"subject": "s", "body": "b"}]})
         assert b.status_code == 429
-    engine = make_db_engine(url)
-    with make_sessionmaker(engine)() as s:
+    db_engine = make_db_engine(url)
+    with make_sessionmaker(db_engine)() as s:
         assert s.scalar(select(func.count()).where(Classification.status == "failed")) == 2
-    engine.dispose()
+    db_engine.dispose()

@@ -26,10 +26,10 @@ from tests.fallback.fake_hosted import (  # noqa: F401  (pytest finds fixtures b
 
 @pytest.fixture()
 def store(tmp_path):
-    engine = make_db_engine(f"sqlite:///{tmp_path / 'routing.db'}")
-    migrate(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+    db_engine = make_db_engine(f"sqlite:///{tmp_path / 'routing.db'}")
+    migrate(db_engine)
+    yield make_sessionmaker(db_engine)
+    db_engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from server.store.db import make_db_engine, make_sessionmaker, migrate
 PG_URL = os.environ.get("TRIAGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def _pg_admin_engine() -> Engine:
+def _pg_admin_db_engine() -> Engine:
     admin = make_db_engine(PG_URL, connect_args={"connect_timeout": 3})
     try:
         with admin.connect() as conn:
@@ -35,15 +35,15 @@ def _pg_admin_engine() -> Engine:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
-    """An un-migrated engine on an empty database."""
+def db_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
+    """An un-migrated database engine on an empty database."""
     if request.param == "sqlite":
         eng = make_db_engine(f"sqlite:///{tmp_path}/nested/dir/triage.db")
         yield eng
         eng.dispose()
         return
 
-    admin = _pg_admin_engine()
+    admin = _pg_admin_db_engine()
     schema = f"triage_test_{uuid.uuid4().hex[:12]}"
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -58,9 +58,9 @@ def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def migrated(engine: Engine) -> Engine:
-    migrate(engine)
-    return engine
+def migrated(db_engine: Engine) -> Engine:
+    migrate(db_engine)
+    return db_engine
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Store tests; each one runs on SQLite and PostgreSQL via the ``engine`` fixture."""
+"""Store tests; each one runs on SQLite and PostgreSQL via the ``db_engine`` fixture."""
 
 from __future__ import annotations
 
@@ -272,11 +272,11 @@ def test_foreign_key_enforced(session: Session) -> None:
     assert session.scalars(select(Feedback)).all() == []
 
 
-# --- engine helpers ----------------------------------------------------------------
+# --- database engine helpers---------------------------------------------------------------
 
 
-def test_ping(engine: Engine, tmp_path: Path) -> None:
-    assert ping(engine) is True
+def test_ping(db_engine: Engine, tmp_path: Path) -> None:
+    assert ping(db_engine) is True
     unreachable = make_db_engine("postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 1})
     assert ping(unreachable) is False
     # A directory where the SQLite file should be cannot be opened.
@@ -284,23 +284,23 @@ def test_ping(engine: Engine, tmp_path: Path) -> None:
     assert ping(make_db_engine(f"sqlite:///{tmp_path}/isdir.db")) is False
 
 
-def test_url_normalisation_and_sqlite_setup(engine: Engine) -> None:
+def test_url_normalisation_and_sqlite_setup(db_engine: Engine) -> None:
     assert normalise_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert normalise_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
     with pytest.raises(ValueError):
         normalise_url("mysql://u@h/db")
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            assert Path(engine.url.database).parent.is_dir()  # created by make_db_engine
+    with db_engine.connect() as conn:
+        if db_engine.dialect.name == "sqlite":
+            assert Path(db_engine.url.database).parent.is_dir()  # created by make_db_engine
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         else:
-            assert engine.dialect.driver == "psycopg"
+            assert db_engine.dialect.driver == "psycopg"
             assert conn.execute(text("SHOW search_path")).scalar().startswith("triage_test_")
 
 
 def test_migrate_in_memory_sqlite() -> None:
-    """In-memory SQLite only works if migrate() reuses the engine's connection."""
+    """In-memory SQLite only works if migrate() reuses the database engine's connection."""
     eng = make_db_engine("sqlite://")
     migrate(eng)
     with make_sessionmaker(eng)() as s:
@@ -338,24 +338,24 @@ def test_alembic_cli_with_ini(tmp_path: Path) -> None:
 # --- routing columns (migration 0002) and the review queue -----------------------------------------
 
 
-def _alembic(engine: Engine, *args: str) -> None:
+def _alembic(db_engine: Engine, *args: str) -> None:
     from alembic import command
 
     from server.store.db import _alembic_config
 
     cfg = _alembic_config()
-    with engine.begin() as conn:
+    with db_engine.begin() as conn:
         cfg.attributes["connection"] = conn
         getattr(command, args[0])(cfg, *args[1:])
 
 
-def test_0002_upgrades_existing_data_and_downgrades(engine: Engine) -> None:
+def test_0002_upgrades_existing_data_and_downgrades(db_engine: Engine) -> None:
     """A database at 0001 with results and feedback keeps every row through 0002 and back."""
-    _alembic(engine, "upgrade", "0001")
+    _alembic(db_engine, "upgrade", "0001")
     ts = datetime(2025, 1, 1, tzinfo=UTC)
-    if engine.dialect.name == "sqlite":
+    if db_engine.dialect.name == "sqlite":
         ts = ts.replace(tzinfo=None)  # stored naive UTC, as UTCDateTime does
-    with engine.begin() as conn:
+    with db_engine.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO classifications (request_id, ticket_id, created_at, status, body, model_base, prompt_version, "
@@ -371,19 +371,19 @@ def test_0002_upgrades_existing_data_and_downgrades(engine: Engine) -> None:
             ),
             {"c": cid, "ts": ts, "corr": '{"category": "Sales"}'},
         )
-    _alembic(engine, "upgrade", "head")
-    with make_sessionmaker(engine)() as s:
+    _alembic(db_engine, "upgrade", "head")
+    with make_sessionmaker(db_engine)() as s:
         row = _row(s, "r-old")
         assert row is not None and row.route is None and row.review_reasons is None and row.cost_usd is None
         assert row.prediction == {"category": "Billing"} and len(row.feedback) == 1
-    _alembic(engine, "downgrade", "0001")
-    insp = inspect(engine)
+    _alembic(db_engine, "downgrade", "0001")
+    insp = inspect(db_engine)
     assert "route" not in {c["name"] for c in insp.get_columns("classifications")}
-    with engine.connect() as conn:
+    with db_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM feedback")).scalar() == 1  # no table rebuild, no cascade
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
-    _alembic(engine, "upgrade", "head")
-    with engine.connect() as conn:
+    _alembic(db_engine, "upgrade", "head")
+    with db_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM classifications")).scalar() == 1
 
 
