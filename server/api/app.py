@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from starlette.middleware.base import RequestResponseEndpoint
 
 from server.api.errors import error_response, install_error_handlers
 from server.api.openapi import install_openapi
@@ -21,7 +22,7 @@ from server.service import ClassificationService
 from server.store import repository as repo
 from server.store.db import make_engine, make_sessionmaker, migrate
 from server.store.models import utcnow
-from server.taxonomy import load_taxonomy
+from server.taxonomy import Taxonomy, load_taxonomy
 
 if TYPE_CHECKING:
     from server.fallback import HostedFallback
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_engine(settings: Settings, taxonomy) -> Engine:
+def build_engine(settings: Settings, taxonomy: Taxonomy) -> Engine:
     if settings.engine.kind == "outlines":
         from server.engines.outlines_reference import OutlinesReferenceEngine
 
@@ -53,7 +54,9 @@ def profile_settings(settings: Settings, profile: EngineProfile) -> Settings:
     return settings.model_copy(update={"model": model, "engine": engine})
 
 
-def build_engines(settings: Settings, taxonomy, given: Mapping[str, Engine] | None = None) -> dict[str, Engine]:
+def build_engines(
+    settings: Settings, taxonomy: Taxonomy, given: Mapping[str, Engine] | None = None
+) -> dict[str, Engine]:
     """The named engines of `routing.engines` (the default engine is built separately); `given` wins."""
     given = dict(given or {})
     return {
@@ -62,7 +65,7 @@ def build_engines(settings: Settings, taxonomy, given: Mapping[str, Engine] | No
     }
 
 
-def build_hosted(settings: Settings, taxonomy) -> HostedFallback | None:
+def build_hosted(settings: Settings, taxonomy: Taxonomy) -> HostedFallback | None:
     if not settings.fallback.enabled:
         return None  # off: no SDK client, no PII models loaded
     from server.fallback import HostedFallback
@@ -132,7 +135,8 @@ def create_server(
     install_error_handlers(app)
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # refuse oversized bodies before parsing them
+    async def limit_body(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        # Refuse oversized bodies before parsing them.
         limit = settings.api.max_ticket_bytes * (settings.api.max_batch_items + 1) * 2
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:

@@ -1,4 +1,6 @@
-"""Typed dependencies: handlers declare what they need; the app state built in the lifespan provides it."""
+"""Typed dependencies: handlers declare what they need; the app state built in the lifespan provides it.
+
+`app.state` is untyped, so each accessor names the type of what the lifespan put there."""
 
 from __future__ import annotations
 
@@ -15,19 +17,23 @@ from server.taxonomy import Taxonomy
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def _service(request: Request) -> ClassificationService:
-    return request.app.state.service
+    service: ClassificationService = request.app.state.service
+    return service
 
 
 def _engine(request: Request) -> Engine:
-    return request.app.state.engine
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 def _taxonomy(request: Request) -> Taxonomy:
-    return request.app.state.taxonomy
+    taxonomy: Taxonomy = request.app.state.taxonomy
+    return taxonomy
 
 
 def _session(request: Request) -> Iterator[Session]:

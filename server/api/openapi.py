@@ -76,6 +76,9 @@ def _feedback_labels(feedback: JsonSchema, taxonomy: Taxonomy) -> None:
     labels = _branch(properties["labels"], "object")
     labels.pop("additionalProperties", None)
     labels.update(properties={name: _value_schema(spec) for name, spec in fields.items()}, additionalProperties=False)
+    if not taxonomy.extracted_info:
+        # Nothing to correct there, so it cannot be the one correction a feedback carries.
+        feedback["anyOf"] = [alt for alt in feedback["anyOf"] if alt["required"] != ["extracted_info"]]
     extracted = _branch(properties["extracted_info"], "object")
     extracted.pop("additionalProperties", None)
     extracted.update(
@@ -86,7 +89,8 @@ def _feedback_labels(feedback: JsonSchema, taxonomy: Taxonomy) -> None:
 
 def _branch(prop: JsonSchema, json_type: str) -> JsonSchema:
     """The `json_type` alternative of an optional property (`anyOf: [..., {"type": "null"}]`) or the property."""
-    for alternative in prop.get("anyOf", [prop]):
+    alternatives: list[JsonSchema] = prop.get("anyOf", [prop])
+    for alternative in alternatives:
         if alternative.get("type") == json_type:
             return alternative
     raise KeyError(f"no {json_type} schema in {prop}")

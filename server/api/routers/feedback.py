@@ -11,12 +11,12 @@ from server.api.deps import SessionDep, TaxonomyDep
 from server.api.errors import ApiError, error_responses
 from server.api.protocol import FeedbackIn, FeedbackOut
 from server.store import repository as repo
-from server.taxonomy import TaxonomyError
+from server.taxonomy import Taxonomy, TaxonomyError
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
 
-def _corrections(payload: FeedbackIn, taxonomy: Any) -> dict[str, Any]:
+def _corrections(payload: FeedbackIn, taxonomy: Taxonomy) -> dict[str, Any]:
     corrections: dict[str, Any] = {}
     labels = dict(payload.labels or {})
     for name in ("category", "priority"):
@@ -32,13 +32,13 @@ def _corrections(payload: FeedbackIn, taxonomy: Any) -> dict[str, Any]:
                 continue
             taxonomy.validate_label(name, value)
             corrections[name] = value
-        for name, value in extracted.items():
+        for name, extracted_value in extracted.items():
             if name not in known_extracted:
                 raise TaxonomyError(
                     f"extracted_info has no field {name!r}; known: {', '.join(sorted(known_extracted))}"
                 )
-            if value is not None:
-                taxonomy.validate_label(name, value)
+            if extracted_value is not None:
+                taxonomy.validate_label(name, extracted_value)
     except KeyError as exc:
         raise ApiError(422, "invalid_request", f"unknown field {exc.args[0]!r} for taxonomy {taxonomy.key}") from exc
     except TaxonomyError as exc:
