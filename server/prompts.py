@@ -164,7 +164,7 @@ class PromptRenderer:
             messages = ([{"role": "system", "content": self.prompt.system}] if self.prompt.system else []) + [
                 {"role": "user", "content": user_text}
             ]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         # A base model without a chat template gets a plain layout with the same content.
         system = f"{self.prompt.system}\n\n" if self.prompt.system else ""
         return f"{system}{user_text}\n\n### Answer (JSON)\n"

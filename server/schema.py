@@ -51,7 +51,7 @@ def output_layout(taxonomy: Taxonomy, field_order: FieldOrder = "labels_first") 
 
 def _annotation(slot: Slot, extra_label: str | None = None) -> Any:
     if slot.spec.is_label:
-        return Literal[tuple(slot.spec.labels + ([extra_label] if extra_label else []))]  # type: ignore[misc]
+        return Literal[tuple(slot.spec.labels + ([extra_label] if extra_label else []))]
     return (str | None) if slot.nullable else str
 
 
@@ -63,7 +63,7 @@ def output_model(taxonomy: Taxonomy, field_order: FieldOrder = "labels_first") -
     top: dict[str, Any] = {}
     # An out-of-scope label is a valid answer (set after decoding), though the model never writes it.
     nested = {s.name: (_annotation(s, taxonomy.out_of_scope_label(s.name)), ...) for s in layout if len(s.path) == 2}
-    info_model = create_model("ExtractedInfo", __config__=strict, **nested) if nested else None
+    info_model = create_model("ExtractedInfo", __config__=strict, **nested) if nested else None  # type: ignore[call-overload]  # field specs are built at run time
     for slot in layout:
         if len(slot.path) == 1:
             top[slot.name] = (_annotation(slot, taxonomy.out_of_scope_label(slot.name)), ...)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -114,7 +115,7 @@ def _field(name: str, raw: object, nested: bool, where: str) -> FieldSpec:
     )
 
 
-def parse_taxonomy(data: dict, source: str = "<memory>") -> Taxonomy:
+def parse_taxonomy(data: dict[str, Any], source: str = "<memory>") -> Taxonomy:
     if not isinstance(data, dict) or "name" not in data:
         raise TaxonomyError(f"{source}: a taxonomy needs at least 'name' and 'labels'")
     labels = tuple(_field(n, raw, False, source) for n, raw in (data.get("labels") or {}).items())

@@ -187,7 +187,7 @@ class AnthropicProvider:
         notes: list[str] = []
         content: dict[str, Any] | None = None
         for block in response.content or []:
-            if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == TOOL_NAME:
+            if isinstance(block, anthropic.types.ToolUseBlock) and block.name == TOOL_NAME:
                 content = block.input if isinstance(block.input, dict) else None
                 break
         if content is None:

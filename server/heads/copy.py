@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from server.extraction import candidate_features, candidates
 
@@ -42,7 +43,7 @@ class CopyScorer:
         span, p = max(scored, key=lambda sp: sp[1])
         return span if p >= self.threshold else None
 
-    def save(self, folder: Path, info: dict | None = None) -> str:
+    def save(self, folder: Path, info: dict[str, Any] | None = None) -> str:
         data = {
             "format": 1,
             "field": self.field,

@@ -58,12 +58,14 @@ def pool_features(hidden_states: Sequence[Any], pools: Sequence[Pool], history_s
                 if history_start is not None and history_start < h.shape[0]
                 else torch.zeros_like(h[-1])
             )
-    return torch.cat(parts).cpu().numpy().astype(np.float32)
+    features: np.ndarray = torch.cat(parts).cpu().numpy().astype(np.float32)
+    return features
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    out: np.ndarray = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return out
 
 
 @dataclass
@@ -85,7 +87,8 @@ class FieldHead:
         return z
 
     def probs(self, hidden: np.ndarray, text: Any | None) -> np.ndarray:
-        return np.exp(_log_softmax(self.logits(hidden, text) / self.temperature))
+        probs: np.ndarray = np.exp(_log_softmax(self.logits(hidden, text) / self.temperature))
+        return probs
 
 
 class LabelHead:
@@ -111,7 +114,8 @@ class LabelHead:
         return bool(self.pools)
 
     def standardise(self, features: np.ndarray) -> np.ndarray:
-        return (features - self.mean) / self.scale
+        standard: np.ndarray = (features - self.mean) / self.scale
+        return standard
 
     def text_features(self, tickets: Sequence[TicketInput]) -> Any | None:
         if self.vectorizer is None or not any(f.text_weight > 0 for f in self.fields.values()):

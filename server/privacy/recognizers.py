@@ -25,7 +25,7 @@ def _result(recognizer: EntityRecognizer, entity: str, start: int, end: int, sco
         end=end,
         score=score,
         recognition_metadata={
-            RecognizerResult.RECOGNIZER_NAME_KEY: recognizer.name,
+            RecognizerResult.RECOGNIZER_NAME_KEY: str(recognizer.name),  # type: ignore[has-type]  # presidio sets it in __init__
             RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: recognizer.id,
         },
     )

@@ -90,7 +90,7 @@ class Redactor:
     def __init__(self, settings: RedactionSettings):
         try:
             self._analyzer: AnalyzerEngine = build_analyzer(settings)
-            self._anonymizer = AnonymizerEngine()
+            self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]  # presidio ships no annotations here
             # Recognisers load and regexes compile lazily on first use: do it now, single-threaded.
             self.redact([_WARM_UP_TEXT])
         except RedactionError:
@@ -188,7 +188,7 @@ class Redactor:
         finder = re.compile(rf"(?<!\w)(?:{alternation})(?!\w)")
         out = []
         for text, text_spans in zip(texts, spans):
-            extra = []
+            extra: list[Any] = []
             for m in finder.finditer(text):
                 if _free(text_spans, m.start(), m.end()) and _free(extra, m.start(), m.end()):
                     extra.append(_Span(m.start(), m.end(), known[m.group()], 0.5))
