@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune.data import read_heldout
 from server.config import Settings, load_settings
@@ -21,10 +22,23 @@ from server.evaluation.metrics import expected_calibration_error
 from server.registry import resolve_project_path
 from server.taxonomy import load_taxonomy
 
+if TYPE_CHECKING:
+    import torch
+
 GRID = [math.exp(x / 40) for x in range(-80, 121)]  # T from 0.14 to 20
+# One decoding step of a label: the allowed tokens' raw scores and the index of the token chosen.
+Trace = list[tuple["torch.Tensor", int]]
 
 
-def confidence_at(trace: list[tuple[Any, int]], temperature: float) -> float:
+@dataclass
+class FieldTraces:
+    """One label field's held-out evidence: each ticket's decoding trace and whether its label was right."""
+
+    traces: list[Trace] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)
+
+
+def confidence_at(trace: Trace, temperature: float) -> float:
     import torch
 
     p = 1.0
@@ -33,14 +47,20 @@ def confidence_at(trace: list[tuple[Any, int]], temperature: float) -> float:
     return p
 
 
-def fit_temperature(traces: list[list[tuple[Any, int]]], correct: list[bool]) -> tuple[float, float, float]:
+def correctness_nll(traces: list[Trace], correct: list[bool], temperature: float) -> float:
+    """The log-loss of "the chosen label is right" at this temperature (what the fit minimises)."""
+    loss = 0.0
+    for tr, ok in zip(traces, correct, strict=True):
+        p = min(max(confidence_at(tr, temperature), 1e-6), 1 - 1e-6)
+        loss -= math.log(p) if ok else math.log(1 - p)
+    return loss
+
+
+def fit_temperature(traces: list[Trace], correct: list[bool]) -> tuple[float, float, float]:
     """(T, ECE at T=1, ECE at T): grid search of the log-loss of correctness (robust, no optimiser state)."""
     best_t, best_loss = 1.0, float("inf")
     for t in GRID:
-        loss = 0.0
-        for tr, ok in zip(traces, correct):
-            p = min(max(confidence_at(tr, t), 1e-6), 1 - 1e-6)
-            loss -= math.log(p) if ok else math.log(1 - p)
+        loss = correctness_nll(traces, correct, t)
         if loss < best_loss:
             best_t, best_loss = t, loss
     before = expected_calibration_error([confidence_at(tr, 1.0) for tr in traces], correct)
@@ -48,14 +68,14 @@ def fit_temperature(traces: list[list[tuple[Any, int]]], correct: list[bool]) ->
     return best_t, before, after
 
 
-def calibrate(
+def held_out_traces(
     adapter_dir: str | Path, settings: Settings | None = None, *, progress: bool = True, batch_size: int = 16
-) -> dict[str, Any]:
-    """Fit and store the temperatures of the adapter in `adapter_dir` (uses its heldout.jsonl)."""
+) -> dict[str, FieldTraces]:
+    """Run the adapter, uncalibrated, on its heldout.jsonl: per label field, the traces and correctness."""
     from tqdm import tqdm
 
     from server.engines.transformers_engine import BatchRunner
-    from server.registry import AdapterEntry, Registry
+    from server.registry import AdapterEntry, AdapterManifest
 
     adapter_dir = Path(adapter_dir)
     manifest = json.loads((adapter_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -72,15 +92,18 @@ def calibrate(
     taxonomy = load_taxonomy(manifest.get("config", {}).get("taxonomy", settings.taxonomy))
     raw_manifest = dict(manifest)
     raw_manifest.pop("calibration", None)  # fit on the raw scores
-    runner = BatchRunner(settings, taxonomy, adapter=AdapterEntry(manifest["name"], adapter_dir, raw_manifest))
+    entry = AdapterEntry(
+        manifest["name"], adapter_dir, AdapterManifest.parse(raw_manifest, adapter_dir / "manifest.json")
+    )
+    runner = BatchRunner(settings, taxonomy, adapter=entry)
     runner.labels_only, runner.record = True, True
     outputs: list[Any] = []
     for i in tqdm(range(0, len(held), batch_size), desc="calibrating", unit="batch", disable=not progress):
         outputs += runner.run([ex.ticket for ex in held[i : i + batch_size]])
-    result: dict[str, Any] = {"temperatures": {}, "ece_before": {}, "ece_after": {}, "accuracy": {}, "n": len(held)}
+    fields: dict[str, FieldTraces] = {}
     for spec in taxonomy.label_fields:
-        traces, correct = [], []
-        for ex, out in zip(held, outputs):
+        evidence = FieldTraces()
+        for ex, out in zip(held, outputs, strict=True):
             trace = (getattr(out, "extra", {}) or {}).get("trace", {}).get(spec.name)
             if not trace:
                 continue
@@ -94,15 +117,30 @@ def calibrate(
                 if spec.in_extracted_info
                 else out.output.get(spec.name)
             )
-            traces.append(trace)
-            correct.append(pred == gold)
-        if not traces:
-            continue
-        t, before, after = fit_temperature(traces, correct)
-        result["temperatures"][spec.name] = round(t, 4)
-        result["ece_before"][spec.name] = round(before, 4)
-        result["ece_after"][spec.name] = round(after, 4)
-        result["accuracy"][spec.name] = round(sum(correct) / len(correct), 4)
+            evidence.traces.append(trace)
+            evidence.correct.append(pred == gold)
+        if evidence.traces:
+            fields[spec.name] = evidence
+    return fields
+
+
+def calibrate(
+    adapter_dir: str | Path, settings: Settings | None = None, *, progress: bool = True, batch_size: int = 16
+) -> dict[str, Any]:
+    """Fit and store the temperatures of the adapter in `adapter_dir` (uses its heldout.jsonl)."""
+    from server.registry import Registry
+
+    adapter_dir = Path(adapter_dir)
+    settings = settings or load_settings()
+    fields = held_out_traces(adapter_dir, settings, progress=progress, batch_size=batch_size)
+    n = len(read_heldout(adapter_dir / "heldout.jsonl"))
+    result: dict[str, Any] = {"temperatures": {}, "ece_before": {}, "ece_after": {}, "accuracy": {}, "n": n}
+    for name, evidence in fields.items():
+        t, before, after = fit_temperature(evidence.traces, evidence.correct)
+        result["temperatures"][name] = round(t, 4)
+        result["ece_before"][name] = round(before, 4)
+        result["ece_after"][name] = round(after, 4)
+        result["accuracy"][name] = round(sum(evidence.correct) / len(evidence.correct), 4)
     result["method"] = (
         "temperature scaling per field; log-loss of correctness on the held-out split; grid T in [0.14, 20]"
     )

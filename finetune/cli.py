@@ -129,9 +129,8 @@ def fit_head(
     import json
 
     from finetune.config import config_from_dict, load_config
-    from finetune.data import DataError
+    from finetune.data import DataError, load_data
     from finetune.heads import add_head
-    from finetune.train import load_data
     from server.config import load_settings
     from server.registry import read_manifest
     from server.taxonomy import load_taxonomy
@@ -140,7 +139,7 @@ def fit_head(
     overrides: dict[str, Any] = {"head.enabled": True, **parse_sets(set_)}
     try:
         if config is None:
-            recorded = read_manifest(adapter).get("config")
+            recorded = read_manifest(adapter).to_json().get("config")
             if not isinstance(recorded, dict):
                 raise ValueError(f"{adapter}: the manifest records no config; pass --config")
             cfg = config_from_dict(recorded, overrides, f"{adapter}/manifest.json config")

@@ -50,6 +50,7 @@ def _pair(value: Any) -> Any:
 
 
 PoolSpec = Annotated[tuple[int, PoolKind], BeforeValidator(_pair)]
+DEFAULT_POOLS: list[tuple[int, PoolKind]] = [(16, "mean"), (30, "last")]
 
 
 class _Section(BaseModel):
@@ -125,7 +126,7 @@ class HeadArgs(_Section):
     enabled: bool = False
     # A middle layer's mean over the ticket + the last layer's last token (sweep: EXPERIMENTS.md).
     pools: list[PoolSpec] = Field(
-        default_factory=lambda: [(16, "mean"), (30, "last")], description="[hidden_states index, pooling] pairs."
+        default_factory=lambda: list(DEFAULT_POOLS), description="[hidden_states index, pooling] pairs."
     )
     hidden_c: float = Field(0.05, gt=0.0, description="Inverse L2 strength of the hidden-state regression.")
     text: bool = Field(True, description="Combine with the TF-IDF model.")
@@ -174,7 +175,7 @@ class FinetuneConfig(_Section):
 # --- reading ---------------------------------------------------------------------------------------
 
 
-class _YamlLoader(yaml.SafeLoader):
+class _YamlLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type information
     """YAML 1.1 reads `2e-4` as a string; this loader reads it as the float everyone means (YAML 1.2)."""
 
 

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.config import FinetuneConfig
+from finetune.manifest import project_relative
+from server.config import Settings
 from server.extraction import candidate_spans, ticket_texts
 from server.prompts import TicketInput, parse_history
-from server.registry import sha256_file
+from server.registry import resolve_project_path, sha256_file
 from server.taxonomy import Taxonomy
 
 MAX_REPORTED = 20
@@ -38,12 +41,19 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class TrainingData:
+    train: list[Example]
+    held: list[Example]
+    provenance: dict[str, Any]  # recorded as the manifest's `data`
+
+
 def _rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
     """(columns, (row number, row)) for CSV (row 1 = header) or JSONL (row = line)."""
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         lines = path.read_text(encoding="utf-8").splitlines()
         parsed: list[tuple[int, dict[str, Any]]] = []
-        columns: set[str] = set()
+        seen: set[str] = set()
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -53,9 +63,9 @@ def _rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
                 raise DataError(f"{path}: row {n}: not valid JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}: row {n}: expected a JSON object")
-            columns |= set(obj)
+            seen |= set(obj)
             parsed.append((n, obj))
-        return sorted(columns), iter(parsed)
+        return sorted(seen), iter(parsed)
     fh = open(path, newline="", encoding="utf-8")
     reader = csv.DictReader(fh)
     columns = list(reader.fieldnames or [])
@@ -96,12 +106,13 @@ def read_examples(
         problems.append(f"{path}: missing column 'reasoning' (the full-answer target needs it; or use target: labels)")
     if problems:
         raise DataError("\n".join(problems))
+    assert body_col is not None  # else reported above
     filter_col = "label_source" if label_sources and "label_source" in columns else None
     examples: list[Example] = []
     read = skipped = 0
     for n, row in rows:
         read += 1
-        if filter_col and _text(row.get(filter_col)) not in label_sources:  # type: ignore[operator]
+        if filter_col and label_sources and _text(row.get(filter_col)) not in label_sources:
             skipped += 1
             continue
         where = f"{path}: row {n}"
@@ -127,10 +138,10 @@ def read_examples(
             target[spec.name] = value
         for spec in taxonomy.extracted_info:
             if not spec.is_label:
-                value = _text(row.get(spec.name)) or None
+                free: str | None = _text(row.get(spec.name)) or None
                 if spec.copy_only:
-                    value = copyable(value, candidate_spans(ticket_texts(subject, body, history)))
-                answer.setdefault("extracted_info", {})[spec.name] = value
+                    free = copyable(free, candidate_spans(ticket_texts(subject, body, history)))
+                answer.setdefault("extracted_info", {})[spec.name] = free
         if reasoning:
             answer["reasoning"] = _text(row.get("reasoning"))
             if not answer["reasoning"]:
@@ -233,7 +244,7 @@ def feedback_examples(
 
 
 def _corrected(prediction: dict[str, Any], corrections: dict[str, Any]) -> dict[str, Any]:
-    answer = json.loads(json.dumps(prediction))
+    answer: dict[str, Any] = json.loads(json.dumps(prediction))  # a deep copy
     for key, value in corrections.items():
         if key == "extracted_info" and isinstance(value, dict):
             answer.setdefault("extracted_info", {}).update(value)
@@ -264,11 +275,11 @@ def split(
     naming them as `source_ticket_id`) are dropped, so nothing of a held-out ticket is trained on.
     Without: a seeded split, stratified on the first label field so thin classes appear on both sides."""
     if heldout_ids is not None:
-        held = [ex for ex in examples if ex.uid in heldout_ids]
-        train = [
+        fixed = [ex for ex in examples if ex.uid in heldout_ids]
+        rest = [
             ex for ex in examples if ex.uid not in heldout_ids and ex.meta.get("source_ticket_id") not in heldout_ids
         ]
-        return train, held
+        return rest, fixed
     rng = random.Random(seed)
     groups: dict[str, list[Example]] = {}
     for ex in examples:
@@ -311,3 +322,40 @@ def read_heldout(path: Path) -> list[Example]:
         ticket = TicketInput(d["subject"], d["body"], tuple(d.get("previous_interactions") or ()))
         out.append(Example(d["uid"], ticket, d["answer"], d.get("source", ""), d.get("language")))
     return out
+
+
+def load_data(cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy) -> TrainingData:
+    """All examples, validated, merged with feedback and split; plus the provenance record."""
+    need_reasoning = cfg.data.target == "full"
+    examples: list[Example] = []
+    sources = []
+    for f in cfg.data.files:
+        got, record = read_examples(
+            resolve_project_path(f),
+            taxonomy,
+            text_column=cfg.data.text_column,
+            label_sources=cfg.data.label_sources,
+            need_reasoning=need_reasoning,
+        )
+        record["path"] = project_relative(resolve_project_path(f))
+        examples += got
+        sources.append(record)
+    provenance: dict[str, Any] = {"sources": sources}
+    if cfg.data.feedback:
+        fb, snapshot = feedback_examples(
+            cfg.data.database_url or settings.database_url, taxonomy, need_reasoning=need_reasoning
+        )
+        provenance["feedback"] = snapshot
+        examples = merge(examples, fb)
+    rng = random.Random(cfg.train.seed)
+    rng.shuffle(examples)
+    if cfg.data.max_rows:
+        examples = examples[: cfg.data.max_rows]
+    held_ids = (
+        set(resolve_project_path(cfg.data.heldout_ids).read_text(encoding="utf-8").split())
+        if cfg.data.heldout_ids
+        else None
+    )
+    train_ex, held = split(examples, cfg.data.heldout_fraction, cfg.train.seed, held_ids)
+    provenance.update(train_rows=len(train_ex), heldout_rows=len(held))
+    return TrainingData(train_ex, held, provenance)

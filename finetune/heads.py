@@ -13,19 +13,31 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
-from datetime import UTC
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetune.config import HeadArgs
+from finetune.config import FinetuneConfig, HeadArgs
+from finetune.copy_scorer import fit_copy_scorer
 from finetune.data import Example
+from finetune.features import CACHE_LAYERS, CACHE_POOLS, extract, select_pools
+from finetune.manifest import head_manifest, write_json
+from server.config import Settings
 from server.evaluation.metrics import expected_calibration_error
-from server.heads.head import POOL_KINDS, FieldHead, LabelHead, Pool
+from server.heads.head import FieldHead, LabelHead
 from server.heads.text import make_vectorizer, ticket_text
+from server.registry import resolve_project_path
 from server.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from server.engines.transformers_engine import BatchRunner
+
+# Re-exported: the sweep and the tests import them from here.
+__all__ = ["CACHE_LAYERS", "CACHE_POOLS", "add_head", "extract", "fit_copy_scorer", "fit_head", "select_pools"]
 
 log = logging.getLogger(__name__)
 T_GRID = [math.exp(x / 40) for x in range(-80, 121)]  # 0.14 .. 20
@@ -39,78 +51,6 @@ def gold(examples: Sequence[Example], taxonomy: Taxonomy, name: str) -> np.ndarr
             for ex in examples
         ]
     )
-
-
-# Every layer a head or the sweep may read, mean and last token: one prefill yields all of them, so they
-# are extracted together and cached, and trying other pools or regularisation needs no model run.
-CACHE_LAYERS = (6, 12, 16, 20, 24, 28, 30)
-CACHE_POOLS = [Pool(layer, how) for layer in CACHE_LAYERS for how in POOL_KINDS]
-
-
-def extract(
-    runner: Any, examples: Sequence[Example], pools: Sequence[Pool], progress: bool, desc: str, batch: int = 64
-) -> np.ndarray:
-    """Features of `pools` for every example. With all pools in CACHE_POOLS the full set is extracted and
-    cached under var/features/, keyed by the model's weights, the dtype and the set of tickets (in any
-    order: the sweep and the head job read the same tickets in different orders)."""
-    from tqdm import tqdm
-
-    cache = _cache_path(runner, examples) if all(p in CACHE_POOLS for p in pools) else None
-    order = sorted(range(len(examples)), key=lambda i: _ticket_key(examples[i]))
-    if cache is not None and cache.is_file():
-        stored = np.load(cache)  # rows in sorted ticket order
-        full = np.empty_like(stored)
-        full[order] = stored
-        log.info("features of %d tickets from %s", len(examples), cache)
-    else:
-        wanted = CACHE_POOLS if cache is not None else list(pools)
-        parts = []
-        with tqdm(total=len(examples), desc=desc, unit="ticket", disable=not progress) as bar:
-            for i in range(0, len(examples), batch):
-                chunk = examples[i : i + batch]
-                parts.append(runner.features([ex.ticket for ex in chunk], wanted))
-                bar.update(len(chunk))
-        full = np.concatenate(parts)
-        if cache is None:
-            return full
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, full[order])
-    return select_pools(full, CACHE_POOLS, pools)
-
-
-def _ticket_key(ex: Example) -> str:
-    import json
-
-    return json.dumps(
-        [ex.uid, ex.ticket.subject, ex.ticket.body, list(ex.ticket.previous_interactions)], ensure_ascii=False
-    )
-
-
-def select_pools(features: np.ndarray, have: Sequence[Pool], want: Sequence[Pool]) -> np.ndarray:
-    d = features.shape[1] // len(have)
-    return np.concatenate([features[:, have.index(p) * d : (have.index(p) + 1) * d] for p in want], axis=1)
-
-
-def _cache_path(runner: Any, examples: Sequence[Example]) -> Any:
-    import hashlib
-    import json
-
-    from server.config import PROJECT_ROOT
-
-    adapter = runner.adapter.manifest.get("adapter_files", {}) if runner.adapter is not None else {}
-    lora = {k: v for k, v in adapter.items() if not k.startswith("head")}
-    key = json.dumps(
-        [
-            str(runner.settings.model.base),
-            lora,
-            str(runner.dtype),
-            runner.prompt_version,
-            [p.__dict__ for p in CACHE_POOLS],
-            sorted(_ticket_key(ex) for ex in examples),
-        ],
-        default=str,
-    )
-    return PROJECT_ROOT / "var" / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
 
 def _multiclass(model: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +68,8 @@ def _nll(probs: np.ndarray, y_idx: np.ndarray) -> float:
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probs
 
 
 def fit_head(
@@ -223,9 +164,9 @@ def fit_head(
 
 
 def add_head(
-    adapter_dir: Any,
-    cfg: Any,
-    settings: Any,
+    adapter_dir: str | Path,
+    cfg: FinetuneConfig,
+    settings: Settings,
     taxonomy: Taxonomy,
     train: Sequence[Example],
     held: Sequence[Example],
@@ -234,15 +175,13 @@ def add_head(
 ) -> dict[str, Any]:
     """Extract features with the adapter as served, fit the head, write its files and record it in the
     manifest (its files join `adapter_files`, so the registry validates them on promotion)."""
-    from pathlib import Path
-
     from server.engines.transformers_engine import BatchRunner
-    from server.registry import AdapterEntry, Registry, read_manifest, sha256_file, utc_now
+    from server.registry import AdapterEntry, AdapterManifest, Registry, read_manifest, sha256_file, utc_now
 
     adapter_dir = Path(adapter_dir)
     if not held:
         raise ValueError("a label head needs a held-out split (its weights and temperatures are fitted there)")
-    manifest = read_manifest(adapter_dir)
+    manifest = read_manifest(adapter_dir).to_json()
     bare = {k: v for k, v in manifest.items() if k not in ("head", "out_of_scope_threshold")}
     for f in (
         "head.json",
@@ -251,9 +190,10 @@ def add_head(
         "copy_head.json",
     ):  # features come from the model alone
         (adapter_dir / f).unlink(missing_ok=True)
-    runner = BatchRunner(
-        settings, taxonomy, adapter=AdapterEntry(manifest.get("name", adapter_dir.name), adapter_dir, bare)
+    entry = AdapterEntry(
+        manifest.get("name", adapter_dir.name), adapter_dir, AdapterManifest.parse(bare, adapter_dir / "manifest.json")
     )
+    runner = BatchRunner(settings, taxonomy, adapter=entry)
     pools = cfg.head.pool_list
     t0 = time.perf_counter()
     f_train = extract(runner, train, pools, progress, "features (train)")
@@ -287,82 +227,16 @@ def add_head(
     return report
 
 
-def fit_copy_scorer(
-    taxonomy: Taxonomy, train: Sequence[Example], held: Sequence[Example], c: float = 1.0
-) -> tuple[Any, dict[str, Any]] | None:
-    """The copy scorer (server.heads.copy) of the taxonomy's copy-only field, from the training rows'
-    candidates: the labelled span is the positive, the ticket's other candidates the negatives. None when
-    the taxonomy has no copy-only field or the rows hold too few labelled spans to learn from."""
-    from sklearn.feature_extraction import DictVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    from server.extraction import candidate_features, candidates, ticket_texts
-    from server.heads.copy import CopyScorer
-
-    spec = next((f for f in taxonomy.extracted_info if f.copy_only), None)
-    if spec is None:
-        return None
-
-    def rows(examples: Sequence[Example]) -> tuple[list[dict[str, int]], list[int]]:
-        X, y = [], []
-        for ex in examples:
-            gold = (ex.answer.get("extracted_info") or {}).get(spec.name)
-            found = candidates(ticket_texts(ex.ticket.subject, ex.ticket.body, ex.ticket.previous_interactions))
-            for rank, cand in enumerate(found):
-                X.append({f: 1 for f in candidate_features(cand, len(found), rank)})
-                y.append(int(cand.span == gold))
-        return X, y
-
-    X, y = rows(train)
-    if sum(y) < 20 or sum(y) == len(y):
-        log.warning(
-            "copy scorer for %s: %d labelled spans among %d candidates, too few to fit", spec.name, sum(y), len(y)
-        )
-        return None
-    vec = DictVectorizer()
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(vec.fit_transform(X), y)
-    scorer = CopyScorer(
-        spec.name,
-        {f: float(w) for f, w in zip(vec.get_feature_names_out(), model.coef_[0]) if abs(w) > 1e-6},
-        float(model.intercept_[0]),
-    )
-
-    def exact(examples: Sequence[Example]) -> dict[str, Any]:
-        with_code, without = [], []
-        for ex in examples:
-            gold = (ex.answer.get("extracted_info") or {}).get(spec.name)
-            got = scorer.choose(ticket_texts(ex.ticket.subject, ex.ticket.body, ex.ticket.previous_interactions))
-            (with_code if gold else without).append(got == gold)
-        return {
-            "exact_with_code": round(sum(with_code) / len(with_code), 4) if with_code else None,
-            "n_with_code": len(with_code),
-            "null_kept": round(sum(without) / len(without), 4) if without else None,
-        }
-
-    report = {
-        "field": spec.name,
-        "c": c,
-        "candidates": len(y),
-        "positives": int(sum(y)),
-        "features": len(scorer.weights),
-        "train": exact(train),
-        "heldout": exact(held),
-    }
-    log.info("copy scorer %s: %s", spec.name, report)
-    return scorer, report
-
-
 def fit_oos_threshold(
-    runner: Any, head: LabelHead, taxonomy: Taxonomy, cfg: Any, progress: bool
+    runner: BatchRunner, head: LabelHead, taxonomy: Taxonomy, cfg: FinetuneConfig, progress: bool
 ) -> tuple[float, dict[str, Any]]:
     """The confidence threshold under which an answer becomes out of scope: on a validation file with
     in-scope and out-of-scope rows, the highest out-of-scope recall whose in-scope accuracy stays at or
     above the wanted level (else the threshold with the best in-scope accuracy)."""
     from server.evaluation.run import read_labelled_csv, row_ticket
-    from server.registry import resolve_project_path
 
     oos = taxonomy.out_of_scope
-    assert oos is not None
+    assert oos is not None and cfg.head.oos_data is not None
     rows = read_labelled_csv(resolve_project_path(cfg.head.oos_data), taxonomy)
     tickets = [row_ticket(r) for r in rows]
     feats = np.concatenate([runner.features(tickets[i : i + 64], head.pools) for i in range(0, len(tickets), 64)])
@@ -397,55 +271,25 @@ def fit_oos_threshold(
 
 
 def head_only(
-    cfg: Any,
-    settings: Any,
+    cfg: FinetuneConfig,
+    settings: Settings,
     taxonomy: Taxonomy,
-    out_dir: Any,
+    out_dir: Path,
     train: Sequence[Example],
     held: Sequence[Example],
     provenance: dict[str, Any],
     base: str,
     *,
     progress: bool = True,
-) -> Any:
+) -> Path:
     """A head over the bare base model: a folder with a manifest (kind "head") and the head files."""
-    import json
-    import shutil
-    from datetime import datetime
-    from pathlib import Path
-
-    from server.registry import resolve_project_path
-
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    local = resolve_project_path(base)
-    manifest = {
-        "name": cfg.name,
-        "kind": "head",
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "base_model": {
-            "path": str(local.relative_to(resolve_project_path(".")))
-            if local.exists() and local.is_relative_to(resolve_project_path("."))
-            else base
-        },
-        "prompt_version": f"classify/{cfg.prompt_version}",
-        "taxonomy": taxonomy.key,
-        "data": provenance,
-        "config": cfg.to_dict(),
-        "adapter_files": {},
-        "hyperparameters": {"head": cfg.head.model_dump(mode="json")},
-    }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    add_head(
-        out_dir,
-        cfg,
-        settings.model_copy(
-            update={"model": settings.model.model_copy(update={"base": str(local) if local.exists() else base})}
-        ),
-        taxonomy,
-        train,
-        held,
-        progress=progress,
+    write_json(
+        out_dir / "manifest.json", head_manifest(cfg, base=base, taxonomy_key=taxonomy.key, provenance=provenance)
     )
+    local = resolve_project_path(base)
+    served = settings.model.model_copy(update={"base": str(local) if local.exists() else base})
+    add_head(out_dir, cfg, settings.model_copy(update={"model": served}), taxonomy, train, held, progress=progress)
     return out_dir

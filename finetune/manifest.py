@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,26 @@ def lora_manifest(
         "config": cfg.to_dict(),
         "adapter_files": {f: sha256_file(adapter_dir / f) for f in ADAPTER_FILES},
     }
+
+
+def head_manifest(cfg: FinetuneConfig, *, base: str, taxonomy_key: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a head-only folder (a label head over the bare base model, no LoRA weights);
+    finetune.heads.add_head adds the head's report and files."""
+    local = resolve_project_path(base)
+    root = resolve_project_path(".")
+    return {
+        "name": cfg.name,
+        "kind": "head",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "base_model": {"path": str(local.relative_to(root)) if local.exists() and local.is_relative_to(root) else base},
+        "prompt_version": f"classify/{cfg.prompt_version}",
+        "taxonomy": taxonomy_key,
+        "data": provenance,
+        "config": cfg.to_dict(),
+        "adapter_files": {},
+        "hyperparameters": {"head": cfg.head.model_dump(mode="json")},
+    }
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune.heads import CACHE_LAYERS as LAYERS  # noqa: E402
+from finetune.features import CACHE_LAYERS as LAYERS
 from server.config import load_settings
 from server.heads.text import make_vectorizer, ticket_text
 from server.prompts import TicketInput, parse_history
@@ -42,7 +42,7 @@ def features(adapter: str, rows: list[dict[str, str]], tag: str) -> np.ndarray:
     """(n, len(CACHE_POOLS) * d): every cached pooling of every layer, as `finetune.heads.extract` caches them
     (a head fitted later on the same tickets reads the same cache)."""
     from finetune.data import Example
-    from finetune.heads import CACHE_POOLS, extract
+    from finetune.features import CACHE_POOLS, extract
     from server.engines.transformers_engine import BatchRunner
 
     settings = load_settings()
@@ -62,7 +62,7 @@ def features(adapter: str, rows: list[dict[str, str]], tag: str) -> np.ndarray:
 
 
 def cols(spec: list[tuple[int, str]], d: int) -> list[int]:
-    from finetune.heads import CACHE_POOLS
+    from finetune.features import CACHE_POOLS
     from server.heads.head import Pool
 
     idx: list[int] = []
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         features(args.adapter, held, f"{args.adapter}-held"),
     )
     F_noisy = features(args.adapter, noisy, f"{args.adapter}-noisy") if noisy else None
-    from finetune.heads import CACHE_POOLS
+    from finetune.features import CACHE_POOLS
 
     d = F_train.shape[1] // len(CACHE_POOLS)
 

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from finetune.batching import answer_loss, collate, length_grouped_batches
 from finetune.checkpoints import Position, config_hash, latest_checkpoint, load_checkpoint, save_checkpoint
 from finetune.config import FinetuneConfig
-from finetune.data import Example, feedback_examples, merge, read_examples, split, write_heldout
+from finetune.data import TrainingData, load_data, write_heldout
 from finetune.encode import Encoded, ExampleEncoder
-from finetune.manifest import lora_manifest, project_relative
+from finetune.manifest import lora_manifest, write_json
 from server.config import Settings, load_settings
 from server.registry import AdapterEntry, resolve_project_path
 from server.taxonomy import Taxonomy, load_taxonomy
@@ -35,13 +35,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainingData:
-    train: list[Example]
-    held: list[Example]
-    provenance: dict[str, Any]  # recorded as the manifest's `data`
 
 
 @dataclass
@@ -119,43 +112,6 @@ def seed_everything(cfg: FinetuneConfig) -> None:
         torch.set_num_threads(cfg.train.threads)
 
 
-def load_data(cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy) -> TrainingData:
-    """All examples, validated, merged with feedback and split; plus the provenance record."""
-    need_reasoning = cfg.data.target == "full"
-    examples: list[Example] = []
-    sources = []
-    for f in cfg.data.files:
-        got, record = read_examples(
-            resolve_project_path(f),
-            taxonomy,
-            text_column=cfg.data.text_column,
-            label_sources=cfg.data.label_sources,
-            need_reasoning=need_reasoning,
-        )
-        record["path"] = project_relative(resolve_project_path(f))
-        examples += got
-        sources.append(record)
-    provenance: dict[str, Any] = {"sources": sources}
-    if cfg.data.feedback:
-        fb, snapshot = feedback_examples(
-            cfg.data.database_url or settings.database_url, taxonomy, need_reasoning=need_reasoning
-        )
-        provenance["feedback"] = snapshot
-        examples = merge(examples, fb)
-    rng = random.Random(cfg.train.seed)
-    rng.shuffle(examples)
-    if cfg.data.max_rows:
-        examples = examples[: cfg.data.max_rows]
-    held_ids = (
-        set(resolve_project_path(cfg.data.heldout_ids).read_text(encoding="utf-8").split())
-        if cfg.data.heldout_ids
-        else None
-    )
-    train_ex, held = split(examples, cfg.data.heldout_fraction, cfg.train.seed, held_ids)
-    provenance.update(train_rows=len(train_ex), heldout_rows=len(held))
-    return TrainingData(train_ex, held, provenance)
-
-
 def load_tokenizer(base: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
@@ -228,11 +184,12 @@ def build_model(cfg: FinetuneConfig, settings: Settings, base: str, provenance: 
     from transformers import AutoModelForCausalLM
 
     device, dtype = pick_device(cfg)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    model = model.to(device)
     init = init_adapter(cfg, settings)
     if init is not None:
         peft_model = PeftModel.from_pretrained(model, str(init.path), is_trainable=True)
-        provenance["init_adapter"] = {"name": init.name, "adapter_files": init.manifest.get("adapter_files")}
+        provenance["init_adapter"] = {"name": init.name, "adapter_files": init.manifest.adapter_files}
         shape = peft_model.peft_config["default"]
         log.info("continuing from adapter %s (r=%s, alpha=%s)", init.name, shape.r, shape.lora_alpha)  # type: ignore[attr-defined]
     else:
@@ -243,7 +200,7 @@ def build_model(cfg: FinetuneConfig, settings: Settings, base: str, provenance: 
             lora_dropout=cfg.lora.dropout,
             target_modules=list(cfg.lora.target_modules),
         )
-        peft_model = get_peft_model(model, lora)  # type: ignore[assignment]
+        peft_model = get_peft_model(model, lora)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     return ModelParts(peft_model, device, dtype, params)
 
@@ -257,9 +214,10 @@ def init_adapter(cfg: FinetuneConfig, settings: Settings) -> AdapterEntry | None
     entry = resolve_adapter(settings.model.model_copy(update={"adapter": cfg.init_adapter}))
     if entry is None:
         raise ValueError(f"init_adapter {cfg.init_adapter!r} names no adapter")
-    if entry.manifest.get("prompt_version") not in (None, f"classify/{cfg.prompt_version}"):
+    trained_on = entry.manifest.prompt_version
+    if trained_on not in (None, f"classify/{cfg.prompt_version}"):
         raise ValueError(
-            f"init_adapter {entry.name} was trained on {entry.manifest.get('prompt_version')}, this job uses classify/{cfg.prompt_version}"
+            f"init_adapter {entry.name} was trained on {trained_on}, this job uses classify/{cfg.prompt_version}"
         )
     return entry
 
@@ -275,7 +233,8 @@ def build_schedule(cfg: FinetuneConfig, parts: ModelParts, n_examples: int) -> S
     total_steps = math.ceil(total_micro / cfg.train.grad_accum)
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * cfg.train.warmup_ratio), total_steps)
+    warmup = int(total_steps * cfg.train.warmup_ratio)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)  # type: ignore[no-untyped-call]
     return Schedule(optimizer, scheduler, per_epoch, total_steps)
 
 
@@ -331,7 +290,7 @@ def train(
         pos.micro += 1
         stats.seen_tokens += int(batch.attention_mask.sum())
         if torch.isfinite(loss):
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             stats.losses.append(float(loss.detach()) * t.grad_accum)
         else:  # one bad batch must not poison the adapter: skip it, and say so in the manifest
             stats.skipped_batches += 1
@@ -420,7 +379,7 @@ def save_adapter(
         for n, p in model.named_parameters():
             if "lora_" in n:
                 p.data = p.data.to(torch.float16)
-    model.save_pretrained(tmp)
+    model.save_pretrained(str(tmp))
     write_heldout(tmp / "heldout.jsonl", data.held)
     manifest = lora_manifest(
         cfg,
@@ -436,9 +395,3 @@ def save_adapter(
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     log.info("adapter written: %s (%.0fs training)", out_dir, training["seconds"])
-
-
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    import json
-
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

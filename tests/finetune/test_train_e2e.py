@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import finetune.train as train_mod
+from finetune.calibrate import GRID, correctness_nll, held_out_traces
 from finetune.config import load_config
 from server.engines.transformers_engine import BatchRunner
 from server.prompts import TicketInput
@@ -65,9 +66,8 @@ def test_train_interrupt_resume_calibrate_and_serve(tmp_path, fast_settings, tax
     )
     assert manifest["hyperparameters"]["lora"]["r"] == 4
     cal = manifest["calibration"]
-    assert set(cal["temperatures"]) == {"category", "priority", "sentiment"} and all(
-        t > 0 for t in cal["temperatures"].values()
-    )
+    assert set(cal["temperatures"]) == {"category", "priority", "sentiment"}
+    assert_temperatures_minimise_heldout_nll(out, fast_settings, cal["temperatures"])
     assert not (out / "checkpoints").exists()
     Registry(tmp_path / "registry.json", tmp_path).validate("tiny")  # hashes in the manifest match the files
 
@@ -76,6 +76,24 @@ def test_train_interrupt_resume_calibrate_and_serve(tmp_path, fast_settings, tax
     [result] = runner.run([TicketInput("Refund", "I was charged twice, please refund.")])
     assert result.output["category"] in taxonomy.field("category").values
     assert set(result.confidence) == {"category", "priority", "sentiment"}
+
+
+def assert_temperatures_minimise_heldout_nll(adapter: Path, settings, temperatures: dict[str, float]) -> None:
+    """Each recorded T is the grid's minimiser of the held-out log-loss of correctness (so no worse than
+    T=1), recomputed from the adapter's own held-out traces: a fit returning any other grid value fails."""
+    evidence = held_out_traces(adapter, settings, progress=False)
+    assert set(evidence) == set(temperatures)
+    informative = 0
+    for name, recorded in temperatures.items():
+        nll = {t: correctness_nll(evidence[name].traces, evidence[name].correct, t) for t in GRID}
+        fitted = min(GRID, key=lambda t: abs(t - recorded))  # the manifest keeps 4 decimals
+        assert abs(fitted - recorded) < 1e-3, f"{name}: T={recorded} is not a grid value"
+        best = min(nll.values())
+        assert nll[fitted] <= best + 1e-9, f"{name}: NLL {nll[fitted]:.6f} at T={recorded}, {best:.6f} at the best T"
+        assert nll[fitted] <= nll[1.0]
+        informative += max(nll.values()) > best + 1e-6
+    # A flat log-loss (every T equally good) would make the check above vacuous.
+    assert informative, "the held-out split tells no temperatures apart"
 
 
 def test_bad_training_file_fails_before_any_model_is_loaded(tmp_path, fast_settings, monkeypatch):
