@@ -303,7 +303,7 @@ class Registry:
             )
             index["active"] = target
             write_json_atomic(self.index_path, index)
-        return target
+        return str(target)
 
     def edit_manifest(self, folder: Path, edit: Callable[[AdapterManifest], None]) -> AdapterManifest:
         """Read-modify-write a manifest under the registry lock (the eval records evals and the gate).

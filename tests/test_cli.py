@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, clean_env, triage_command
 from tests.conftest import ACTIVE_ADAPTER, ACTIVE_PROMPT
+from tests.e2e.conftest import ROOT, clean_env, triage_command
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLI_TIMEOUT_S = 400
@@ -118,3 +118,14 @@ def test_eval_missing_file_fails(tmp_path):
     p = run_cli("eval", "--data", str(tmp_path / "missing.csv"), tmp_path=tmp_path)
     assert p.returncode != 0
     assert "missing.csv" in p.stderr, p.stderr
+
+
+def test_the_console_script_target_lists_every_command():
+    """pyproject's `triage = "server.cli:app"` names the package's `app`; the groups register in order."""
+    from typer.main import get_command
+
+    from server.cli import app
+
+    names = list(get_command(app).commands)  # type: ignore[attr-defined]
+    assert names[:4] == ["serve", "classify", "eval", "setup"] and "models" in names
+    assert set(get_command(app).commands["models"].commands) == {"list", "promote", "rollback"}  # type: ignore[attr-defined]

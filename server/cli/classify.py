@@ -21,6 +21,7 @@ def classify(
     """Classify one ticket in-process and print the JSON (nothing is stored)."""
     if not subject.strip() and not body.strip():
         raise typer.BadParameter("give --subject and/or --body")
+    from server.engines.base import EngineError
     from server.engines.transformers_engine import BatchRunner
     from server.evaluation.thresholds import unsure_fields
     from server.prompts import TicketInput
@@ -29,7 +30,7 @@ def classify(
     settings = load(config)
     runner = BatchRunner(settings, load_taxonomy(settings.taxonomy))
     (out,) = runner.run([TicketInput(subject, body, tuple(history or ()))])
-    if not hasattr(out, "output"):
+    if isinstance(out, EngineError) or not hasattr(out, "output"):
         typer.echo(f"error: {out}", err=True)
         raise typer.Exit(1)
     result = {

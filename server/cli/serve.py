@@ -20,8 +20,8 @@ def serve(
     from server.api.app import create_server
 
     settings = load(config)
-    if host or port:
-        settings.api = settings.api.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
+    if host or port:  # settings are frozen: a variant, validated again
+        settings = settings.variant(api={k: v for k, v in {"host": host, "port": port}.items() if v})
     uvicorn.run(create_server(settings), host=settings.api.host, port=settings.api.port, log_level="info")
 
 

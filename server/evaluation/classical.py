@@ -8,9 +8,10 @@ C in {1, 3, 10, 30}: category 0.897/0.905/0.908/0.908, priority 0.753/0.758/0.75
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -39,10 +40,10 @@ class FieldProbabilities:
 class ClassicalBaseline:
     taxonomy: Taxonomy
     C: float = C
-    vectorizer: object = None
+    vectorizer: Any = None  # sklearn's, fitted by fit()
     models: dict[str, LogisticRegression] = field(default_factory=dict)
 
-    def fit(self, tickets: Sequence[TicketInput], gold: dict[str, Sequence[str]]) -> ClassicalBaseline:
+    def fit(self, tickets: Sequence[TicketInput], gold: Mapping[str, Sequence[str]]) -> ClassicalBaseline:
         self.vectorizer = make_vectorizer()
         X = self.vectorizer.fit_transform([ticket_text(t) for t in tickets])
         for spec in self.taxonomy.label_fields:
@@ -51,7 +52,7 @@ class ClassicalBaseline:
         return self
 
     def predict(self, tickets: Sequence[TicketInput]) -> dict[str, FieldProbabilities]:
-        X = self.vectorizer.transform([ticket_text(t) for t in tickets])  # type: ignore[attr-defined]
+        X = self.vectorizer.transform([ticket_text(t) for t in tickets])
         return {
             name: FieldProbabilities([str(c) for c in m.classes_], m.predict_proba(X))
             for name, m in self.models.items()

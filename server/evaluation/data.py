@@ -40,7 +40,7 @@ def read_labelled_csv(
             except ValueError as exc:
                 raise ValueError(f"{path}: row {line}, column 'previous_interactions': {exc}") from None
             row.setdefault("subject", "")
-            row["body"] = row.get("body") if "body" in columns else row.get("text", "")  # type: ignore[assignment]
+            row["body"] = row.get("body") if "body" in columns else row.get("text", "")
             rows.append(row)
             if limit and len(rows) >= limit:
                 break

@@ -320,11 +320,11 @@ def _check_per_label(candidate: EvalSummary, baseline: EvalSummary, rules: GateR
             f"{lab} {c:.3f} vs {b:.3f} ({c - b:+.3f})" for lab, c, b in sorted(failing, key=lambda t: t[1] - t[2])
         )
         return Check(name, False, f"dropped more than {rules.max_per_label_drop:.3f}: {worst}")
-    lab, c, b = min(drops, key=lambda t: t[1] - t[2])
+    worst_label, worst_c, worst_b = min(drops, key=lambda t: t[1] - t[2])
     return Check(
         name,
         True,
-        f"{compared} labels compared; largest change {lab} {c - b:+.3f} (allowed drop {rules.max_per_label_drop:.3f})",
+        f"{compared} labels compared; largest change {worst_label} {worst_c - worst_b:+.3f} (allowed drop {rules.max_per_label_drop:.3f})",
     )
 
 

@@ -114,10 +114,10 @@ def summarise(
 
     summary: dict[str, Any] = {"n": len(rows), "invalid_json": preds.invalid}
     for name in sorted(set(REQUIRED_KEYS) | {f.name for f in taxonomy.label_fields}):
-        rep = fields.get(name)
-        summary[f"{name}_accuracy"] = rep["accuracy"] if rep else None
-        summary[f"{name}_macro_f1"] = rep["macro_f1"] if rep else None
-        summary[f"{name}_ece"] = rep["ece"] if rep else None
+        found = fields.get(name)
+        summary[f"{name}_accuracy"] = found["accuracy"] if found else None
+        summary[f"{name}_macro_f1"] = found["macro_f1"] if found else None
+        summary[f"{name}_ece"] = found["ece"] if found else None
     for name, rep in fields.items():
         if "confusion" not in rep:
             summary[f"{name}_exact_match"] = rep.get("exact_match")

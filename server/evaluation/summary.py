@@ -52,7 +52,10 @@ class JsonRecord(BaseModel):
 
     @classmethod
     def coerce(cls, data: Self | Mapping[str, Any]) -> Self:
-        return data if isinstance(data, cls) else cls.from_json(data)
+        if isinstance(data, cls):
+            return data
+        assert not isinstance(data, JsonRecord), f"a {type(data).__name__} is not a {cls.__name__}"
+        return cls.from_json(data)
 
     @model_serializer(mode="wrap")
     def _in_read_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def adapter_spec(spec: str) -> str | None:
 
 
 def with_adapter(settings: Settings, adapter: str | None) -> Settings:
-    return settings.model_copy(update={"model": settings.model.model_copy(update={"adapter": adapter})})
+    return settings.variant(model={"adapter": adapter})
 
 
 def identity(entry: AdapterEntry | None, settings: Settings) -> dict[str, Any]:
