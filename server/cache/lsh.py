@@ -31,7 +31,8 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     Memoised because datasketch integrates numerically over every split (about a second at 128
     permutations) and every cache instance with the same settings needs the same answer.
     """
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+    bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+    return int(bands), int(rows)
 
 
 @dataclass(frozen=True)

@@ -10,25 +10,20 @@ from server.routing.labels import label_fields_of, null_output
 from server.routing.language import detect_language
 from server.routing.pipeline import Router
 from server.routing.rules import (
-    DEFAULT_ENGINE,
     DEFAULT_PROFILE,
     Choice,
-    EngineRules,
     ProfileRules,
     answered_by_label,
-    engine_label,
     rule_matches,
 )
 
 __all__ = [
-    "DEFAULT_ENGINE",
     "DEFAULT_PROFILE",
     "OTHER_REASONS",
     "ROUTES",
     "Answer",
     "Choice",
     "EngineMeter",
-    "EngineRules",
     "Job",
     "ProfileRules",
     "RouteLedger",
@@ -36,7 +31,6 @@ __all__ = [
     "ServiceCache",
     "answered_by_label",
     "detect_language",
-    "engine_label",
     "engine_namespace",
     "label_fields_of",
     "null_output",

@@ -42,19 +42,19 @@ class RoutingContext:
         self.hosted = hosted
         self.ledger = RouteLedger()
         self.meters = {profile: EngineMeter() for profile in self.engines}
-        profiles = settings.routing.engines
-        self.rates = {
-            profile: (
-                profiles[profile].cost_per_cpu_second
-                if profile in profiles and profiles[profile].cost_per_cpu_second is not None
-                else settings.routing.cost_per_cpu_second
-            )
-            for profile in self.engines
-        }
+        self.rates: dict[str, float] = {profile: self._rate(settings, profile) for profile in self.engines}
         self.hosted_slots = asyncio.Semaphore(settings.routing.hosted_concurrency)
         self.backup_used: Counter[str] = Counter()  # profile -> tickets it took over as the backup
         self.answered: Counter[str] = Counter()  # profile -> first answers
         self.reviews: Counter[str] = Counter({"asked": 0, "improved": 0, "failed": 0})
+
+    @staticmethod
+    def _rate(settings: Settings, profile: str) -> float:
+        """USD per engine second: the profile's own price, else the routing-wide one."""
+        own = settings.routing.engines.get(profile)
+        if own is not None and own.cost_per_cpu_second is not None:
+            return own.cost_per_cpu_second
+        return settings.routing.cost_per_cpu_second
 
     # -- thresholds ---------------------------------------------------------------------------------
     def threshold(self, name: str) -> float:

@@ -48,8 +48,8 @@ def _build() -> dict[str, str]:
 
 
 WORD_LANGUAGE = _build()  # distinctive word -> its language
-LANGUAGES: tuple[Language, ...] = tuple(_STOPWORDS)  # type: ignore[assignment]  # checked below
-assert set(LANGUAGES) == set(get_args(Language)), "a stopword list per language of server.results.Language"
+LANGUAGES: tuple[Language, ...] = get_args(Language)
+assert set(_STOPWORDS) == set(LANGUAGES), "a stopword list per language of server.results.Language"
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 MAX_WORDS = 400  # the start of a ticket says which language it is in; long ones need not be read whole
 

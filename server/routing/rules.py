@@ -78,9 +78,3 @@ class ProfileRules:
         if self.backup is not None and self.backup != profile:
             order.append(self.backup)
         return order
-
-
-# Earlier names, still imported by callers.
-DEFAULT_ENGINE = DEFAULT_PROFILE
-EngineRules = ProfileRules
-engine_label = answered_by_label

@@ -13,7 +13,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from server.store.db import make_engine, normalise_url
+from server.store.db import make_db_engine, normalise_url
 from server.store.models import Base
 
 config = context.config
@@ -66,14 +66,14 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
 
-    engine = make_engine(_url())
+    db_engine = make_db_engine(_url())
     try:
-        with engine.connect() as conn:
+        with db_engine.connect() as conn:
             _configure(connection=conn)
             with context.begin_transaction():
                 context.run_migrations()
     finally:
-        engine.dispose()
+        db_engine.dispose()
 
 
 if context.is_offline_mode():
