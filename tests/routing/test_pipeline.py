@@ -540,3 +540,22 @@ def test_stats_shape(make_service):
     assert set(stats["routing"]["routes"]) == {"local", "local+review", "hosted", "human", "cache"}
     assert stats["fallback"] == {"enabled": False}
     assert json.dumps(stats)
+
+
+def test_a_ticket_is_settled_and_counted_once():
+    from server.prompts import TicketInput
+    from server.results import ROUTES
+    from server.routing import Choice, Job, RouteLedger
+
+    ledger = RouteLedger()
+    job = Job(TicketInput("s", "b"), Choice("default", None, "unknown", 2))
+    job.reasons["fallback_unavailable"] = "timeout"
+    ledger.settle(job, "human", needs_review=True, reasons={"priority": 0.2, **job.reasons})
+    assert (job.route, job.needs_review, job.reasons) == (
+        "human",
+        True,
+        {"priority": 0.2, "fallback_unavailable": "timeout"},
+    )
+    with pytest.raises(RuntimeError, match="already settled"):
+        ledger.settle(job, "local")
+    assert job.route == "human" and dict(ledger.routes) == {r: int(r == "human") for r in ROUTES}
