@@ -1,0 +1,43 @@
+"""Model engines. Offline callers (CLI, evaluation, fine-tuning, benchmarks) open a `Runner` with
+`open_runner` and call it synchronously; the server serves one through `server.engines.served`.
+
+Importing this package stays light (no torch): the heavy modules load when a runner is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from server.engines.base import AdapterChoice, Item, Outcome, Runner
+
+if TYPE_CHECKING:
+    from server.config import Settings
+    from server.taxonomy import Taxonomy
+
+
+def open_runner(
+    settings: Settings, taxonomy: Taxonomy, *, adapter: AdapterChoice = "resolve", configure_threads: bool = True
+) -> Runner:
+    """The runner the settings describe (`engine.kind`): base model + `adapter` ("resolve" = as the
+    settings say). Applies the process-wide torch settings first unless `configure_threads` is False
+    (a caller that opens several runners, or has applied them already)."""
+    from server.engines.loading import set_torch_threads
+
+    if configure_threads:
+        set_torch_threads(settings.model)
+    if settings.engine.kind == "outlines":
+        from server.engines.outlines_reference import OutlinesReference
+
+        return OutlinesReference(settings, taxonomy, adapter=adapter)
+    from server.engines.runner import BatchRunner
+
+    return BatchRunner(settings, taxonomy, adapter=adapter)
+
+
+def classify(settings: Settings, taxonomy: Taxonomy, tickets: Sequence[Item]) -> list[Outcome]:
+    """One-shot: open the runner the settings describe and answer `tickets` (loads the model each call)."""
+    return open_runner(settings, taxonomy).run(tickets)
+
+
+__all__ = ["Runner", "classify", "open_runner"]

@@ -7,8 +7,9 @@ each ticket's own tokens; the prefix KV is kept once, and attention is computed 
 softmax is merged exactly (shared max, summed normalisers), the prefix part as one GEMM over all
 rows of the batch.
 
-The function is registered with transformers' attention interface; outside a `shared_prefix(...)`
-block it is plain SDPA, so the same model object serves every other caller unchanged.
+The function is registered with transformers' attention interface when a model enables it (`enable`);
+outside a `shared_prefix(...)` block it is plain SDPA, so the same model object serves every other
+caller unchanged.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def cascade_attention(
     scaling: float | None = None,
     dropout: float = 0.0,
     **kwargs: Any,
-):
+) -> tuple[torch.Tensor, None]:
     prefix = _PREFIX.get()
     if prefix is None:
         return sdpa_attention_forward(
@@ -84,8 +85,10 @@ def cascade_attention(
     return out.reshape(B, H, q, D).transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(NAME, cascade_attention)
-AttentionMaskInterface.register(NAME, sdpa_mask)
+def register() -> None:
+    """Make NAME known to transformers (a process-wide registry; registering twice is harmless)."""
+    AttentionInterface.register(NAME, cascade_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
 def supports_cascade(model: Any) -> bool:
@@ -102,5 +105,6 @@ def supports_cascade(model: Any) -> bool:
 def enable(model: Any) -> bool:
     if not supports_cascade(model):
         return False
+    register()
     model.set_attn_implementation(NAME)
     return True

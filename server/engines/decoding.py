@@ -69,7 +69,7 @@ def text_value_regex(slot: Slot) -> str:
     if slot.nullable:
         schema = {"anyOf": [schema, {"type": "null"}]}
     # Leading optional space: keeps `": "value` tokenised the natural way (`":`, ` "`, ...).
-    return WHITESPACE + build_regex_from_schema(json.dumps(schema))
+    return f"{WHITESPACE}{build_regex_from_schema(json.dumps(schema))}"
 
 
 def _scaffold(layout: Sequence[Slot]) -> list[str | Slot]:
@@ -134,7 +134,7 @@ class DecodingPlan:
             else:
                 budget = max_reasoning_tokens if part.name == "reasoning" else max_string_tokens
                 index = self._index(text_value_regex(part), vocabulary) if vocabulary is not None else None
-                segments.append(Text(part, index, budget))  # type: ignore[arg-type]
+                segments.append(Text(part, index, budget))
         self.segments = segments
         # Past this segment nothing is a label: a labels-only pass stops there.
         self.last_choice = max((i for i, seg in enumerate(segments) if isinstance(seg, Choice)), default=-1)
@@ -146,7 +146,7 @@ class DecodingPlan:
         }
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     @property
     def copy_fields(self) -> list[str]:
@@ -398,7 +398,7 @@ class SequenceDecoder:
             if tok in allowed:
                 return tok
         # Mid-escape or mid-`null`: any allowed token keeps validity; the budget check repeats next step.
-        return allowed[0]
+        return int(allowed[0])
 
     # -- result -------------------------------------------------------------------------------
     @property
@@ -412,7 +412,8 @@ class SequenceDecoder:
                 target = out.setdefault(path[0], {}) if len(path) == 2 else out
                 target[path[-1]] = label
             return out
-        return json.loads(self.text)
+        output: dict[str, Any] = json.loads(self.text)
+        return output
 
 
 _SHIFTS = torch.arange(32, dtype=torch.int32)

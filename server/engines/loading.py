@@ -39,6 +39,13 @@ def resolve_dtype(setting: str) -> torch.dtype:
     return torch.float32
 
 
+def set_torch_threads(settings: ModelSettings) -> None:
+    """Apply the configured intra-op thread count. Process-wide, so it is called once at start-up (the
+    served engine's start, `server.engines.open_runner`), never as a side effect of loading a model."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+
+
 def load_model(
     settings: ModelSettings, *, adapter_path: str | Path | None = None, dtype: torch.dtype | None = None
 ) -> tuple[Any, Any, torch.dtype]:
@@ -52,8 +59,6 @@ def load_model(
             f"base model folder not found: {base} (run `make install` to convert the default model)"
         )
     dtype = dtype or resolve_dtype(settings.dtype)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     if adapter_path:
@@ -64,7 +69,7 @@ def load_model(
         model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
         # peft may leave fp32 LoRA products in a bf16 model or vice versa; one dtype keeps one kernel path.
         model = model.to(dtype)
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, dtype
@@ -88,8 +93,9 @@ def convert_gguf_base(
 
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=filename)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=filename, dtype=torch.float32)
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
+    quantizer: Any = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

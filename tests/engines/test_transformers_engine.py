@@ -17,6 +17,7 @@ from server.engines.transformers_engine import BatchRunner, TransformersEngine
 from server.prompts import TicketInput
 from server.schema import output_json_schema
 from tests.conftest import ACTIVE_PROMPT, ROOT, SEED_TICKET
+from tests.engines.held import HeldRunner
 
 pytestmark = pytest.mark.model
 
@@ -93,16 +94,22 @@ def test_outputs_match_the_schema_regex(taxonomy, runner, batched):
 
 async def test_engine_continuous_batching_matches_the_batch_run(fast_settings, taxonomy, runner, tickets, batched):
     """Tickets that join a running decode loop get the answers they get in a fixed batch."""
-    engine = TransformersEngine(fast_settings, taxonomy, runner=runner)
+    held = HeldRunner(runner)
+    engine = TransformersEngine(fast_settings, taxonomy, runner=held)  # type: ignore[arg-type]
     await engine.start()
     try:
         first = asyncio.create_task(engine.classify(tickets[:2]))
-        await asyncio.sleep(1.0)  # the first two are decoding when the rest arrive
+        await held.wait_in_flight()  # the first two are decoding when the rest arrive
         later = [asyncio.create_task(engine.classify([t])) for t in tickets[2:]]
+        for _ in range(3):
+            await asyncio.sleep(0)  # let the later submits queue up before the loop admits again
+        held.release.set()
         outs = list(await first) + [(await task)[0] for task in later]
     finally:
+        held.release.set()
         await engine.stop()
     assert engine.stats()["items"] == len(tickets)
+    assert engine.stats()["batches"] == 1, "the later tickets joined the running decode loop"
     for a, b in zip(outs, batched):
         assert labels(a) == labels(b)
         for field, conf in a.confidence.items():
