@@ -50,11 +50,11 @@ def test_train_interrupt_resume_calibrate_and_serve(tmp_path, fast_settings, tax
             raise KeyboardInterrupt("simulated interruption")
         return real_loss(model, batch)
 
-    monkeypatch.setattr(train_mod, "_loss", crash_on_third)
+    monkeypatch.setattr(train_mod, "answer_loss", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         train_mod.main(cfg, fast_settings, progress=False)
     assert sorted(p.name for p in (tmp_path / "tiny" / "checkpoints").glob("step-*")) == ["step-000001", "step-000002"]
-    monkeypatch.setattr(train_mod, "_loss", real_loss)
+    monkeypatch.setattr(train_mod, "answer_loss", real_loss)
 
     out = train_mod.main(cfg, fast_settings, progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
