@@ -13,6 +13,7 @@ from server.engines.base import AdapterChoice, Item, Outcome, Runner
 
 if TYPE_CHECKING:
     from server.config import Settings
+    from server.engines.runner import BatchRunner
     from server.taxonomy import Taxonomy
 
 
@@ -30,8 +31,19 @@ def open_runner(
         from server.engines.outlines_reference import OutlinesReference
 
         return OutlinesReference(settings, taxonomy, adapter=adapter)
+    return open_batch_runner(settings, taxonomy, adapter=adapter, configure_threads=False)
+
+
+def open_batch_runner(
+    settings: Settings, taxonomy: Taxonomy, *, adapter: AdapterChoice = "resolve", configure_threads: bool = True
+) -> BatchRunner:
+    """The embedded transformers runner whatever `engine.kind` says, for the offline jobs that use its
+    extras (`labels_only`, `record`, `features`, the label head): evaluation, calibration, head fitting."""
+    from server.engines.loading import set_torch_threads
     from server.engines.runner import BatchRunner
 
+    if configure_threads:
+        set_torch_threads(settings.model)
     return BatchRunner(settings, taxonomy, adapter=adapter)
 
 
@@ -40,4 +52,4 @@ def classify(settings: Settings, taxonomy: Taxonomy, tickets: Sequence[Item]) ->
     return open_runner(settings, taxonomy).run(tickets)
 
 
-__all__ = ["Runner", "classify", "open_runner"]
+__all__ = ["Runner", "classify", "open_batch_runner", "open_runner"]

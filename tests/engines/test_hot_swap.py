@@ -17,7 +17,7 @@ from server.engines.base import EngineOutput, served_by
 from server.engines.runner import BatchRunner
 from server.engines.transformers_engine import TransformersEngine
 from server.prompts import TicketInput
-from server.registry import Registry
+from server.registry import Registry, sha256_file
 from tests.conftest import ROOT
 from tests.engines.held import HeldRunner
 
@@ -35,10 +35,11 @@ def copy_adapter(dst_root: Path, name: str, *, zero_lora: bool = False) -> Path:
     shutil.copytree(SHIPPED, dst, ignore=shutil.ignore_patterns("heldout.jsonl"))
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest.update(name=name, gate={"verdict": "yes", "checks": []})
-    (dst / "manifest.json").write_text(json.dumps(manifest))
     if zero_lora:
         weights = dst / "adapter_model.safetensors"
         save_file({k: torch.zeros_like(v) for k, v in load_file(weights).items()}, weights)
+        manifest["adapter_files"][weights.name] = sha256_file(weights)  # the registry checks it on promotion
+    (dst / "manifest.json").write_text(json.dumps(manifest))
     return dst
 
 
