@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import PROJECT_ROOT
-from server.evaluation.summary import EvalSummary, JsonRecord, Number, ValidationError
+from server.records import EvalSummary, JsonRecord, Number, ValidationError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from server.evaluation.summary import EvalSummary
+from server.records import EvalSummary, SummaryLike
 
 if TYPE_CHECKING:
-    from server.evaluation.gate import GateVerdict, SummaryLike
+    from server.evaluation.gate import GateVerdict
 
 _FIELD_METRICS = ("accuracy", "macro_f1", "ece")
 _LABEL_METRICS = ("precision", "recall", "f1")

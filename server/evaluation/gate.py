@@ -10,17 +10,13 @@ could not look at.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from server.evaluation.summary import EvalSummary, LabelMetrics
-
-# A summary as the gate takes it: the record, or the JSON object of one (a report.json, a test's dict).
-SummaryLike = EvalSummary | Mapping[str, Any]
+from server.records import EvalSummary, LabelMetrics, SummaryLike
 
 # Float slack so that a drop of exactly the tolerance (0.9 - 0.88 = 0.0200000001...) passes.
 _EPS = 1e-9
@@ -344,16 +340,4 @@ def _check_ece(candidate: EvalSummary, baseline: EvalSummary, rules: GateRules, 
     )
 
 
-# The comparison table lives in .comparison; these names were imported from here.
-from server.evaluation.comparison import compare_table, comparison_markdown  # noqa: E402
-
-__all__ = [
-    "Check",
-    "GateRules",
-    "GateVerdict",
-    "compare_table",
-    "comparison_markdown",
-    "evaluate_gate",
-    "load_rules",
-    "per_label",
-]
+__all__ = ["Check", "GateRules", "GateVerdict", "evaluate_gate", "load_rules", "per_label"]

@@ -16,9 +16,9 @@ from server.config import Settings
 from server.evaluation.data import read_labelled_csv, row_ticket
 from server.evaluation.metrics import extraction_match, field_report, group_accuracy
 from server.evaluation.report import write_report
-from server.evaluation.summary import EvalSummary
 from server.extraction import candidate_spans, ticket_texts
 from server.prompts import parse_history
+from server.records import EvalSummary
 from server.registry import sha256_file
 from server.taxonomy import Taxonomy, load_taxonomy
 

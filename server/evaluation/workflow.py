@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from server.config import Settings
+from server.evaluation.comparison import compare_table, comparison_markdown
 from server.evaluation.data import csv_columns, read_labelled_csv
-from server.evaluation.gate import GateRules, GateVerdict, compare_table, comparison_markdown, evaluate_gate
-from server.evaluation.summary import EvalSummary
+from server.evaluation.gate import GateRules, GateVerdict, evaluate_gate
+from server.records import EvalSummary
 from server.registry import (
     MANIFEST,
     AdapterEntry,

@@ -6,15 +6,8 @@ import copy
 
 import pytest
 
-from server.evaluation.gate import (
-    Check,
-    GateRules,
-    GateVerdict,
-    compare_table,
-    comparison_markdown,
-    evaluate_gate,
-    load_rules,
-)
+from server.evaluation.comparison import compare_table, comparison_markdown
+from server.evaluation.gate import Check, GateRules, GateVerdict, evaluate_gate, load_rules
 
 LABELS = ("Billing", "General", "Sales", "Technical")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.evaluation.summary import EvalSummary
+from server.records import EvalSummary
 from server.registry import MANIFEST, AdapterEntry, AdapterManifest, Registry, RegistryError, read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,7 @@
-"""Typed records for the JSON the evaluation writes: `EvalSummary` (what `run_eval` returns, the gate
-judges and manifests keep under `evals`) and `JsonRecord`, their shared base.
+"""Typed records over committed JSON: `EvalSummary` (what `server.evaluation.run` returns, the gate judges
+and adapter manifests keep under `evals`) and `JsonRecord`, the base of these and of the registry's
+`AdapterManifest`. A leaf module (pydantic only): the registry and the evaluation both build on it, and
+the evaluation imports the registry, so it cannot live in either.
 
 The files are committed to git and read by older code, so a record must write back exactly the keys it
 read, in the order it read them: fields it never received stay out of the dump (`exclude_unset`), keys
@@ -146,3 +148,7 @@ class EvalSummary(JsonRecord):
     def headline(self, suffixes: tuple[str, ...]) -> dict[str, Any]:
         """The keys ending in one of `suffixes` (`_accuracy`, ...): the summary's short form."""
         return {k: v for k, v in self.items() if k.endswith(suffixes)}
+
+
+# A summary as the gate and the comparison take it: the record, or the JSON object of one (a report.json).
+SummaryLike = EvalSummary | Mapping[str, Any]
