@@ -13,12 +13,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from server.api.protocol import NO_NUL
 from server.config import Settings
 from server.results import OTHER_REASONS
 from server.taxonomy import FieldSpec, Taxonomy
 
 JsonSchema = dict[str, Any]
-NO_NUL = "^[^\\x00]*$"  # as protocol.Text
 
 
 def install_openapi(app: FastAPI, settings: Settings, taxonomy: Taxonomy) -> None:

@@ -12,6 +12,7 @@ from server.results import CacheKind, Route
 Strict = ConfigDict(extra="forbid")
 # JSON Schema patterns are unanchored: "has a character that is not whitespace" (Python's \s is str.isspace).
 NOT_BLANK = r"\S"
+NO_NUL = "^[^\\x00]*$"
 
 
 def _storable(value: str) -> str:
@@ -26,7 +27,7 @@ def _storable(value: str) -> str:
 
 
 # The pattern documents the NUL rule; the validator enforces both rules with its own messages.
-Text = Annotated[str, AfterValidator(_storable), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
+Text = Annotated[str, AfterValidator(_storable), Field(json_schema_extra={"pattern": NO_NUL})]
 
 
 def _one_of_required(*alternatives: tuple[str, dict[str, Any]]) -> dict[str, Any]:
