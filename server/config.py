@@ -270,13 +270,15 @@ class Settings(BaseSettings):
         would skip validation). A section takes a mapping of the keys to change:
         `settings.variant(model={"adapter": "x"}, taxonomy="banking77")`. The environment and the YAML
         file are not read again."""
-        data = self.model_dump()
+        # Only what was set: "was this key given?" stays answerable (an adapter's trained prompt version
+        # overrides the default prompt version, never an explicit one).
+        data = self.model_dump(exclude_unset=True)
         for key, value in sections.items():
             if key not in type(self).model_fields:
                 raise ValueError(f"unknown settings key: {key}")
-            current = data[key]
-            if isinstance(current, dict) and isinstance(value, Mapping):
-                data[key] = {**current, **value}
+            current = data.get(key)
+            if isinstance(value, Mapping) and (current is None or isinstance(current, dict)):
+                data[key] = {**(current or {}), **value}
             else:
                 data[key] = value
         return type(self).model_validate(data)

@@ -285,6 +285,9 @@ def test_settings_are_frozen_and_variants_are_validated(monkeypatch):
     assert settings.model.adapter == "registry" and settings.taxonomy == "tickets"  # the original is untouched
     assert variant.model.base == settings.model.base  # the keys not named are kept
     assert variant.fallback.api_key is not None and variant.fallback.api_key.get_secret_value() == "sk-kept"
+    # What was not given stays "not given": the adapter's trained prompt version still applies to a variant.
+    assert "version" not in variant.prompt.model_fields_set and "adapter" in variant.model.model_fields_set
+    assert "max_batch_size" in variant.engine.model_fields_set and "kind" not in variant.engine.model_fields_set
 
     # A variant is validated like the settings it comes from (model_copy(update=...) would accept these).
     with pytest.raises(ValidationError, match="max_batch_size"):
