@@ -270,18 +270,29 @@ class Settings(BaseSettings):
         would skip validation). A section takes a mapping of the keys to change:
         `settings.variant(model={"adapter": "x"}, taxonomy="banking77")`. The environment and the YAML
         file are not read again."""
-        # Only what was set: "was this key given?" stays answerable (an adapter's trained prompt version
-        # overrides the default prompt version, never an explicit one).
-        data = self.model_dump(exclude_unset=True)
+        data = self.model_dump()  # every key given: the environment cannot fill a gap
+        changed: dict[str, set[str]] = {}
         for key, value in sections.items():
             if key not in type(self).model_fields:
                 raise ValueError(f"unknown settings key: {key}")
-            current = data.get(key)
-            if isinstance(value, Mapping) and (current is None or isinstance(current, dict)):
-                data[key] = {**(current or {}), **value}
+            current = data[key]
+            if isinstance(current, dict) and isinstance(value, Mapping):
+                data[key] = {**current, **value}
+                changed[key] = set(value)
             else:
                 data[key] = value
-        return type(self).model_validate(data)
+                changed[key] = set()
+        variant = type(self).model_validate(data)
+        # "Was this key given?" must keep its answer (an adapter's trained prompt version overrides the
+        # default prompt version, never an explicit one): only the original's and the changed keys are set.
+        object.__setattr__(variant, "__pydantic_fields_set__", self.model_fields_set | set(changed))
+        for key in type(self).model_fields:
+            section, original = getattr(variant, key), getattr(self, key)
+            replaced_whole = key in changed and not changed[key]
+            if isinstance(section, BaseModel) and isinstance(original, BaseModel) and not replaced_whole:
+                fields = original.model_fields_set | changed.get(key, set())
+                object.__setattr__(section, "__pydantic_fields_set__", fields)
+        return variant
 
     @classmethod
     def settings_customise_sources(
