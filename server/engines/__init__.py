@@ -6,10 +6,9 @@ Importing this package stays light (no torch): the heavy modules load when a run
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from server.engines.base import AdapterChoice, Item, Outcome, Runner
+from server.engines.base import AdapterChoice, Runner
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -47,9 +46,4 @@ def open_batch_runner(
     return BatchRunner(settings, taxonomy, adapter=adapter)
 
 
-def classify(settings: Settings, taxonomy: Taxonomy, tickets: Sequence[Item]) -> list[Outcome]:
-    """One-shot: open the runner the settings describe and answer `tickets` (loads the model each call)."""
-    return open_runner(settings, taxonomy).run(tickets)
-
-
-__all__ = ["Runner", "classify", "open_batch_runner", "open_runner"]
+__all__ = ["Runner", "open_batch_runner", "open_runner"]

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from server.engines.base import EngineError, EngineOverloaded, EngineUnavailable
@@ -31,7 +31,6 @@ RunStream: TypeAlias = Callable[[Callable[[int], list[tuple[Any, Any]]], Callabl
 class _Item(Generic[T]):
     value: T
     future: asyncio.Future[Any]
-    enqueued: float = field(default_factory=time.perf_counter)
 
 
 class Batcher(Generic[T, R]):
@@ -67,11 +66,6 @@ class Batcher(Generic[T, R]):
     @property
     def depth(self) -> int:
         return self._queue.qsize() if self._queue else 0
-
-    @property
-    def in_flight(self) -> int:
-        """Items the running loop has taken and not answered yet."""
-        return sum(1 for item in self._current if not item.future.done())
 
     def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.max_queue)

@@ -1,7 +1,7 @@
 """The embedded engine behind the API: the batched transformers runner (server.engines.runner) served
 by the generic served engine (server.engines.served).
 
-The runner's pieces used to live here; their names stay importable from this module.
+The runner used to live here; the names others import from this module stay importable.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.config import Settings
-from server.engines.kv_cache import DECODE_HEADROOM, PreallocatedLayer
-from server.engines.prompting import outlines_vocabulary, prompt_version_for
+from server.engines.prompting import outlines_vocabulary
 from server.engines.runner import BatchRunner
 from server.engines.served import ServedEngine
 from server.taxonomy import Taxonomy
@@ -30,11 +29,4 @@ class TransformersEngine(ServedEngine):
         return {"label_head": None, **super().stats()} if self.runner is None else super().stats()
 
 
-__all__ = [
-    "DECODE_HEADROOM",
-    "BatchRunner",
-    "PreallocatedLayer",
-    "TransformersEngine",
-    "outlines_vocabulary",
-    "prompt_version_for",
-]
+__all__ = ["BatchRunner", "TransformersEngine", "outlines_vocabulary"]
