@@ -12,11 +12,6 @@ from server.engines.base import ModelInfo
 from server.results import Route
 
 
-def model_info_dict(info: ModelInfo) -> dict[str, Any]:
-    """ModelInfo as JSON (the cache entry's and the stats' `model`). Kept here until ModelInfo has its own."""
-    return {"base": info.base, "adapter": info.adapter, "dtype": info.dtype, "engine": info.engine}
-
-
 def model_info_from(data: Mapping[str, Any]) -> ModelInfo:
     return ModelInfo(str(data["base"]), data.get("adapter"), str(data.get("dtype", "")), str(data.get("engine", "")))
 
@@ -38,7 +33,7 @@ class CachedAnswer:
             "output": self.output,
             "confidence": self.confidence,
             "engine": self.answered_by,
-            "model": model_info_dict(self.model),
+            "model": self.model.as_dict(),
             "prompt_version": self.prompt_version,
             "input_truncated": self.input_truncated,
             "route": self.route,

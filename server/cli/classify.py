@@ -23,8 +23,8 @@ def classify(
         raise typer.BadParameter("give --subject and/or --body")
     from server.engines.base import EngineError
     from server.engines.transformers_engine import BatchRunner
-    from server.evaluation.thresholds import unsure_fields
     from server.prompts import TicketInput
+    from server.routing.thresholds import unsure_fields
     from server.taxonomy import load_taxonomy
 
     settings = load(config)

@@ -15,6 +15,7 @@ from server.results import ClassificationResult
 from server.routing.cost import EngineMeter
 from server.routing.job import Job, RouteLedger
 from server.routing.rules import ProfileRules
+from server.routing.thresholds import field_threshold, is_unsure
 from server.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class RoutingContext:
 
     # -- thresholds ---------------------------------------------------------------------------------
     def threshold(self, name: str) -> float:
-        return self.settings.routing.field_thresholds.get(name, self.settings.routing.confidence_threshold)
+        return field_threshold(self.settings.routing, name)
 
     def low_fields(self, confidence: Mapping[str, float | None]) -> dict[str, float | None]:
         """Label fields under their threshold (a null confidence counts as low), in taxonomy order."""
@@ -67,7 +68,7 @@ class RoutingContext:
             if spec.name not in confidence:
                 continue
             c = confidence[spec.name]
-            if c is None or c < self.threshold(spec.name):
+            if is_unsure(self.settings.routing, spec.name, c):
                 low[spec.name] = c
         return low
 

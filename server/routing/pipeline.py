@@ -33,7 +33,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from server.cache.entry import model_info_dict
 from server.config import Settings
 from server.engines.base import Engine, EngineError
 from server.prompts import TicketInput
@@ -139,7 +138,7 @@ class Router:
             engines[profile] = {
                 "ready": engine.ready,
                 "engine": answered_by_label(info),
-                "model": model_info_dict(info),
+                "model": info.as_dict(),
                 "first_answers": ctx.answered[profile],
                 "as_backup": ctx.backup_used[profile],
                 "busy_s": round(ctx.meters[profile].busy_s, 3),

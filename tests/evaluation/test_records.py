@@ -120,7 +120,7 @@ def test_eval_summary_reads_per_label_from_a_report_fields_block() -> None:
 
 def test_the_threshold_rule() -> None:
     from server.config import RoutingSettings
-    from server.evaluation.thresholds import field_threshold, unsure_fields
+    from server.routing.thresholds import field_threshold, unsure_fields
 
     routing = RoutingSettings(confidence_threshold=0.6, field_thresholds={"priority": 0.3})
     assert field_threshold(routing, "priority") == 0.3 and field_threshold(routing, "category") == 0.6

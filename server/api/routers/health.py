@@ -28,7 +28,7 @@ async def health(request: Request, engine: EngineDep, taxonomy: TaxonomyDep) -> 
         "status": "ok" if (engine.ready and db_ok) else "degraded",
         "model_loaded": engine.ready,
         "database": "ok" if db_ok else "unreachable",
-        "model": {"base": info.base, "adapter": info.adapter, "dtype": info.dtype, "engine": info.engine},
+        "model": info.as_dict(),
         "prompt_version": engine.prompt_version,
         "taxonomy": taxonomy.key,
         "engine": engine.stats(),

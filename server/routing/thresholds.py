@@ -1,4 +1,4 @@
-"""The routing threshold rule, in one place: a label field is unsure when its confidence is missing or
+"""The routing threshold rule, in one place (routing, `triage classify` and the evaluation share it): a label field is unsure when its confidence is missing or
 under its threshold (`routing.field_thresholds[field]`, else `routing.confidence_threshold`)."""
 
 from __future__ import annotations
