@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from server.config import load_settings  # noqa: E402
 from server.engines.base import EngineOutput, ReviewInput  # noqa: E402
 from server.engines.transformers_engine import BatchRunner  # noqa: E402
-from server.evaluation.run import read_labelled_csv, row_ticket  # noqa: E402
+from server.evaluation.data import read_labelled_csv, row_ticket  # noqa: E402
 from server.taxonomy import load_taxonomy  # noqa: E402
 
 

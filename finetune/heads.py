@@ -233,7 +233,7 @@ def fit_oos_threshold(
     """The confidence threshold under which an answer becomes out of scope: on a validation file with
     in-scope and out-of-scope rows, the highest out-of-scope recall whose in-scope accuracy stays at or
     above the wanted level (else the threshold with the best in-scope accuracy)."""
-    from server.evaluation.run import read_labelled_csv, row_ticket
+    from server.evaluation.data import read_labelled_csv, row_ticket
 
     oos = taxonomy.out_of_scope
     assert oos is not None and cfg.head.oos_data is not None
