@@ -98,9 +98,7 @@ class ServedEngine(Engine):
         log.info("now serving adapter %s", runner.info.adapter)
 
     def _run_stream(self, take: Take, deliver: Deliver) -> None:
-        with self._lock:
-            if self._next is not None:
-                self._install(self._next)
+        with self._lock:  # a swap asked for while no loop ran is installed already
             runner = self.runner
             self._looping = True
         assert runner is not None
