@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 BASE    := models/base/smollm2-135m-instruct
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test bench eval clean
+.PHONY: install run test test-fast lint bench eval clean
 
 install: $(STAMP) $(BASE)/model.safetensors
 
@@ -25,8 +25,19 @@ $(BASE)/model.safetensors: $(STAMP)
 run: install
 	$(BIN)/triage serve
 
-test: install
+# The architecture and style checks run before the tests: a broken contract fails `make test`.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
+
+# The fast lane: everything that does not load the real model.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not model"
 
 bench: install
 	$(BIN)/python bench/throughput.py

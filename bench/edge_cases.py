@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.config import load_settings  # noqa: E402
+from server.engines import open_batch_runner  # noqa: E402
 from server.engines.base import EngineOutput  # noqa: E402
-from server.engines.transformers_engine import BatchRunner  # noqa: E402
+from server.engines.runner import BatchRunner  # noqa: E402
 from server.evaluation.data import row_ticket  # noqa: E402
 from server.extraction import candidate_spans, ticket_texts  # noqa: E402
 from server.taxonomy import load_taxonomy  # noqa: E402
@@ -143,12 +144,8 @@ def main() -> None:
     with open(ROOT / "data" / "tickets" / "train.csv", newline="", encoding="utf-8") as fh:
         clean_by_id = {r["ticket_id"]: r for r in csv.DictReader(fh)}
     for spec in [args.model, args.baseline] if args.baseline else [args.model]:
-        s = (
-            settings
-            if spec is None
-            else settings.variant(model={"adapter": spec})
-        )
-        runner = BatchRunner(s, taxonomy)
+        s = settings if spec is None else settings.variant(model={"adapter": spec})
+        runner = open_batch_runner(s, taxonomy)
         started = time.perf_counter()
         result = {
             "model": runner.adapter.name if runner.adapter else "base",

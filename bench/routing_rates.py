@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.config import load_settings  # noqa: E402
+from server.engines import open_batch_runner  # noqa: E402
 from server.engines.base import EngineOutput, ReviewInput  # noqa: E402
-from server.engines.transformers_engine import BatchRunner  # noqa: E402
 from server.evaluation.data import read_labelled_csv, row_ticket  # noqa: E402
 from server.taxonomy import load_taxonomy  # noqa: E402
 
@@ -71,7 +71,7 @@ def main() -> None:
     else:
         rows = read_labelled_csv(Path(args.data), taxonomy)
     tickets = [row_ticket(r) for r in rows]
-    runner = BatchRunner(settings, taxonomy)
+    runner = open_batch_runner(settings, taxonomy)
     runner.labels_only = True
     fields = [s for s in taxonomy.label_fields if s.name in rows[0]]
 

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from server.config import load_settings  # noqa: E402
 from server.engines.base import EngineOutput  # noqa: E402
-from server.engines.batcher import DynamicBatcher  # noqa: E402
-from server.engines.loading import load_model  # noqa: E402
+from server.engines.batcher import Batcher, static_batches  # noqa: E402
+from server.engines.loading import load_model, set_torch_threads  # noqa: E402
 from server.engines.outlines_reference import OutlinesReference  # noqa: E402
 from server.engines.transformers_engine import BatchRunner, TransformersEngine  # noqa: E402
 from server.prompts import TicketInput  # noqa: E402
@@ -137,6 +137,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tickets = [TicketInput(r["subject"], r["body"]) for r in rows]
     adapter = resolve_adapter(settings.model)  # the served model: base + the registry's active adapter
     adapter_path = adapter.path if adapter else None
+    set_torch_threads(settings.model)  # what the server and open_runner do before loading
     model, tokenizer, dtype = load_model(settings.model, adapter_path=adapter_path)
     naive_model = model
     if dtype != torch.float32:
@@ -162,8 +163,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.static:
         # The same engine with static batches (a batch starts when the previous one has fully finished):
         # the measurement before continuous batching, kept to show what it buys.
-        static = DynamicBatcher(
-            runner.run, max_batch=32, wait_ms=settings.engine.batch_wait_ms, max_queue=settings.engine.max_queue
+        static: Batcher[Any, Any] = Batcher(
+            static_batches(runner.run, 32),
+            max_batch=32,
+            wait_ms=settings.engine.batch_wait_ms,
+            max_queue=settings.engine.max_queue,
         )
         static.start()
         outs, lat, wall = await run_engine(static.submit, tickets, 32, "static batches c=32")

@@ -74,7 +74,7 @@ def held_out_traces(
     """Run the adapter, uncalibrated, on its heldout.jsonl: per label field, the traces and correctness."""
     from tqdm import tqdm
 
-    from server.engines.transformers_engine import BatchRunner
+    from server.engines import open_batch_runner
     from server.registry import AdapterEntry, AdapterManifest
 
     adapter_dir = Path(adapter_dir)
@@ -95,7 +95,7 @@ def held_out_traces(
     entry = AdapterEntry(
         manifest["name"], adapter_dir, AdapterManifest.parse(raw_manifest, adapter_dir / "manifest.json")
     )
-    runner = BatchRunner(settings, taxonomy, adapter=entry)
+    runner = open_batch_runner(settings, taxonomy, adapter=entry)
     runner.labels_only, runner.record = True, True
     outputs: list[Any] = []
     for i in tqdm(range(0, len(held), batch_size), desc="calibrating", unit="batch", disable=not progress):

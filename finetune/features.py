@@ -20,7 +20,7 @@ from server.config import PROJECT_ROOT
 from server.heads.head import Pool
 
 if TYPE_CHECKING:
-    from server.engines.transformers_engine import BatchRunner
+    from server.engines.runner import BatchRunner
 
 log = logging.getLogger(__name__)
 

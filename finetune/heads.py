@@ -34,7 +34,7 @@ from server.registry import resolve_project_path
 from server.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
-    from server.engines.transformers_engine import BatchRunner
+    from server.engines.runner import BatchRunner
 
 # Re-exported: the sweep and the tests import them from here.
 __all__ = ["CACHE_LAYERS", "CACHE_POOLS", "add_head", "extract", "fit_copy_scorer", "fit_head", "select_pools"]
@@ -175,7 +175,7 @@ def add_head(
 ) -> dict[str, Any]:
     """Extract features with the adapter as served, fit the head, write its files and record it in the
     manifest (its files join `adapter_files`, so the registry validates them on promotion)."""
-    from server.engines.transformers_engine import BatchRunner
+    from server.engines import open_batch_runner
     from server.registry import AdapterEntry, AdapterManifest, Registry, read_manifest, sha256_file, utc_now
 
     adapter_dir = Path(adapter_dir)
@@ -193,7 +193,7 @@ def add_head(
     entry = AdapterEntry(
         manifest.get("name", adapter_dir.name), adapter_dir, AdapterManifest.parse(bare, adapter_dir / "manifest.json")
     )
-    runner = BatchRunner(settings, taxonomy, adapter=entry)
+    runner = open_batch_runner(settings, taxonomy, adapter=entry)
     pools = cfg.head.pool_list
     t0 = time.perf_counter()
     f_train = extract(runner, train, pools, progress, "features (train)")

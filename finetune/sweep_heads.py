@@ -43,11 +43,11 @@ def features(adapter: str, rows: list[dict[str, str]], tag: str) -> np.ndarray:
     (a head fitted later on the same tickets reads the same cache)."""
     from finetune.data import Example
     from finetune.features import CACHE_POOLS, extract
-    from server.engines.transformers_engine import BatchRunner
+    from server.engines import open_batch_runner
 
     settings = load_settings()
     settings = settings.model_copy(update={"model": settings.model.model_copy(update={"adapter": adapter})})
-    runner = BatchRunner(settings, load_taxonomy("tickets"))
+    runner = open_batch_runner(settings, load_taxonomy("tickets"))
     # Normalised as finetune.data reads them, so the head job (`triage fit-head`) hits the same cache.
     examples = [
         Example(

@@ -64,6 +64,6 @@ def taxonomy():
 @pytest.fixture(scope="session")
 def runner(fast_settings, taxonomy):
     """One real model for the whole session (loading costs seconds on CPU)."""
-    from server.engines.transformers_engine import BatchRunner
+    from server.engines import open_batch_runner
 
-    return BatchRunner(fast_settings, taxonomy)
+    return open_batch_runner(fast_settings, taxonomy)

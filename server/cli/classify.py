@@ -21,14 +21,14 @@ def classify(
     """Classify one ticket in-process and print the JSON (nothing is stored)."""
     if not subject.strip() and not body.strip():
         raise typer.BadParameter("give --subject and/or --body")
+    from server.engines import open_runner
     from server.engines.base import EngineError
-    from server.engines.transformers_engine import BatchRunner
     from server.prompts import TicketInput
     from server.routing.thresholds import unsure_fields
     from server.taxonomy import load_taxonomy
 
     settings = load(config)
-    runner = BatchRunner(settings, load_taxonomy(settings.taxonomy))
+    runner = open_runner(settings, load_taxonomy(settings.taxonomy))
     (out,) = runner.run([TicketInput(subject, body, tuple(history or ()))])
     if isinstance(out, EngineError) or not hasattr(out, "output"):
         typer.echo(f"error: {out}", err=True)
@@ -38,7 +38,7 @@ def classify(
         "confidence": out.confidence,
         # No re-review or fallback here: what the first local pass says.
         "needs_review": bool(unsure_fields(settings.routing, out.confidence)),
-        "model": {"base": settings.model.base, "adapter": runner.adapter.name if runner.adapter else None},
+        "model": {"base": settings.model.base, "adapter": runner.info.adapter},
         "prompt_version": out.prompt_version,
         "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens},
         "input_truncated": out.truncated,

@@ -184,19 +184,6 @@ def static_batches(run_batch: Callable[[list[Any]], Sequence[Any]], max_batch: i
 ContinuousBatcher = Batcher
 
 
-def DynamicBatcher(  # noqa: N802 - the old class name, kept callable for bench/throughput.py
-    run_batch: Callable[[list[Any]], Sequence[Any]],
-    *,
-    max_batch: int,
-    wait_ms: float,
-    max_queue: int,
-    name: str = "engine",
-) -> Batcher[Any, Any]:
-    return Batcher(
-        static_batches(run_batch, max_batch), max_batch=max_batch, wait_ms=wait_ms, max_queue=max_queue, name=name
-    )
-
-
 def _resolve(future: asyncio.Future[Any], result: object) -> None:
     if not future.done():
         future.set_result(result)

@@ -159,11 +159,11 @@ def run_eval(
     runner: Any = None,
     console: Console | None = None,
 ) -> EvalSummary:
-    from server.engines.transformers_engine import BatchRunner
+    from server.engines import open_batch_runner
 
     taxonomy = load_taxonomy(settings.taxonomy)
     rows = read_labelled_csv(Path(data), taxonomy, limit)
-    runner = runner or BatchRunner(settings, taxonomy)
+    runner = runner or open_batch_runner(settings, taxonomy)
     preds = engine_predictions(runner, rows, taxonomy, settings.engine.max_batch_size)
     meta = {
         "model": {"base": settings.model.base, "adapter": settings.model.adapter},

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.cache import CachedAnswer
-from server.engines.base import Engine, ModelInfo
+from server.engines.base import Engine, ModelInfo, served_by
 from server.results import ClassificationResult, Route
 from server.routing.rules import answered_by_label
 
@@ -48,7 +48,10 @@ class Answer:
 
     @classmethod
     def from_engine(cls, result: ClassificationResult, engine: Engine) -> Answer:
-        return cls(result, answered_by_label(engine.info), engine.info)
+        # The model that produced the answer, not the engine's current one: a hot swap may have
+        # happened while the ticket was in flight.
+        model = served_by(result) or engine.info
+        return cls(result, answered_by_label(model), model)
 
     @classmethod
     def without_text(

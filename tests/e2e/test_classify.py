@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.conftest import ACTIVE_ADAPTER, ACTIVE_PROMPT, SEED_TICKET
 from tests.e2e.checks import assert_full_result
 from tests.e2e.conftest import get_row, row_count
-from tests.conftest import ACTIVE_ADAPTER, ACTIVE_PROMPT, SEED_TICKET
 
 pytestmark = pytest.mark.model
 

@@ -324,11 +324,12 @@ async def test_loop_failure_after_a_delivery_reaches_only_the_waiting_callers():
         await batcher.stop()
 
 
-async def test_the_old_static_batcher_name_still_builds_a_batcher():
-    from server.engines.batcher import DynamicBatcher
+async def test_static_batches_run_one_batch_after_another():
+    """The benchmark's baseline loop: a batch starts only when the previous one has finished."""
+    from server.engines.batcher import Batcher, static_batches
 
     run = FakeRunBatch()
-    batcher = DynamicBatcher(run, max_batch=2, wait_ms=0, max_queue=8)
+    batcher: Batcher = Batcher(static_batches(run, 2), max_batch=2, wait_ms=0, max_queue=8)
     batcher.start()
     try:
         assert await asyncio.wait_for(batcher.submit([1, 2, 3]), 5) == ["result:1", "result:2", "result:3"]
