@@ -1,13 +1,14 @@
 """Alembic environment for the triage store.
 
 Connection precedence: a connection handed over by ``db.migrate()``, then
-``-x url=...``, then ``TRIAGE_DATABASE_URL`` (CLI convenience only; the app
-passes its URL explicitly), then ``sqlalchemy.url`` from the ini file.
+``-x url=...``, then ``sqlalchemy.url`` from the ini file, then the service's own
+settings (``load_settings().database_url``: ``TRIAGE_DATABASE_URL``, the YAML file or
+the default), so the alembic CLI migrates the database the server would use. This
+file reads no environment variable itself.
 """
 
 from __future__ import annotations
 
-import os
 from logging.config import fileConfig
 
 from alembic import context
@@ -26,14 +27,12 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 
 
 def _url() -> str:
-    url = (
-        context.get_x_argument(as_dictionary=True).get("url")
-        or os.environ.get("TRIAGE_DATABASE_URL")
-        or config.get_main_option("sqlalchemy.url")
-    )
-    if not url:
-        raise RuntimeError("no database URL: pass -x url=... or set TRIAGE_DATABASE_URL")
-    return url
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    if url:
+        return str(url)
+    from server.config import load_settings
+
+    return load_settings().database_url
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:
