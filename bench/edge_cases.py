@@ -47,13 +47,7 @@ def read(path: Path) -> list[dict[str, str]]:
 def labels(out: Any) -> dict[str, Any]:
     if not isinstance(out, EngineOutput):
         return {}
-    info = out.output.get("extracted_info") or {}
-    return {
-        "category": out.output.get("category"),
-        "priority": out.output.get("priority"),
-        "sentiment": info.get("sentiment"),
-        "error_code": info.get("error_code"),
-    }
+    return {name: out.label(name) for name in ("category", "priority", "sentiment", "error_code")}
 
 
 def run(runner: BatchRunner, rows: list[dict[str, str]], bs: int = 16) -> list[dict[str, Any]]:

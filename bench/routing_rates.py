@@ -30,12 +30,12 @@ from server.config import load_settings  # noqa: E402
 from server.engines import open_batch_runner  # noqa: E402
 from server.engines.base import EngineOutput, ReviewInput  # noqa: E402
 from server.evaluation.data import read_labelled_csv, row_ticket  # noqa: E402
+from server.results import label_of  # noqa: E402
 from server.taxonomy import load_taxonomy  # noqa: E402
 
 
 def value(output: dict, spec) -> str | None:
-    src = output.get("extracted_info", {}) if spec.in_extracted_info else output
-    return src.get(spec.name)
+    return label_of(output, spec.name)
 
 
 def main() -> None:

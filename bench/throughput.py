@@ -51,12 +51,7 @@ def sample(path: Path, n: int, seed: int = 0) -> list[dict[str, str]]:
 def labels(out: Any) -> dict[str, str | None]:
     if not isinstance(out, EngineOutput):
         return {f: None for f in FIELDS}
-    o = out.output
-    return {
-        "category": o.get("category"),
-        "priority": o.get("priority"),
-        "sentiment": (o.get("extracted_info") or {}).get("sentiment"),
-    }
+    return {f: out.label(f) for f in FIELDS}
 
 
 def summarise(

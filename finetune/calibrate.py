@@ -20,6 +20,7 @@ from finetune.data import read_heldout
 from server.config import Settings, load_settings
 from server.evaluation.metrics import expected_calibration_error
 from server.registry import resolve_project_path
+from server.results import label_of
 from server.taxonomy import load_taxonomy
 
 if TYPE_CHECKING:
@@ -107,16 +108,8 @@ def held_out_traces(
             trace = (getattr(out, "extra", {}) or {}).get("trace", {}).get(spec.name)
             if not trace:
                 continue
-            gold = (
-                (ex.answer.get("extracted_info") or {}).get(spec.name)
-                if spec.in_extracted_info
-                else ex.answer.get(spec.name)
-            )
-            pred = (
-                (out.output.get("extracted_info") or {}).get(spec.name)
-                if spec.in_extracted_info
-                else out.output.get(spec.name)
-            )
+            gold = label_of(ex.answer, spec.name)
+            pred = label_of(out.output, spec.name)
             evidence.traces.append(trace)
             evidence.correct.append(pred == gold)
         if evidence.traces:

@@ -12,6 +12,7 @@ from typing import Any
 
 from finetune.data import Example
 from server.heads.copy import CopyScorer
+from server.results import label_of
 from server.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def fit_copy_scorer(
     def rows(examples: Sequence[Example]) -> tuple[list[dict[str, int]], list[int]]:
         X, y = [], []
         for ex in examples:
-            gold = (ex.answer.get("extracted_info") or {}).get(spec.name)
+            gold = label_of(ex.answer, spec.name)
             found = candidates(ticket_texts(ex.ticket.subject, ex.ticket.body, ex.ticket.previous_interactions))
             for rank, cand in enumerate(found):
                 X.append({f: 1 for f in candidate_features(cand, len(found), rank)})
@@ -60,7 +61,7 @@ def fit_copy_scorer(
         with_code: list[bool] = []
         without: list[bool] = []
         for ex in examples:
-            gold = (ex.answer.get("extracted_info") or {}).get(spec.name)
+            gold = label_of(ex.answer, spec.name)
             got = scorer.choose(ticket_texts(ex.ticket.subject, ex.ticket.body, ex.ticket.previous_interactions))
             (with_code if gold else without).append(got == gold)
         return {

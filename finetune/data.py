@@ -22,6 +22,7 @@ from server.config import Settings
 from server.extraction import candidate_spans, ticket_texts
 from server.prompts import TicketInput, parse_history
 from server.registry import resolve_project_path, sha256_file
+from server.results import label_of
 from server.taxonomy import Taxonomy
 
 MAX_REPORTED = 20
@@ -255,8 +256,7 @@ def _corrected(prediction: dict[str, Any], corrections: dict[str, Any]) -> dict[
 
 def _complete(answer: dict[str, Any], taxonomy: Taxonomy, need_reasoning: bool) -> bool:
     for spec in taxonomy.label_fields:
-        src = answer.get("extracted_info") or {} if spec.in_extracted_info else answer
-        if src.get(spec.name) not in spec.values:
+        if label_of(answer, spec.name) not in spec.values:
             return False
     return not (taxonomy.reasoning and need_reasoning and not answer.get("reasoning"))
 

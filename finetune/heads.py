@@ -31,6 +31,7 @@ from server.evaluation.metrics import expected_calibration_error
 from server.heads.head import FieldHead, LabelHead
 from server.heads.text import make_vectorizer, ticket_text
 from server.registry import resolve_project_path
+from server.results import label_of
 from server.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
@@ -44,13 +45,8 @@ T_GRID = [math.exp(x / 40) for x in range(-80, 121)]  # 0.14 .. 20
 
 
 def gold(examples: Sequence[Example], taxonomy: Taxonomy, name: str) -> np.ndarray:
-    spec = taxonomy.field(name)
-    return np.array(
-        [
-            (ex.answer.get("extracted_info") or {}).get(name) if spec.in_extracted_info else ex.answer.get(name)
-            for ex in examples
-        ]
-    )
+    taxonomy.field(name)  # an unknown field is a caller's bug: raise rather than answer None
+    return np.array([label_of(ex.answer, name) for ex in examples])
 
 
 def _multiclass(model: Any) -> tuple[np.ndarray, np.ndarray]:

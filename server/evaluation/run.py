@@ -50,14 +50,7 @@ def engine_predictions(runner: Any, rows: list[dict[str, str]], taxonomy: Taxono
     preds = Predictions(seconds=time.perf_counter() - started)
     preds.invalid = sum(1 for o in outputs if not isinstance(o, EngineOutput))
     for spec in (*taxonomy.labels, *taxonomy.extracted_info):
-        values = []
-        for o in outputs:
-            src = (
-                (o.output.get("extracted_info", {}) if spec.in_extracted_info else o.output)
-                if isinstance(o, EngineOutput)
-                else {}
-            )
-            values.append(src.get(spec.name))
+        values = [o.label(spec.name) if isinstance(o, EngineOutput) else None for o in outputs]
         preds.values[spec.name] = values
         if spec.is_label:
             preds.confidence[spec.name] = [

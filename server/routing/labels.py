@@ -9,11 +9,6 @@ from server.schema import output_layout
 from server.taxonomy import Taxonomy
 
 
-def label_value(output: dict[str, Any], taxonomy: Taxonomy, name: str) -> Any:
-    taxonomy.field(name)  # an unknown field is a caller's bug: raise rather than answer None
-    return label_of(output, name)
-
-
 def label_fields_of(output: dict[str, Any], taxonomy: Taxonomy) -> dict[str, Any]:
     """The closed-set labels of an answer, in the answer's shape (what a reviewer needs to see)."""
     labels: dict[str, Any] = {}

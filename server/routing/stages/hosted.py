@@ -12,11 +12,11 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from server.results import set_label
+from server.results import label_of, set_label
 from server.routing.answer import Answer
 from server.routing.context import RoutingContext
 from server.routing.job import Job
-from server.routing.labels import label_fields_of, label_value
+from server.routing.labels import label_fields_of
 from server.routing.stages.cache import rescue_from_cache
 from server.routing.stages.human import settle_low
 
@@ -90,7 +90,7 @@ def _use_hosted(ctx: RoutingContext, job: Job, result: HostedResult) -> None:
         ctx.ledger.settle(job, "hosted")
         return
     job.reasons["hosted_invalid"] = _detail("; ".join(result.errors) or "answer failed validation")
-    valid = {spec.name for spec in labels if label_value(result.output, ctx.taxonomy, spec.name) in spec.values}
+    valid = {spec.name for spec in labels if label_of(result.output, spec.name) in spec.values}
     if not valid:  # nothing usable: as if the hosted model had not answered
         return
     # Keep the hosted answer's valid part; a label it got wrong falls back to the local answer.
@@ -99,7 +99,7 @@ def _use_hosted(ctx: RoutingContext, job: Job, result: HostedResult) -> None:
     for spec in labels:
         if spec.name in valid:
             continue
-        value = label_value(local.output, ctx.taxonomy, spec.name)
+        value = label_of(local.output, spec.name)
         set_label(output, spec.name, value, in_extracted_info=spec.in_extracted_info)
         confidence[spec.name] = local.confidence.get(spec.name)
         if spec.name in local_low:
