@@ -87,9 +87,7 @@ def held_out_traces(
     base = manifest.get("base_model", {}).get("path")
     if base:  # calibrate against the base the adapter was trained on
         local = resolve_project_path(base)
-        settings = settings.model_copy(
-            update={"model": settings.model.model_copy(update={"base": str(local) if local.exists() else base})}
-        )
+        settings = settings.variant(model={"base": str(local) if local.exists() else base})
     taxonomy = load_taxonomy(manifest.get("config", {}).get("taxonomy", settings.taxonomy))
     raw_manifest = dict(manifest)
     raw_manifest.pop("calibration", None)  # fit on the raw scores

@@ -286,6 +286,6 @@ def head_only(
         out_dir / "manifest.json", head_manifest(cfg, base=base, taxonomy_key=taxonomy.key, provenance=provenance)
     )
     local = resolve_project_path(base)
-    served = settings.model.model_copy(update={"base": str(local) if local.exists() else base})
-    add_head(out_dir, cfg, settings.model_copy(update={"model": served}), taxonomy, train, held, progress=progress)
+    served = settings.variant(model={"base": str(local) if local.exists() else base})
+    add_head(out_dir, cfg, served, taxonomy, train, held, progress=progress)
     return out_dir

@@ -46,7 +46,7 @@ def features(adapter: str, rows: list[dict[str, str]], tag: str) -> np.ndarray:
     from server.engines import open_batch_runner
 
     settings = load_settings()
-    settings = settings.model_copy(update={"model": settings.model.model_copy(update={"adapter": adapter})})
+    settings = settings.variant(model={"adapter": adapter})
     runner = open_batch_runner(settings, load_taxonomy("tickets"))
     # Normalised as finetune.data reads them, so the head job (`triage fit-head`) hits the same cache.
     examples = [

@@ -211,7 +211,7 @@ def init_adapter(cfg: FinetuneConfig, settings: Settings) -> AdapterEntry | None
         return None
     from server.registry import resolve_adapter
 
-    entry = resolve_adapter(settings.model.model_copy(update={"adapter": cfg.init_adapter}))
+    entry = resolve_adapter(settings.variant(model={"adapter": cfg.init_adapter}).model)
     if entry is None:
         raise ValueError(f"init_adapter {cfg.init_adapter!r} names no adapter")
     trained_on = entry.manifest.prompt_version

@@ -43,15 +43,14 @@ def build_engine(settings: Settings, taxonomy: Taxonomy) -> Engine:
 def profile_settings(settings: Settings, profile: EngineProfile) -> Settings:
     """The settings a named engine of `routing.engines` is built with: [model]/[engine] plus its overrides."""
     adapter = profile.adapter if profile.adapter is not None else "none"
-    model = settings.model.model_copy(
-        update={
+    return settings.variant(
+        model={
             "base": profile.base or settings.model.base,
             "adapter": adapter,
             "watch_registry_s": settings.model.watch_registry_s if adapter == "registry" else 0.0,
-        }
+        },
+        engine={"kind": profile.kind or settings.engine.kind},
     )
-    engine = settings.engine.model_copy(update={"kind": profile.kind or settings.engine.kind})
-    return settings.model_copy(update={"model": model, "engine": engine})
 
 
 def build_engines(

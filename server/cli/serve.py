@@ -21,10 +21,7 @@ def serve(
 
     settings = load(config)
     if host or port:
-        # Settings are frozen: a copy. Not Settings.variant(): it re-validates everything, so every field
-        # reads as explicitly set and an adapter's own prompt version would be refused.
-        api = settings.api.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
-        settings = settings.model_copy(update={"api": api})
+        settings = settings.variant(api={k: v for k, v in {"host": host, "port": port}.items() if v})
     uvicorn.run(create_server(settings), host=settings.api.host, port=settings.api.port, log_level="info")
 
 

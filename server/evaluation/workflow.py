@@ -56,9 +56,7 @@ def adapter_spec(spec: str) -> str | None:
 
 
 def with_adapter(settings: Settings, adapter: str | None) -> Settings:
-    # A copy, not Settings.variant(): re-validating marks every field as explicitly set, and an explicit
-    # prompt version different from the adapter's is refused (prompting.prompt_version_for).
-    return settings.model_copy(update={"model": settings.model.model_copy(update={"adapter": adapter})})
+    return settings.variant(model={"adapter": adapter})
 
 
 def identity(entry: AdapterEntry | None, settings: Settings) -> dict[str, Any]:
