@@ -29,7 +29,7 @@ CACHE_KINDS: tuple[CacheKind, ...] = get_args(CacheKind)
 # The languages the tickets taxonomy is trained and evaluated on; "unknown" is what detection says otherwise.
 Language = Literal["en", "de", "es", "fr", "pt"]
 LANGUAGES: tuple[Language, ...] = get_args(Language)
-DetectedLanguage = Literal["en", "de", "es", "fr", "pt", "unknown"]
+DetectedLanguage = Literal[Language, Literal["unknown"]]
 
 EXTRACTED_INFO = "extracted_info"
 

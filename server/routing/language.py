@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from itertools import islice
-from typing import Final, get_args
+from typing import Final
 
-from server.results import DetectedLanguage, Language
+from server.results import LANGUAGES, DetectedLanguage
 
 UNKNOWN: Final = "unknown"
 
@@ -48,7 +48,6 @@ def _build() -> dict[str, str]:
 
 
 WORD_LANGUAGE = _build()  # distinctive word -> its language
-LANGUAGES: tuple[Language, ...] = get_args(Language)
 assert set(_STOPWORDS) == set(LANGUAGES), "a stopword list per language of server.results.Language"
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 MAX_WORDS = 400  # the start of a ticket says which language it is in; long ones need not be read whole
