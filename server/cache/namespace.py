@@ -10,29 +10,26 @@ the engine's *current* state on every lookup, so a hot-swapped adapter starts a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from server.cache.keys import cache_namespace
 from server.config import Settings
 from server.engines.base import Engine
+from server.registry import AdapterManifest
 from server.taxonomy import Taxonomy
 
 
-def served_adapter_manifest(engine: Engine) -> Mapping[str, Any]:
-    """The manifest of the adapter the engine serves right now (as JSON); empty when it serves none.
+def served_adapter_manifest(engine: Engine) -> AdapterManifest | None:
+    """The manifest of the adapter the engine serves right now; None when it serves none.
 
     The transformers engine keeps it on its loaded runner (swapped on promotion); other engines
-    have no adapter files, so their identity is their ModelInfo alone. The manifest is a typed record
-    in the registry (or its JSON object in older callers): both read the same here."""
+    have no adapter files, so their identity is their ModelInfo alone. Read on every lookup: only the
+    few typed fields the identity needs, never a dump of the whole manifest (its evals are large)."""
     runner = getattr(engine, "runner", None)
     adapter = getattr(runner, "adapter", None)
     manifest = getattr(adapter, "manifest", None)
-    to_json = getattr(manifest, "to_json", None)
-    if callable(to_json):
-        manifest = to_json()
-    return manifest if isinstance(manifest, Mapping) else {}
+    return manifest if isinstance(manifest, AdapterManifest) else None
 
 
 def _prompt_version(engine: Engine) -> str:
@@ -61,14 +58,15 @@ class ServingIdentity:
     def of(cls, settings: Settings, taxonomy: Taxonomy, engine: Engine) -> ServingIdentity:
         info = engine.info
         manifest = served_adapter_manifest(engine)
-        oos = manifest.get("out_of_scope_threshold")
+        oos = manifest.out_of_scope_threshold if manifest else None
+        calibration = manifest.calibration if manifest else None
         fallback = settings.fallback
         return cls(
             engine=info.engine,
             base=str(info.base),
             adapter=info.adapter,
-            adapter_files={str(k): str(v) for k, v in (manifest.get("adapter_files") or {}).items()},
-            calibration=dict(manifest.get("calibration") or {}),
+            adapter_files=dict(manifest.adapter_files or {}) if manifest else {},
+            calibration=calibration.to_json() if calibration else {},
             out_of_scope_threshold=float(oos) if oos is not None else None,
             dtype=info.dtype,
             prompt_version=_prompt_version(engine),
