@@ -16,10 +16,6 @@ from server.config import Settings, load_settings
 from tests.routing.doubles import ScriptedEngine
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "no_model: in-process, the engine is a test double; never loads the model")
-
-
 def api_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return load_settings(database_url=f"sqlite:///{tmp_path / 'api.db'}", **overrides)
 

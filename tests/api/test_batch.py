@@ -10,8 +10,6 @@ from tests.api.conftest import make_app
 from tests.e2e.checks import assert_error_body
 from tests.routing.doubles import ScriptedEngine
 
-pytestmark = pytest.mark.no_model
-
 
 def test_batch_keeps_order_and_reports_bad_items_in_place(client: TestClient) -> None:
     tickets = [{"ticket_id": "A", "subject": "first"}, {"ticket_id": "B", "subject": ""}, "not a ticket", {"body": "c"}]

@@ -12,7 +12,6 @@ from tests.api.conftest import make_app
 from tests.e2e.checks import assert_error_body
 from tests.routing.doubles import ScriptedEngine
 
-pytestmark = pytest.mark.no_model
 TICKET = {"ticket_id": "T-1", "subject": "charged twice", "body": "Please refund the second charge."}
 
 

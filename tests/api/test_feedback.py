@@ -8,8 +8,6 @@ from fastapi.testclient import TestClient
 from server.api.protocol import FeedbackOut
 from tests.e2e.checks import assert_error_body
 
-pytestmark = pytest.mark.no_model
-
 
 @pytest.fixture
 def classified(client: TestClient) -> TestClient:

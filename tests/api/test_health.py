@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from fastapi.testclient import TestClient
 
 from server.api.protocol import HealthOut, ReadyOut
 from tests.api.conftest import make_app
 from tests.routing.doubles import ScriptedEngine
-
-pytestmark = pytest.mark.no_model
 
 
 def test_health_and_ready_when_up(client: TestClient) -> None:

@@ -13,7 +13,6 @@ from server.api.openapi import review_reasons
 from server.taxonomy import load_taxonomy
 from tests.api.conftest import make_app
 
-pytestmark = pytest.mark.no_model
 TAXONOMIES = sorted(p.stem for p in (Path(__file__).parents[2] / "server" / "taxonomies").glob("*.yaml"))
 
 

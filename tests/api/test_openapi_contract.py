@@ -21,9 +21,6 @@ from schemathesis.python import asgi
 
 from tests.api.conftest import make_app
 
-pytestmark = pytest.mark.no_model
-
-
 # The schema is loaded when the module is collected (schemathesis.pytest.from_fixture, the lazy way, fails
 # under pytest 9), so the store lives in a directory of its own rather than in a tmp_path fixture.
 _STORE = tempfile.TemporaryDirectory(prefix="triage-contract-")

@@ -10,7 +10,6 @@ from tests.api.conftest import make_app
 from tests.e2e.checks import assert_error_body
 from tests.routing.doubles import ScriptedEngine
 
-pytestmark = pytest.mark.no_model
 UNSURE = {"unsure": {"category": 0.9, "priority": 0.2, "sentiment": 0.9}}
 
 
