@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from server.config import load_settings  # noqa: E402
 from server.engines import open_batch_runner  # noqa: E402
 from server.engines.base import EngineOutput  # noqa: E402
-from server.engines.runner import BatchRunner  # noqa: E402
+from server.engines.embedded.runner import BatchRunner  # noqa: E402
 from server.evaluation.data import row_ticket  # noqa: E402
 from server.extraction import candidate_spans, ticket_texts  # noqa: E402
 from server.taxonomy import load_taxonomy  # noqa: E402

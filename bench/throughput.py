@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 from server.config import load_settings  # noqa: E402
 from server.engines.base import EngineOutput  # noqa: E402
 from server.engines.batcher import Batcher, static_batches  # noqa: E402
+from server.engines.embedded.engine import BatchRunner, TransformersEngine  # noqa: E402
 from server.engines.loading import load_model, set_torch_threads  # noqa: E402
-from server.engines.outlines_reference import OutlinesReference  # noqa: E402
-from server.engines.transformers_engine import BatchRunner, TransformersEngine  # noqa: E402
+from server.engines.outlines.reference import OutlinesReference  # noqa: E402
 from server.prompts import TicketInput  # noqa: E402
 from server.registry import resolve_adapter  # noqa: E402
 from server.taxonomy import load_taxonomy  # noqa: E402

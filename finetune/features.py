@@ -20,7 +20,7 @@ from server.config import PROJECT_ROOT
 from server.heads.head import Pool
 
 if TYPE_CHECKING:
-    from server.engines.runner import BatchRunner
+    from server.engines.embedded.runner import BatchRunner
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from server.results import label_of
 from server.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
-    from server.engines.runner import BatchRunner
+    from server.engines.embedded.runner import BatchRunner
 
 # Re-exported: the sweep and the tests import them from here.
 __all__ = ["CACHE_LAYERS", "CACHE_POOLS", "add_head", "extract", "fit_copy_scorer", "fit_head", "select_pools"]

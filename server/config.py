@@ -52,11 +52,22 @@ class ModelSettings(_Section):
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; default: all cores.")
 
 
+EngineKind = Literal["transformers", "outlines", "vllm"]
+
+
+def _engine_kind(value: Any) -> Any:
+    # The embedded engine's package is server.engines.embedded; its kind keeps the name stored on results.
+    return "transformers" if value == "embedded" else value
+
+
 class EngineSettings(_Section):
-    kind: Literal["transformers", "outlines"] = Field(
+    kind: EngineKind = Field(
         default="transformers",
-        description="transformers = the batched embedded engine; outlines = plain Outlines generation, one ticket at a time (the reference).",
+        description="transformers (or embedded) = the batched embedded engine in this process; outlines = plain Outlines "
+        "generation, one ticket at a time (the reference); vllm = one or more vLLM servers (see [vllm]).",
     )
+
+    _kind_alias = field_validator("kind", mode="before")(classmethod(lambda cls, v: _engine_kind(v)))
     max_batch_size: int = Field(default=32, ge=1, le=512)
     batch_wait_ms: float = Field(default=5.0, ge=0, description="How long the first queued ticket waits for company.")
     max_queue: int = Field(default=1024, ge=1, description="Queued tickets beyond this get 429.")
@@ -125,7 +136,9 @@ class EngineProfile(_Section):
     adapter: str | None = Field(
         default=None, description="A registered adapter name or folder; none = the bare base model."
     )
-    kind: Literal["transformers", "outlines"] | None = Field(default=None, description="none = engine.kind.")
+    kind: EngineKind | None = Field(default=None, description="none = engine.kind.")
+
+    _kind_alias = field_validator("kind", mode="before")(classmethod(lambda cls, v: _engine_kind(v)))
     cost_per_cpu_second: float | None = Field(
         default=None, ge=0, description="This engine's price of one second (USD); none = routing.cost_per_cpu_second."
     )
@@ -221,6 +234,23 @@ class RedactionSettings(_Section):
     )
 
 
+class VllmSettings(_Section):
+    """The vLLM backend (`engine.kind: vllm`): OpenAI-compatible vLLM servers started with
+    `triage vllm-args` (the base model plus the registered LoRA adapters, chosen per request by name)."""
+
+    urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8001"],
+        min_length=1,
+        description="vLLM servers, in order of preference: a request fails over to the next healthy one.",
+    )
+    served_model_name: str = Field(
+        default="triage-base", description="The base model's name on the vLLM servers (--served-model-name)."
+    )
+    api_key: SecretStr | None = Field(default=None, description="Sent as a bearer token when the servers want one.")
+    port: int = Field(default=8001, ge=1, le=65535, description="The port `triage vllm-args` serves on.")
+    max_lora_rank: int = Field(default=16, ge=1, description="--max-lora-rank: the largest rank of a served adapter.")
+
+
 class CacheSettings(_Section):
     enabled: bool = True
     backend: Literal["memory", "redis"] = "memory"
@@ -250,6 +280,7 @@ class Settings(BaseSettings):
     fallback: FallbackSettings = FallbackSettings()
     redaction: RedactionSettings = RedactionSettings()
     cache: CacheSettings = CacheSettings()
+    vllm: VllmSettings = VllmSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -218,7 +218,8 @@ def test_batch_size_above_limit_refused():
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"engine": {"kind": "vllm"}},
+        {"engine": {"kind": "tgi"}},
+        {"vllm": {"urls": []}},
         {"engine": {"max_queue": 0}},
         {"engine": {"request_timeout_s": 0}},
         {"engine": {"batch_wait_ms": -1}},
@@ -300,3 +301,8 @@ def test_settings_are_frozen_and_variants_are_validated(monkeypatch):
     # The environment is read once, when the settings are loaded, not again for a variant.
     monkeypatch.setenv("TRIAGE_TAXONOMY", "clinc150")
     assert settings.variant().taxonomy == "tickets"
+
+
+def test_engine_kind_embedded_is_the_transformers_engine():
+    assert load_settings(engine={"kind": "embedded"}).engine.kind == "transformers"
+    assert load_settings(engine={"kind": "vllm"}).engine.kind == "vllm"

@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 
 def build_engine(settings: Settings, taxonomy: Taxonomy) -> Engine:
     if settings.engine.kind == "outlines":
-        from server.engines.outlines_reference import OutlinesReferenceEngine
+        from server.engines.outlines.reference import OutlinesReferenceEngine
 
         return OutlinesReferenceEngine(settings, taxonomy)
-    from server.engines.transformers_engine import TransformersEngine
+    from server.engines.embedded.engine import TransformersEngine
 
     return TransformersEngine(settings, taxonomy)
 

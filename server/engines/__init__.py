@@ -12,7 +12,7 @@ from server.engines.base import AdapterChoice, Runner
 
 if TYPE_CHECKING:
     from server.config import Settings
-    from server.engines.runner import BatchRunner
+    from server.engines.embedded.runner import BatchRunner
     from server.taxonomy import Taxonomy
 
 
@@ -27,7 +27,7 @@ def open_runner(
     if configure_threads:
         set_torch_threads(settings.model)
     if settings.engine.kind == "outlines":
-        from server.engines.outlines_reference import OutlinesReference
+        from server.engines.outlines.reference import OutlinesReference
 
         return OutlinesReference(settings, taxonomy, adapter=adapter)
     return open_batch_runner(settings, taxonomy, adapter=adapter, configure_threads=False)
@@ -38,8 +38,8 @@ def open_batch_runner(
 ) -> BatchRunner:
     """The embedded transformers runner whatever `engine.kind` says, for the offline jobs that use its
     extras (`labels_only`, `record`, `features`, the label head): evaluation, calibration, head fitting."""
+    from server.engines.embedded.runner import BatchRunner
     from server.engines.loading import set_torch_threads
-    from server.engines.runner import BatchRunner
 
     if configure_threads:
         set_torch_threads(settings.model)

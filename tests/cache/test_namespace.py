@@ -17,7 +17,7 @@ import pytest
 from server.cache import ServiceCache, engine_namespace
 from server.config import Settings, load_settings
 from server.engines.base import ModelInfo
-from server.engines.transformers_engine import TransformersEngine
+from server.engines.embedded.engine import TransformersEngine
 from server.registry import AdapterEntry, sha256_file
 from server.taxonomy import Taxonomy
 

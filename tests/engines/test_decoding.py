@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from server.config import DEFAULT_BASE_MODEL_DIR
 from server.engines.decoding import Choice, DecodingPlan, SequenceDecoder, TrieNode
-from server.engines.transformers_engine import outlines_vocabulary
+from server.engines.embedded.engine import outlines_vocabulary
 from server.schema import output_json_schema, output_layout, output_model
 from server.taxonomy import load_taxonomy, parse_taxonomy
 

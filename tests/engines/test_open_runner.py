@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+import server.engines.embedded.runner as runner_module
 import server.engines.loading as loading
-import server.engines.outlines_reference as outlines_reference
-import server.engines.runner as runner_module
+import server.engines.outlines.reference as outlines_reference
 from server.config import load_settings
 from server.engines import open_batch_runner, open_runner
 

@@ -11,7 +11,7 @@ import torch
 from finetune.data import Example
 from finetune.encode import IGNORE, ExampleEncoder
 from server.engines.decoding import DecodingPlan, SequenceDecoder
-from server.engines.transformers_engine import outlines_vocabulary
+from server.engines.embedded.engine import outlines_vocabulary
 from server.prompts import TicketInput
 
 pytestmark = pytest.mark.model

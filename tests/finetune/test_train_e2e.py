@@ -11,7 +11,7 @@ import pytest
 import finetune.train as train_mod
 from finetune.calibrate import GRID, correctness_nll, held_out_traces
 from finetune.config import load_config
-from server.engines.transformers_engine import BatchRunner
+from server.engines.embedded.engine import BatchRunner
 from server.prompts import TicketInput
 from server.registry import AdapterEntry, Registry
 

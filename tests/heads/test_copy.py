@@ -11,7 +11,7 @@ import torch
 from finetune.data import Example
 from finetune.heads import fit_copy_scorer
 from server.engines.decoding import DecodingPlan, SequenceDecoder
-from server.engines.transformers_engine import outlines_vocabulary
+from server.engines.embedded.engine import outlines_vocabulary
 from server.extraction import candidate_spans
 from server.heads.copy import CopyScorer
 from server.prompts import TicketInput

@@ -1,16 +1,13 @@
-"""The embedded engine behind the API: the batched transformers runner (server.engines.runner) served
-by the generic served engine (server.engines.served).
-
-The runner used to live here; the names others import from this module stay importable.
-"""
+"""The embedded engine behind the API: the batched transformers runner (server.engines.embedded.runner)
+served by the generic served engine (server.engines.served)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from server.config import Settings
+from server.engines.embedded.runner import BatchRunner
 from server.engines.prompting import outlines_vocabulary
-from server.engines.runner import BatchRunner
 from server.engines.served import ServedEngine
 from server.taxonomy import Taxonomy
 
@@ -29,4 +26,7 @@ class TransformersEngine(ServedEngine):
         return {"label_head": None, **super().stats()} if self.runner is None else super().stats()
 
 
-__all__ = ["BatchRunner", "TransformersEngine", "outlines_vocabulary"]
+# The engine's name in `engine.kind` and on stored results stays "transformers"; the package says embedded.
+EmbeddedEngine = TransformersEngine
+
+__all__ = ["BatchRunner", "EmbeddedEngine", "TransformersEngine", "outlines_vocabulary"]

@@ -2,7 +2,7 @@
 prompt-prefix cache.
 
 Each admitted ticket's suffix is prefilled on top of the cached static prefix (no padding waste on
-ragged lengths), then joins the running batch (server.engines.kv_cache). Each decode step feeds every
+ragged lengths), then joins the running batch (server.engines.embedded.kv_cache). Each decode step feeds every
 ticket whatever the schema forces after its last decision (jump-forward), so scaffolding costs no
 extra steps; finished tickets leave the batch and are delivered at once.
 """
@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from server.config import Settings
-from server.engines import cascade
 from server.engines.base import (
     AdapterChoice,
     Deliver,
@@ -30,7 +29,8 @@ from server.engines.base import (
     run_to_list,
 )
 from server.engines.decoding import DecodingPlan, SequenceDecoder
-from server.engines.kv_cache import BatchCache, RowKV, new_cache
+from server.engines.embedded import cascade
+from server.engines.embedded.kv_cache import BatchCache, RowKV, new_cache
 from server.engines.loading import load_model
 from server.engines.prompting import classify_renderer, outlines_vocabulary, prompt_version_for, review_renderer
 from server.extraction import candidate_spans, ticket_texts

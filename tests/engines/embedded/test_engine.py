@@ -13,7 +13,7 @@ import torch
 from outlines_core.json_schema import build_regex_from_schema
 
 from server.engines.base import EngineOutput
-from server.engines.transformers_engine import BatchRunner, TransformersEngine
+from server.engines.embedded.engine import BatchRunner, TransformersEngine
 from server.prompts import TicketInput
 from server.schema import output_json_schema
 from tests.conftest import ACTIVE_PROMPT, ROOT, SEED_TICKET

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from server.engines.base import EngineOutput, served_by
-from server.engines.runner import BatchRunner
-from server.engines.transformers_engine import TransformersEngine
+from server.engines.embedded.engine import TransformersEngine
+from server.engines.embedded.runner import BatchRunner
 from server.prompts import TicketInput
 from server.registry import Registry, sha256_file
 from tests.conftest import ROOT

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from server.engines.base import EngineError, EngineOutput, ModelInfo, ReviewInput, served_by
-from server.engines.outlines_reference import OutlinesReference, OutlinesReferenceEngine
+from server.engines.outlines.reference import OutlinesReference, OutlinesReferenceEngine
 from server.prompts import TicketInput
 from tests.conftest import ACTIVE_ADAPTER, ACTIVE_PROMPT, SEED_TICKET
 

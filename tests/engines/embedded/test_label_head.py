@@ -14,7 +14,7 @@ import yaml
 from finetune.config import load_config
 from finetune.train import main as finetune
 from server.engines.base import EngineOutput
-from server.engines.transformers_engine import BatchRunner
+from server.engines.embedded.engine import BatchRunner
 from server.evaluation.run import read_labelled_csv, row_ticket
 from server.heads.head import LabelHead
 from server.prompts import TicketInput
