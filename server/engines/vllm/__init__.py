@@ -1,0 +1,1 @@
+"""The vLLM backend: OpenAI-compatible vLLM servers hosting the base model and the LoRA adapters."""
