@@ -32,6 +32,9 @@ class TicketInput:
     subject: str
     body: str
     previous_interactions: tuple[str, ...] = ()
+    # The output fields asked for (server.fields; None = all). Only label fields: the engine answers
+    # from the label decisions alone. Not part of the prompt: the same ticket renders the same text.
+    fields: tuple[str, ...] | None = None
 
 
 def parse_history(cell: str | None) -> tuple[str, ...]:
