@@ -34,6 +34,7 @@ from server.engines.embedded.kv_cache import BatchCache, RowKV, new_cache
 from server.engines.loading import load_model
 from server.engines.prompting import classify_renderer, outlines_vocabulary, prompt_version_for, review_renderer
 from server.extraction import candidate_spans, ticket_texts
+from server.fields import is_labels_only
 from server.heads.copy import CopyScorer
 from server.heads.head import LabelHead, Pool, has_head, pool_features
 from server.prompts import EncodedPrompt, TicketInput
@@ -244,8 +245,12 @@ class BatchRunner:
 
     # -- continuous batching --------------------------------------------------------------------
     def _decoder(self, item: Item) -> SequenceDecoder:
+        ticket = item.ticket if isinstance(item, ReviewInput) else item
+        # Per ticket: a request that asks only for label fields stops after the labels (same labels and
+        # confidences as a full run) while the other rows of the batch decode their free text.
+        labels_only = self.labels_only or is_labels_only(ticket.fields, self.taxonomy)
         dec = SequenceDecoder(
-            self.plan, self.temperatures, labels_only=self.labels_only, record=self.record, spans=self.spans_for(item)
+            self.plan, self.temperatures, labels_only=labels_only, record=self.record, spans=self.spans_for(item)
         )
         scorer = self.copy_scorer
         if scorer is not None and scorer.field in dec.spans and not isinstance(item, ReviewInput):
