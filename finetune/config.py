@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
+from server.config import check_device
+
 if typing.TYPE_CHECKING:
     from server.heads.head import Pool
 
@@ -108,7 +110,10 @@ class TrainArgs(_Section):
     weight_decay: float = Field(0.0, ge=0.0)
     seed: Annotated[int, Flag("--seed")] = Field(42, description="Seeds the shuffle, the split and the weights.")
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    device: str = Field("auto", description="auto = cuda if available, else cpu.")
+    # The serving side's rule (server.engines.loading.resolve_device): a typo is refused, not run on the CPU.
+    device: Annotated[str, BeforeValidator(check_device)] = Field(
+        "auto", description="auto = cuda if available, else cpu; or cpu, cuda, cuda:N."
+    )
     threads: int | None = Field(None, ge=1)
     checkpoint_every: int = Field(100, ge=0, description="Optimizer steps between checkpoints (0: none).")
     max_steps: Annotated[int | None, Flag("--max-steps")] = Field(

@@ -167,15 +167,13 @@ def encode_examples(
 def pick_device(cfg: FinetuneConfig) -> tuple[torch.device, torch.dtype]:
     import torch
 
-    from server.engines.loading import resolve_dtype
+    from server.engines.loading import cpu_has_native_bf16, resolve_device, resolve_dtype
 
-    device = torch.device(
-        "cuda"
-        if cfg.train.device == "auto" and torch.cuda.is_available()
-        else (cfg.train.device if cfg.train.device != "auto" else "cpu")
-    )
-    dtype = resolve_dtype(cfg.train.dtype) if device.type == "cpu" or cfg.train.dtype != "auto" else torch.bfloat16
-    return device, dtype
+    device = resolve_device(cfg.train.device)
+    if cfg.train.dtype == "auto" and device.type == "cpu":
+        # Training keeps bf16 on a CPU with native bf16: the fp32-is-faster measurement was inference only.
+        return device, torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return device, resolve_dtype(cfg.train.dtype, device)
 
 
 def build_model(cfg: FinetuneConfig, settings: Settings, base: str, provenance: dict[str, Any]) -> ModelParts:

@@ -1,4 +1,4 @@
-"""`triage models list|promote|rollback`: the adapter registry."""
+"""`triage models list|promote|rollback|merge`: the adapter registry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from server.cli.common import ConfigOpt, console, fail, fmt, load
 if TYPE_CHECKING:
     from server.registry import AdapterEntry, Registry
 
-models_app = typer.Typer(no_args_is_help=True, help="Model registry: list adapters, promote one, roll back.")
+models_app = typer.Typer(
+    no_args_is_help=True, help="Model registry: list adapters, promote one, roll back, merge one for serving."
+)
 
 _COLUMNS = (
     "name",
@@ -163,6 +165,34 @@ def models_rollback(config: ConfigOpt = None) -> None:
     except RegistryError as exc:
         fail(exc, 1)
     typer.echo(f"rolled back to {target} (was {previous or 'none'})")
+
+
+@models_app.command("merge")
+def models_merge(
+    name: Annotated[str, typer.Argument(help="Adapter folder name under models/adapters")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: models/merged/NAME, gitignored)")
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="float32, bfloat16 or float16 (default: model.dtype; auto = bfloat16, as served)"),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Merge an adapter into its base model for production serving (safetensors + tokenizer + manifest)."""
+    from server.engines.merge import DTYPES, merge_adapter
+    from server.engines.vllm.args import vllm_dtype
+    from server.registry import RegistryError
+
+    settings = load(config)
+    chosen = dtype or vllm_dtype(settings.model.dtype)
+    if chosen not in DTYPES:
+        fail(f"--dtype {chosen!r} is not one of {', '.join(DTYPES)}", 2)
+    try:
+        result = merge_adapter(settings, name, out=out, dtype=chosen)
+    except RegistryError as exc:
+        fail(exc, 1)
+    typer.echo(f"merged {name} into {result.manifest.base_model.path} ({chosen}): {result.out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -239,7 +239,7 @@ class BatchRunner:
         keep = start if self.cascade else 0
         return (
             [(layer.keys[:, :, keep:], layer.values[:, :, keep:]) for layer in out.past_key_values.layers],
-            out.logits[0, -1].float(),
+            out.logits[0, -1].float().cpu(),  # the decoder indexes logits with CPU ids (a no-op on the CPU)
             features,
         )
 
