@@ -105,6 +105,18 @@ class EngineSettings(_Section):
         default=16, ge=1, description="Budget for short free-text fields (product, error_code)."
     )
     max_reasoning_tokens: int = Field(default=48, ge=1, description="Reviewed reasoning sentences are <= 32 tokens.")
+    admission: bool = Field(
+        default=True,
+        description="Refuse (429 + Retry-After) a ticket whose expected completion, from the measured service rate "
+        "and the queue ahead of it, is past request_timeout_s; off: only max_queue bounds the queue.",
+    )
+    admission_window_s: float = Field(
+        default=30.0, gt=0, description="Busy seconds over which the service rate for admission is measured."
+    )
+    batched_prefill: bool = Field(
+        default=True,
+        description="Prefill the tickets admitted together in one forward pass (false: one at a time, the old path).",
+    )
 
 
 class PromptSettings(_Section):

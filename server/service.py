@@ -62,6 +62,7 @@ class Outcome:
     result: dict[str, Any] | None = None
     error: str | None = None
     status: int = 200
+    retry_after_s: float | None = None  # a 429's Retry-After: when the engine expects the ticket would fit
 
 
 def new_ticket_id() -> str:
@@ -218,7 +219,13 @@ class ClassificationService:
             else:
                 error = job.error or EngineError("no result")
                 outcomes.append(
-                    Outcome(rid, req.ticket_id, error=str(error) or type(error).__name__, status=_status_for(error))
+                    Outcome(
+                        rid,
+                        req.ticket_id,
+                        error=str(error) or type(error).__name__,
+                        status=_status_for(error),
+                        retry_after_s=error.retry_after_s if isinstance(error, EngineOverloaded) else None,
+                    )
                 )
             to_store.append((rid, self._stored(job, latency_ms)))
         await self._store_results(to_store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -32,6 +33,11 @@ ERROR_MEANINGS: dict[int, str] = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     """The `responses=` of a route: these statuses, each with the error body and its meaning."""
     return {status: {"model": ErrorOut, "description": ERROR_MEANINGS[status]} for status in statuses}
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After in whole seconds, rounded up and at least 1 (0 would invite an immediate retry)."""
+    return str(max(1, math.ceil(seconds)))
 
 
 class ApiError(Exception):
@@ -87,7 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
             429,
             "overloaded",
             "the classification queue is full; retry later",
-            headers={"Retry-After": str(int(exc.retry_after_s + 0.999))},
+            headers={"Retry-After": retry_after_header(exc.retry_after_s)},
         )
 
     @app.exception_handler(EngineUnavailable)

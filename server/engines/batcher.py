@@ -6,13 +6,22 @@ dedicated thread (the model is not thread-safe; torch releases the GIL, so the e
 responsive). The loop pulls new items between its steps (`take`) and hands each result back as soon as
 it is ready (`deliver`), so a ticket neither waits for a batch to fill up nor for the slowest ticket of
 its batch. `run_stream` must return once `take` gives nothing and all it took is delivered.
+
+Admission keeps its promise: the batcher measures its service rate (tickets delivered per second of
+busy time over a recent window) and the time a ticket spends in the decode loop; a submit whose last
+ticket's expected completion (the tickets queued ahead of it / the rate, plus its own service time)
+is past its deadline is refused at once with `EngineOverloaded`, `retry_after_s` being when the queue
+will have drained enough for it to fit. Until the estimate has data (cold start) only `max_queue` bounds
+the queue, and a ticket that finds a free slot is never refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +40,59 @@ RunStream: TypeAlias = Callable[[Callable[[int], list[tuple[Any, Any]]], Callabl
 class _Item(Generic[T]):
     value: T
     future: asyncio.Future[Any]
+    taken_at: float = 0.0  # when the decode loop took it: its service time starts
+
+
+class ServiceEstimate:
+    """Measured, not configured: tickets per second of busy time over a recent window, and the mean time
+    a ticket spends in the decode loop. Idle time does not count (an idle engine is not a slow one).
+    Called from the event loop's thread only; `now` is passed in, so tests need no clock."""
+
+    def __init__(self, window_s: float = 30.0, min_samples: int = 8):
+        self.window_s = window_s
+        self.min_samples = min_samples
+        self._busy_s = 0.0  # busy time of the finished busy periods
+        self._busy_since: float | None = None
+        self._done: deque[tuple[float, float]] = deque()  # (busy clock at delivery, its service seconds)
+
+    def start(self, now: float) -> None:
+        if self._busy_since is None:
+            self._busy_since = now
+
+    def stop(self, now: float) -> None:
+        if self._busy_since is not None:
+            self._busy_s += now - self._busy_since
+            self._busy_since = None
+
+    def clock(self, now: float) -> float:
+        """Busy seconds so far."""
+        return self._busy_s + (now - self._busy_since if self._busy_since is not None else 0.0)
+
+    def delivered(self, now: float, service_s: float) -> None:
+        self._done.append((self.clock(now), service_s))
+        # Only the window is needed (a few more kept for the readiness count).
+        horizon = self._done[-1][0] - 2 * self.window()
+        while len(self._done) > self.min_samples and self._done[0][0] < horizon:
+            self._done.popleft()
+
+    def window(self) -> float:
+        # A batch's rows finish in clumps: the window must span a few service times to average them out.
+        return max(self.window_s, 3.0 * self.service_s())
+
+    @property
+    def ready(self) -> bool:
+        return len(self._done) >= self.min_samples
+
+    def rate(self, now: float) -> float:
+        """Deliveries in the last `window()` busy seconds per busy second. The time since the last
+        delivery counts, so a stalled engine's rate falls."""
+        clock, window = self.clock(now), self.window()
+        span = min(window, clock)
+        n = sum(1 for at, _ in self._done if at > clock - window)
+        return n / span if span > 0 else 0.0
+
+    def service_s(self) -> float:
+        return sum(s for _, s in self._done) / len(self._done) if self._done else 0.0
 
 
 class Batcher(Generic[T, R]):
@@ -43,13 +105,22 @@ class Batcher(Generic[T, R]):
         max_queue: int,
         name: str = "engine",
         pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        deadline_s: float | None = None,
+        estimate: ServiceEstimate | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
-        """`pause(seconds)` is how the batcher waits for company (tests inject an event)."""
+        """`pause(seconds)` is how the batcher waits for company (tests inject an event). `deadline_s`:
+        the default deadline admission checks against (None: only `max_queue` bounds the queue)."""
         self._run_stream = run_stream
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000.0
         self.max_queue = max_queue
         self._pause = pause
+        self.deadline_s = deadline_s
+        self.estimate = estimate or ServiceEstimate()
+        self._clock = clock
+        self.in_flight = 0  # taken by the decode loop and not yet delivered
+        self.refused = 0  # tickets refused because their expected completion was past their deadline
         self._queue: asyncio.Queue[_Item[T]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
@@ -89,12 +160,14 @@ class Batcher(Generic[T, R]):
         # A running loop winds down in its thread (take gives nothing now); the event loop must not block on it.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, values: Sequence[T]) -> list[R]:
-        """All-or-nothing admission, so a batch request is never half-queued."""
+    async def submit(self, values: Sequence[T], deadline_s: float | None = None) -> list[R]:
+        """All-or-nothing admission, so a batch request is never half-queued. `deadline_s` overrides the
+        batcher's default deadline (a caller that can wait longer may queue longer)."""
         if not self.running or self._queue is None:
             raise EngineUnavailable("engine is not running")
         if self._queue.qsize() + len(values) > self.max_queue:
             raise EngineOverloaded(retry_after_s=self._retry_after())
+        self._admit(len(values), self.deadline_s if deadline_s is None else deadline_s)
         loop = asyncio.get_running_loop()
         items = [_Item(v, loop.create_future()) for v in values]
         for item in items:
@@ -102,8 +175,38 @@ class Batcher(Generic[T, R]):
         return list(await asyncio.gather(*(i.future for i in items)))
 
     def _retry_after(self) -> float:
-        per_item = self.busy_s / self.items if self.items else 1.0
+        rate = self.estimate.rate(self._clock()) if self.estimate.ready else 0.0
+        per_item = 1.0 / rate if rate > 0 else self.busy_s / self.items if self.items else 1.0
         return max(1.0, round(per_item * self.depth, 1))
+
+    def expected_s(self, n: int, now: float | None = None) -> float | None:
+        """Expected seconds until the last of `n` tickets submitted now is answered; None while the
+        estimate has no data. Tickets that find a free slot start at the next step; the others wait
+        for `ahead` deliveries."""
+        if not self.estimate.ready:
+            return None
+        now = self._clock() if now is None else now
+        ahead = max(0, self.depth + n - max(0, self.max_batch - self.in_flight))
+        service = self.estimate.service_s()
+        if ahead == 0:
+            return service
+        rate = self.estimate.rate(now)
+        return ahead / rate + service if rate > 0 else math.inf
+
+    def _admit(self, n: int, deadline_s: float | None) -> None:
+        """Refuse (EngineOverloaded) a submit whose queueing would push it past its deadline."""
+        if deadline_s is None or n == 0:
+            return
+        now = self._clock()
+        expected = self.expected_s(n, now)
+        free = self.max_batch - self.in_flight - self.depth
+        if expected is None or expected <= deadline_s or free >= n:  # no data, fits, or no queueing at all
+            return
+        self.refused += n
+        # The queue drains at the measured rate while nothing else is admitted: after `expected -
+        # deadline` seconds the same submit would fit. Never more than one deadline (a stalled engine).
+        wait = expected - deadline_s if math.isfinite(expected) else deadline_s
+        raise EngineOverloaded(retry_after_s=max(1.0, math.ceil(min(wait, deadline_s))))
 
     def _drain(self, first: list[_Item[T]], k: int) -> list[_Item[T]]:
         assert self._queue is not None
@@ -112,7 +215,17 @@ class Batcher(Generic[T, R]):
             item = self._queue.get_nowait()
             if not item.future.done():  # the caller gave up (deadline) before we got to it
                 items.append(item)
+        now = self._clock()
+        for item in items:
+            item.taken_at = now
+        self.in_flight += len(items)
         return items
+
+    def _delivered(self, item: _Item[T], result: object, at: float) -> None:
+        """On the event loop: the estimate learns from the delivery, then the caller wakes."""
+        self.in_flight = max(0, self.in_flight - 1)
+        self.estimate.delivered(at, at - item.taken_at)
+        _resolve(item.future, result)
 
     async def _take_on_loop(self, first: list[_Item[T]], k: int) -> list[_Item[T]]:
         return self._drain(first, k)
@@ -137,9 +250,10 @@ class Batcher(Generic[T, R]):
 
             def deliver(item: _Item[T], result: R) -> None:
                 self.items += 1  # counted before the caller can wake up and read the stats
-                loop.call_soon_threadsafe(_resolve, item.future, result)
+                loop.call_soon_threadsafe(self._delivered, item, result, self._clock())
 
             started = time.perf_counter()
+            self.estimate.start(self._clock())
             try:
                 await loop.run_in_executor(self._executor, self._run_stream, take, deliver)
             except Exception as exc:  # every caller still waiting gets the error, none hangs
@@ -150,6 +264,8 @@ class Batcher(Generic[T, R]):
             finally:
                 self.busy_s += time.perf_counter() - started
                 self.batches += 1
+                self.estimate.stop(self._clock())
+                self.in_flight = 0  # the loop has returned: nothing of it is in flight any more
             # The results delivered from the thread were scheduled before the loop's own completion,
             # so they have landed; an item still open was taken and never answered.
             for item in self._current:
@@ -162,6 +278,10 @@ class Batcher(Generic[T, R]):
             "batches": self.batches,
             "items": self.items,
             "mean_batch": self.items / self.batches if self.batches else 0.0,
+            "in_flight": self.in_flight,
+            "service_rate_per_s": round(self.estimate.rate(self._clock()), 3) if self.estimate.ready else None,
+            "service_s": round(self.estimate.service_s(), 3) if self.estimate.ready else None,
+            "admission_refused": self.refused,
         }
 
 

@@ -27,7 +27,7 @@ from server.engines.base import (
     Take,
     stamp,
 )
-from server.engines.batcher import Batcher
+from server.engines.batcher import Batcher, ServiceEstimate
 from server.engines.loading import set_torch_threads
 from server.registry import AdapterEntry, Registry, resolve_adapter
 from server.taxonomy import Taxonomy
@@ -73,7 +73,14 @@ class ServedEngine(Engine):
             log.info("model loaded in %.1fs (%s, adapter %s)", time.perf_counter() - started, info.dtype, info.adapter)
         e = self.settings.engine
         self._batcher = Batcher(
-            self._run_stream, max_batch=e.max_batch_size, wait_ms=e.batch_wait_ms, max_queue=e.max_queue, name=self.name
+            self._run_stream,
+            max_batch=e.max_batch_size,
+            wait_ms=e.batch_wait_ms,
+            max_queue=e.max_queue,
+            name=self.name,
+            # Requests carry no deadline of their own: the pipeline's deadline is the one to keep.
+            deadline_s=e.request_timeout_s if e.admission else None,
+            estimate=ServiceEstimate(window_s=e.admission_window_s),
         )
         self._batcher.start()
         m = self.settings.model

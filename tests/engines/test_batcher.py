@@ -93,7 +93,15 @@ async def test_concurrent_submits_share_one_loop_in_max_batch_steps():
     assert gate.asked == [0.05]
     assert run.sizes == [8, 2]
     assert results == [[f"result:{i}"] for i in range(10)]
-    assert batcher.stats() == {"queue_depth": 0, "batches": 1, "items": 10, "mean_batch": 10.0}
+    stats = batcher.stats()
+    assert {k: stats[k] for k in ("queue_depth", "batches", "items", "mean_batch", "in_flight")} == {
+        "queue_depth": 0,
+        "batches": 1,
+        "items": 10,
+        "mean_batch": 10.0,
+        "in_flight": 0,
+    }
+    assert stats["service_rate_per_s"] > 0 and stats["admission_refused"] == 0  # 10 deliveries: the estimate has data
     assert batcher.busy_s > 0
     assert len(run.threads) == 1 and next(iter(run.threads)).startswith("test-engine")
 

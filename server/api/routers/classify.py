@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import ValidationError
 
 from server.api.deps import ServiceDep, SettingsDep
-from server.api.errors import ApiError, error_responses
+from server.api.errors import ApiError, error_responses, retry_after_header
 from server.api.protocol import BatchIn, BatchOut, ClassificationOut, TicketIn
 from server.engines.base import EngineOverloaded
 from server.service import TicketRequest
@@ -59,7 +59,11 @@ async def classify(ticket: TicketIn, service: ServiceDep, settings: SettingsDep)
     (outcome,) = await service.classify_many([_request(ticket)])
     if outcome.result is None:
         headers = (
-            {"Retry-After": "1"} if outcome.status == 429 else {"Retry-After": "5"} if outcome.status == 503 else None
+            {"Retry-After": retry_after_header(outcome.retry_after_s or 1.0)}
+            if outcome.status == 429
+            else {"Retry-After": "5"}
+            if outcome.status == 503
+            else None
         )
         raise ApiError(
             outcome.status,
@@ -91,7 +95,7 @@ async def batch(payload: BatchIn, service: ServiceDep, settings: SettingsDep) ->
     if valid:
         outcomes = await service.classify_many([req for _, req in valid])
         if all(o.status == 429 for o in outcomes):
-            raise EngineOverloaded()
+            raise EngineOverloaded(max(o.retry_after_s or 1.0 for o in outcomes))
         for (i, _), outcome in zip(valid, outcomes):
             results[i] = outcome.result or {
                 "ticket_id": outcome.ticket_id,
