@@ -281,6 +281,28 @@ class VllmSettings(_Section):
     api_key: SecretStr | None = Field(default=None, description="Sent as a bearer token when the servers want one.")
     port: int = Field(default=8001, ge=1, le=65535, description="The port `triage vllm-args` serves on.")
     max_lora_rank: int = Field(default=16, ge=1, description="--max-lora-rank: the largest rank of a served adapter.")
+    structured_outputs_backend: Literal["outlines", "xgrammar", "guidance"] = Field(
+        default="outlines",
+        description="--structured-outputs-config.backend: vLLM 0.32 picks the JSON-schema backend per server, not per "
+        "request (a request naming another one is refused), so it is part of the serve command.",
+    )
+    timeout_s: float = Field(
+        default=120.0, gt=0, description="A ticket's whole budget across replicas (failover included)."
+    )
+    attempt_timeout_s: float = Field(
+        default=60.0, gt=0, description="One attempt on one replica; past it the next healthy replica is tried."
+    )
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="Connecting to a replica (a dead one fails fast).")
+    health_interval_s: float = Field(
+        default=5.0, ge=0, description="A replica marked dead is probed on /health at most this often."
+    )
+    concurrency: int = Field(default=32, ge=1, le=1024, description="Requests in flight to the vLLM servers at once.")
+    top_logprobs: int = Field(
+        default=20,
+        ge=1,
+        le=20,
+        description="Top logprobs per generated token; a label option outside them is bounded by the k-th (flagged).",
+    )
 
 
 class CacheSettings(_Section):

@@ -35,6 +35,10 @@ def build_engine(settings: Settings, taxonomy: Taxonomy) -> Engine:
         from server.engines.outlines.reference import OutlinesReferenceEngine
 
         return OutlinesReferenceEngine(settings, taxonomy)
+    if settings.engine.kind == "vllm":
+        from server.engines.vllm.engine import VllmEngine
+
+        return VllmEngine(settings, taxonomy)
     from server.engines.embedded.engine import TransformersEngine
 
     return TransformersEngine(settings, taxonomy)

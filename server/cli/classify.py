@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from server.cli.common import ConfigOpt, load
+from server.cli.common import ConfigOpt, load, with_engine
 
 
 def classify(
@@ -17,6 +17,9 @@ def classify(
         list[str] | None, typer.Option("--history", help="A previous interaction (repeatable, oldest first)")
     ] = None,
     config: ConfigOpt = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="embedded | outlines | vllm (default: engine.kind from the settings)")
+    ] = None,
 ) -> None:
     """Classify one ticket in-process and print the JSON (nothing is stored)."""
     if not subject.strip() and not body.strip():
@@ -28,6 +31,8 @@ def classify(
     from server.taxonomy import load_taxonomy
 
     settings = load(config)
+    if engine is not None:
+        settings = with_engine(settings, engine)
     runner = open_runner(settings, load_taxonomy(settings.taxonomy))
     (out,) = runner.run([TicketInput(subject, body, tuple(history or ()))])
     if isinstance(out, EngineError) or not hasattr(out, "output"):

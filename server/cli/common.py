@@ -39,3 +39,13 @@ def fmt(v: Any, signed: bool = False) -> str:
     if v is None:
         return "-"
     return f"{v:+.3f}" if signed else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def with_engine(settings: Settings, engine: str) -> Settings:
+    """`--engine embedded|outlines|vllm`: the settings with that engine.kind (a bad name exits 2 naming it)."""
+    from pydantic import ValidationError
+
+    try:
+        return settings.variant(engine={"kind": engine})
+    except ValidationError:
+        fail(f"--engine {engine!r}: expected embedded, transformers, outlines or vllm", 2)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from server.cli.common import ConfigOpt, console, fail, fmt, load
+from server.cli.common import ConfigOpt, console, fail, fmt, load, with_engine
 
 if TYPE_CHECKING:
     from server.evaluation.gate import GateVerdict
@@ -46,6 +46,9 @@ def evaluate(
         typer.Option("--rules", exists=True, dir_okay=False, help="Gate rules YAML (default: built-in rules)"),
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when the gate says no (for CI)")] = False,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="embedded | outlines | vllm (default: engine.kind from the settings)")
+    ] = None,
 ) -> None:
     """Accuracy, macro-F1, calibration and throughput on a labelled CSV; with --baseline also the regression gate.
 
@@ -57,6 +60,8 @@ def evaluate(
     from server.registry import RegistryError
 
     settings = load(config)
+    if engine is not None:
+        settings = with_engine(settings, engine)
     if model is not None:
         settings = with_adapter(settings, adapter_spec(model))
     try:

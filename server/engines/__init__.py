@@ -30,6 +30,10 @@ def open_runner(
         from server.engines.outlines.reference import OutlinesReference
 
         return OutlinesReference(settings, taxonomy, adapter=adapter)
+    if settings.engine.kind == "vllm":
+        from server.engines.vllm.runner import VllmRunner
+
+        return VllmRunner(settings, taxonomy, adapter=adapter)
     return open_batch_runner(settings, taxonomy, adapter=adapter, configure_threads=False)
 
 

@@ -152,11 +152,14 @@ def run_eval(
     runner: Any = None,
     console: Console | None = None,
 ) -> EvalSummary:
-    from server.engines import open_batch_runner
+    from server.engines import open_batch_runner, open_runner
 
     taxonomy = load_taxonomy(settings.taxonomy)
     rows = read_labelled_csv(Path(data), taxonomy, limit)
-    runner = runner or open_batch_runner(settings, taxonomy)
+    # The embedded engine by default (its extras: label heads); another engine.kind is scored as it serves.
+    if runner is None:
+        embedded = settings.engine.kind == "transformers"
+        runner = open_batch_runner(settings, taxonomy) if embedded else open_runner(settings, taxonomy)
     preds = engine_predictions(runner, rows, taxonomy, settings.engine.max_batch_size)
     meta = {
         "model": {"base": settings.model.base, "adapter": settings.model.adapter},
