@@ -141,6 +141,12 @@ class ApiSettings(_Section):
         default=100_000, ge=1024, description="Per ticket (subject+body+history, UTF-8); beyond: 413."
     )
     max_history_items: int = Field(default=50, ge=0)
+    default_fields: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The output fields a request without `fields` gets (None: all). Only label fields: "
+        "labels-only answers by default. Checked against the taxonomy at start-up.",
+    )
 
 
 class RouteRule(_Section):

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from server.cache import ServiceCache
 from server.config import Settings
 from server.engines.base import Engine, EngineError, EngineOverloaded, EngineTimeout, EngineUnavailable
+from server.fields import FieldSelection, resolve_fields
 from server.prompts import TicketInput
 from server.routing import DEFAULT_PROFILE, Job, Router
 from server.routing.answer import prompt_version_of
@@ -51,6 +52,7 @@ class TicketRequest:
     body: str
     previous_interactions: tuple[str, ...] = ()
     ticket_id: str | None = None
+    fields: FieldSelection = None  # resolved (`fields_for`): the asked output fields, None = every field
 
 
 @dataclass
@@ -91,6 +93,15 @@ class ClassificationService:
         self.router = Router(
             settings, taxonomy, {**(engines or {}), DEFAULT_PROFILE: engine}, cache=cache, hosted=hosted
         )
+        # The deployment's default selection, checked at start-up (an unknown name is a configuration error).
+        self.default_fields = resolve_fields(settings.api.default_fields, taxonomy)
+
+    def fields_for(self, requested: Sequence[str] | None) -> FieldSelection:
+        """What a request asks for: its own `fields` (validated; UnknownFields names a bad one), else the
+        deployment default (`api.default_fields`), else every field (None)."""
+        if requested is None:
+            return self.default_fields
+        return resolve_fields(requested, self.taxonomy)
 
     # -- store helpers (sync; called in the threadpool) ----------------------------------------
     def _accept(self, requests: Sequence[TicketRequest], request_ids: list[str], jobs: Sequence[Job]) -> None:
@@ -109,6 +120,7 @@ class ClassificationService:
                     model_adapter=info.adapter,
                     prompt_version=prompt_version_of(engine),
                     taxonomy=self.taxonomy.key,
+                    fields=list(req.fields) if req.fields is not None else None,
                 )
 
     def _record(self, results: list[tuple[str, StoredOutcome]]) -> None:
@@ -175,6 +187,7 @@ class ClassificationService:
             },
             "input_truncated": answer.truncated,
             "request_id": rid,
+            "fields": list(job.ticket.fields) if job.ticket.fields is not None else None,
         }
 
     async def classify_many(self, requests: Sequence[TicketRequest]) -> list[Outcome]:
@@ -182,7 +195,7 @@ class ClassificationService:
         for req in requests:
             req.ticket_id = req.ticket_id or new_ticket_id()
         rids = [uuid.uuid4().hex for _ in requests]
-        tickets = [TicketInput(r.subject, r.body, tuple(r.previous_interactions)) for r in requests]
+        tickets = [TicketInput(r.subject, r.body, tuple(r.previous_interactions), r.fields) for r in requests]
         jobs = self.router.plan(tickets)
         try:
             await run_in_threadpool(self._accept, requests, rids, jobs)

@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 
 from server.api.protocol import NO_NUL
 from server.config import Settings
+from server.fields import output_fields
 from server.results import OTHER_REASONS
 from server.taxonomy import FieldSpec, Taxonomy
 
@@ -42,6 +43,11 @@ def describe_deployment(document: JsonSchema, settings: Settings, taxonomy: Taxo
         settings.api.max_history_items
     )
     _branch(schemas["BatchIn"]["properties"]["tickets"], "array")["maxItems"] = settings.api.max_batch_items
+    # `fields` names output fields of this taxonomy (anything else is a 422 naming it).
+    _branch(schemas["TicketIn"]["properties"]["fields"], "array")["items"] = {
+        "type": "string",
+        "enum": list(output_fields(taxonomy)),
+    }
 
 
 def review_reasons(taxonomy: Taxonomy) -> list[str]:

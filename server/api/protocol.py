@@ -49,6 +49,14 @@ class TicketIn(BaseModel):
     subject: Text = Field(default="", description="May be empty when the body is not.")
     body: Text = Field(default="")
     previous_interactions: list[Text] = Field(default_factory=list, description="Earlier messages, oldest first.")
+    fields: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The output fields to answer (default: the deployment's api.default_fields, else all). "
+        "Only label fields (e.g. category, priority, sentiment): answered from the label decisions alone, no "
+        "free text decoded. The answer, its confidences, the routing thresholds and the stored result cover "
+        "only these fields; an unknown name is a 422.",
+    )
 
     @model_validator(mode="after")
     def _not_empty(self) -> TicketIn:
@@ -125,6 +133,9 @@ class ClassificationOut(BaseModel):
     usage: Usage
     input_truncated: bool
     request_id: str
+    fields: list[str] | None = Field(
+        default=None, description="The output fields this answer carries, as asked; null: every field."
+    )
 
 
 class BatchOut(BaseModel):

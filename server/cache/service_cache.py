@@ -19,6 +19,7 @@ from server.cache.result_cache import CacheHit, ResultCache
 from server.cache.store import CacheStore, MemoryStore, RedisStore, redis_client_from_url
 from server.config import Settings
 from server.engines.base import Engine
+from server.fields import FieldSelection
 from server.prompts import TicketInput
 from server.results import CACHE_KINDS
 from server.taxonomy import Taxonomy
@@ -45,10 +46,14 @@ class ServiceCache:
         self._retired: dict[str, dict[str, int]] = {kind: {"hits": 0, "misses": 0} for kind in CACHE_KINDS}
         self._lock = threading.Lock()
 
-    def view(self, engine: Engine) -> ResultCache | None:
+    def view(self, engine: Engine, fields: FieldSelection = None) -> ResultCache | None:
+        """The cache of this engine's serving configuration for answers of these fields (None: every
+        field). A subset's answers live apart: a labels-only answer never serves a full request."""
         if self._store is None:
             return None
         namespace = engine_namespace(self.settings, self.taxonomy, engine)
+        if fields is not None:
+            namespace = f"{namespace}:{'+'.join(fields)}"
         with self._lock:
             cache = self._views.get(namespace)
             if cache is None:
@@ -62,11 +67,18 @@ class ServiceCache:
             return cache
 
     def get(self, engine: Engine, ticket: TicketInput) -> CacheHit | None:
-        cache = self.view(engine)
-        return cache.get(ticket) if cache is not None else None
+        """An answer for the fields the ticket asks. A request for a subset also takes a cached full
+        answer (deliberately: it holds every asked field, decided the same way; the router trims it),
+        never the reverse."""
+        cache = self.view(engine, ticket.fields)
+        hit = cache.get(ticket) if cache is not None else None
+        if hit is None and ticket.fields is not None:
+            full = self.view(engine)
+            hit = full.get(ticket) if full is not None else None
+        return hit
 
     def put(self, engine: Engine, ticket: TicketInput, entry: CachedAnswer) -> None:
-        cache = self.view(engine)
+        cache = self.view(engine, ticket.fields)
         if cache is not None:
             cache.put(ticket, entry.to_json())
 

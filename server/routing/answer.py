@@ -3,13 +3,15 @@ came from. The cache entry, the stored row and the API body are all read from it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from server.cache import CachedAnswer
 from server.engines.base import Engine, ModelInfo, served_by
+from server.fields import FieldSelection, trim_confidence, trim_output
 from server.results import ClassificationResult, Route
 from server.routing.rules import answered_by_label
+from server.taxonomy import Taxonomy
 
 
 def prompt_version_of(engine: Engine) -> str:
@@ -45,6 +47,18 @@ class Answer:
     def raw_text(self) -> str | None:
         """None for answers that have no text of the local model's (hosted, cached, none at all)."""
         return self.result.raw_text or None
+
+    def only(self, fields: FieldSelection, taxonomy: Taxonomy) -> Answer:
+        """This answer narrowed to the asked fields (itself for None). Every answer enters a job through
+        this, so the routing thresholds, the response, the store and the cache see only what was asked."""
+        if fields is None:
+            return self
+        result = replace(
+            self.result,
+            output=trim_output(self.output, fields, taxonomy),
+            confidence=trim_confidence(self.confidence, fields),
+        )
+        return Answer(result, self.answered_by, self.model)
 
     @classmethod
     def from_engine(cls, result: ClassificationResult, engine: Engine) -> Answer:

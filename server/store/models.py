@@ -121,6 +121,10 @@ class Classification(Base):
     # fallback_unavailable -> a short detail. NULL when no review is needed.
     review_reasons: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
+    # The output fields the request asked for (migration 0003), in the taxonomy's order; NULL = every
+    # field (and rows older than 0003). `prediction` and `confidence` hold only these fields.
+    fields: Mapped[list[str] | None] = mapped_column(JSONType)
+
     latency_ms: Mapped[float | None] = mapped_column(Float)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)

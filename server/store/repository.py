@@ -56,6 +56,7 @@ def create_pending(
     model_adapter: str | None,
     prompt_version: str,
     taxonomy: str | None,
+    fields: list[str] | None = None,
 ) -> Classification:
     """Record the request before inference so a crash cannot lose it.
 
@@ -72,6 +73,7 @@ def create_pending(
         model_adapter=model_adapter,
         prompt_version=prompt_version,
         taxonomy=taxonomy,
+        fields=fields,
     )
     with _writing(session):
         session.add(row)

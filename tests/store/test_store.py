@@ -103,8 +103,8 @@ def test_migration_creates_tables(migrated: Engine) -> None:
     assert fk["constrained_columns"] == ["classification_id"]
     assert fk["options"].get("ondelete", "").upper() == "CASCADE"
     with migrated.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
-    for name in ("route", "cache_kind", "engine", "cost_usd", "review_reasons"):
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+    for name in ("route", "cache_kind", "engine", "cost_usd", "review_reasons", "fields"):
         assert cols[name]["nullable"] is True, name
     assert ix["ix_classifications_needs_review"] == ["needs_review"]
 
@@ -483,3 +483,45 @@ def test_review_queue(session: Session) -> None:
     newer = result("T-c", {"priority": 0.3})
     repo.add_feedback(session, classification=c, reviewer="r", comment=None, corrections={"category": "Sales"})
     assert [r.id for r in repo.review_queue(session)[0]] == [b.id, newer.id]
+
+
+# --- the asked fields (migration 0003) -----------------------------------------------------------------
+
+
+def test_the_asked_fields_are_stored_with_the_request(session: Session) -> None:
+    labels_only = _pending(session, fields=["category", "priority", "sentiment"])
+    full = _pending(session, ticket_id="T-2")
+    _complete(session, labels_only.request_id, prediction={"category": "Billing"}, confidence={"category": 0.8})
+    row = _row(session, labels_only.request_id)
+    assert row is not None and row.fields == ["category", "priority", "sentiment"] and row.status == "done"
+    assert row.prediction == {"category": "Billing"} and row.priority is None
+    other = _row(session, full.request_id)
+    assert other is not None and other.fields is None  # NULL: every field
+
+
+def test_0003_upgrades_existing_rows_to_every_field_and_downgrades(db_engine: Engine) -> None:
+    _alembic(db_engine, "upgrade", "0002")
+    ts = datetime(2025, 1, 1, tzinfo=UTC)
+    if db_engine.dialect.name == "sqlite":
+        ts = ts.replace(tzinfo=None)
+    with db_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO classifications (request_id, ticket_id, created_at, status, body, model_base, prompt_version, "
+                "needs_review, input_truncated, prediction) VALUES ('r-old', 'T-old', :ts, 'done', 'b', 'm', 'classify/v2', "
+                ":f, :f, :pred)"
+            ),
+            {"ts": ts, "f": False, "pred": '{"category": "Billing"}'},
+        )
+    _alembic(db_engine, "upgrade", "head")
+    with make_sessionmaker(db_engine)() as s:
+        row = _row(s, "r-old")
+        assert row is not None and row.fields is None and row.prediction == {"category": "Billing"}
+        row.fields = ["category"]
+        s.commit()
+        assert _row(s, "r-old").fields == ["category"]  # type: ignore[union-attr]
+    _alembic(db_engine, "downgrade", "0002")
+    assert "fields" not in {c["name"] for c in inspect(db_engine).get_columns("classifications")}
+    with db_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM classifications")).scalar() == 1
+    _alembic(db_engine, "upgrade", "head")

@@ -11,7 +11,8 @@ from server.api.deps import ServiceDep, SettingsDep
 from server.api.errors import ApiError, error_responses, retry_after_header
 from server.api.protocol import BatchIn, BatchOut, ClassificationOut, TicketIn
 from server.engines.base import EngineOverloaded
-from server.service import TicketRequest
+from server.fields import UnknownFields
+from server.service import ClassificationService, TicketRequest
 
 router = APIRouter(prefix="/v1", tags=["classification"])
 
@@ -49,14 +50,23 @@ def _echo_id(raw: Any) -> str | None:
     return value
 
 
-def _request(ticket: TicketIn) -> TicketRequest:
-    return TicketRequest(ticket.subject, ticket.body, tuple(ticket.previous_interactions), ticket.ticket_id)
+def _request(ticket: TicketIn, service: ClassificationService) -> TicketRequest:
+    try:
+        fields = service.fields_for(ticket.fields)
+    except UnknownFields as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    return TicketRequest(
+        ticket.subject, ticket.body, tuple(ticket.previous_interactions), ticket.ticket_id, fields=fields
+    )
 
 
-@router.post("/classify", response_model=ClassificationOut, responses=CLASSIFY_ERRORS)
+# exclude_unset: a field the request did not ask for is absent from the answer, not null.
+@router.post(
+    "/classify", response_model=ClassificationOut, response_model_exclude_unset=True, responses=CLASSIFY_ERRORS
+)
 async def classify(ticket: TicketIn, service: ServiceDep, settings: SettingsDep) -> dict[str, Any]:
     _check(ticket, settings)
-    (outcome,) = await service.classify_many([_request(ticket)])
+    (outcome,) = await service.classify_many([_request(ticket, service)])
     if outcome.result is None:
         headers = (
             {"Retry-After": retry_after_header(outcome.retry_after_s or 1.0)}
@@ -86,7 +96,7 @@ async def batch(payload: BatchIn, service: ServiceDep, settings: SettingsDep) ->
         try:
             ticket = TicketIn.model_validate(raw)
             _check(ticket, settings)
-            valid.append((i, _request(ticket)))
+            valid.append((i, _request(ticket, service)))
         except ValidationError as exc:
             msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'ticket'}: {e['msg']}" for e in exc.errors()[:5])
             results[i] = {"ticket_id": _echo_id(raw), "error": {"status": 422, "message": msg}}

@@ -44,7 +44,8 @@ async def rescue_from_cache(ctx: RoutingContext, job: Job) -> bool:
 
 def use_hit(ctx: RoutingContext, job: Job, hit: CacheHit) -> bool:
     try:
-        answer = Answer.from_cache(CachedAnswer.from_json(hit.result))
+        # A request for a subset may be served a full answer (ServiceCache.get): narrowed here.
+        answer = Answer.from_cache(CachedAnswer.from_json(hit.result)).only(job.ticket.fields, ctx.taxonomy)
     except (KeyError, TypeError, ValueError) as exc:  # an entry of another shape: a miss
         log.warning("ignoring a cache entry of unexpected shape (%s)", type(exc).__name__)
         return False

@@ -72,6 +72,8 @@ def _use_hosted(ctx: RoutingContext, job: Job, result: HostedResult) -> None:
     assert local is not None
     labels = ctx.taxonomy.label_fields
 
+    # The hosted model is asked for the full answer (the same prompt and schema for every request); only
+    # the asked fields are kept, so a labels-only request gets labels-only from the hosted route too.
     def hosted_answer(output: dict[str, object], confidence: dict[str, float | None]) -> Answer:
         return Answer.without_text(
             output=output,
@@ -82,7 +84,7 @@ def _use_hosted(ctx: RoutingContext, job: Job, result: HostedResult) -> None:
             truncated=local.truncated,
             prompt_tokens=result.input_tokens,
             completion_tokens=result.output_tokens,
-        )
+        ).only(job.ticket.fields, ctx.taxonomy)
 
     confidence = {spec.name: result.confidence.get(spec.name) for spec in labels}
     if result.valid:

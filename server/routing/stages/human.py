@@ -38,7 +38,7 @@ def finish_at_deadline(ctx: RoutingContext, jobs: Sequence[Job], timeout_s: floa
                 answered_by=answered_by_label(engine.info),
                 model=engine.info,
                 prompt_version=prompt_version_of(engine),
-            )
+            ).only(job.ticket.fields, ctx.taxonomy)
             reasons: dict[str, object] = {"deadline": detail}
         else:
             reasons = {**job.reasons, **ctx.low_fields(job.answer.confidence), "deadline": detail}

@@ -43,7 +43,8 @@ async def first_pass(ctx: RoutingContext, profile: str, jobs: list[Job]) -> None
         engine = ctx.engines[candidate]
         for job, out in zip(jobs, outs, strict=True):
             if isinstance(out, ClassificationResult):
-                job.answer, job.answered_profile = Answer.from_engine(out, engine), candidate
+                job.answer = Answer.from_engine(out, engine).only(job.ticket.fields, ctx.taxonomy)
+                job.answered_profile = candidate
                 ctx.answered[candidate] += 1
             else:
                 job.error = (

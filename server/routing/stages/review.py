@@ -50,7 +50,7 @@ async def _review_group(ctx: RoutingContext, profile: str, jobs: list[Job]) -> N
         if not isinstance(out, ClassificationResult):
             ctx.reviews["failed"] += 1
             continue
-        reviewed = Answer.from_engine(out, engine)
+        reviewed = Answer.from_engine(out, engine).only(job.ticket.fields, ctx.taxonomy)
         assert job.answer is not None
         if not ctx.low_fields(reviewed.confidence):
             job.answer = reviewed
