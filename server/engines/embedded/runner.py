@@ -45,6 +45,10 @@ from server.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 
+# Tokens (rows x padded width) per batched-prefill forward pass: bounds the activations and the
+# attention scores of one admission (B x heads x width x (prefix + width) floats).
+PREFILL_TOKENS = 4096
+
 
 @dataclass
 class _Row:
@@ -259,9 +263,91 @@ class BatchRunner:
             )
         return dec
 
+    @torch.inference_mode()
+    def _prefill_many(
+        self, prompts: Sequence[tuple[EncodedPrompt, list[int]]], pools: Sequence[Pool] = ()
+    ) -> list[tuple[RowKV, Any, Any]]:
+        """`_prefill_one` for several tickets in as few forward passes as `PREFILL_TOKENS` allows: the
+        running rows wait for one admission stall instead of one per ticket, and the GEMMs are wider.
+
+        Tickets are grouped by length (little padding), right-padded and masked; each row's KV, logits
+        at its last real token and features are sliced back out."""
+        out: list[tuple[RowKV, Any, Any] | None] = [None] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i][0].suffix_ids) + len(prompts[i][1]))
+        group: list[int] = []
+        for i in order:
+            width = len(prompts[i][0].suffix_ids) + len(prompts[i][1])  # the longest so far (sorted)
+            if group and (len(group) + 1) * width > PREFILL_TOKENS:
+                self._prefill_group(prompts, group, pools, out)
+                group = []
+            group.append(i)
+        if group:
+            self._prefill_group(prompts, group, pools, out)
+        return [o for o in out if o is not None]
+
+    def _prefill_group(
+        self,
+        prompts: Sequence[tuple[EncodedPrompt, list[int]]],
+        group: list[int],
+        pools: Sequence[Pool],
+        out: list[tuple[RowKV, Any, Any] | None],
+    ) -> None:
+        if len(group) == 1:  # nothing to batch: the unpadded path
+            enc, first = prompts[group[0]]
+            out[group[0]] = self._prefill_one(enc, first, pools)
+            return
+        if self._prefix_kv is not None:
+            start = len(self.renderer.prefix_ids)
+            seqs = [prompts[i][0].suffix_ids + prompts[i][1] for i in group]
+        else:
+            start = 0
+            seqs = [prompts[i][0].ids + prompts[i][1] for i in group]
+        B, width = len(group), max(len(ids) for ids in seqs)
+        ids = torch.zeros((B, width), dtype=torch.long)
+        mask = torch.zeros((B, start + width), dtype=torch.long)
+        mask[:, :start] = 1
+        for j, row in enumerate(seqs):
+            ids[j, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[j, start : start + len(row)] = 1
+        positions = torch.arange(start, start + width).unsqueeze(0).expand(B, width)
+        if self._prefix_kv is not None:
+            cache = new_cache(
+                self.model.config, [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in self._prefix_kv]
+            )
+        else:
+            cache = new_cache(self.model.config)
+        # Logits only where some row ends (the output layer is 49k wide).
+        ends = sorted({len(row) - 1 for row in seqs})
+        with cascade.shared_prefix(None):
+            res = self.model(
+                ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=torch.tensor(ends, device=self.device),
+                output_hidden_states=bool(pools),
+            )
+        keep = start if self.cascade else 0
+        logits = res.logits.float().cpu()  # the decoder indexes logits with CPU ids
+        layers = res.past_key_values.layers
+        for j, i in enumerate(group):
+            n = len(seqs[j])
+            kv = [
+                (layer.keys[j : j + 1, :, keep : start + n], layer.values[j : j + 1, :, keep : start + n])
+                for layer in layers
+            ]
+            features = (
+                pool_features([h[j : j + 1, :n] for h in res.hidden_states], pools, prompts[i][0].history_start)
+                if pools
+                else None
+            )
+            out[i] = (kv, logits[j, ends.index(n - 1)], features)
+
     def _admit(self, cache: BatchCache, items: list[tuple[Any, Item]], deliver: Deliver) -> list[_Row]:
-        """Prefill the taken tickets; those that still need decoding join `cache` (and are returned)."""
-        fresh: list[tuple[_Row, RowKV]] = []
+        """Prefill the taken tickets (together, `engine.batched_prefill`); those that still need decoding
+        join `cache` (and are returned)."""
+        taken: list[tuple[Any, Item, EncodedPrompt, SequenceDecoder, list[int]]] = []
         for key, item in items:
             try:
                 enc = self.encode(item)
@@ -270,7 +356,14 @@ class BatchRunner:
                 deliver(key, EngineError(f"could not encode ticket: {exc}"))
                 continue
             dec = self._decoder(item)
-            kv, logits, features = self._prefill_one(enc, dec.start(), self.head.pools if self.head else ())
+            taken.append((key, item, enc, dec, dec.start()))
+        pools = self.head.pools if self.head else ()
+        if self.settings.engine.batched_prefill:
+            prefilled = self._prefill_many([(enc, first) for _, _, enc, _, first in taken], pools)
+        else:
+            prefilled = [self._prefill_one(enc, first, pools) for _, _, enc, _, first in taken]
+        fresh: list[tuple[_Row, RowKV]] = []
+        for (key, item, enc, dec, _), (kv, logits, features) in zip(taken, prefilled, strict=True):
             if features is not None and self.head is not None and isinstance(item, TicketInput):
                 dec.force(self.head.predict(features, [item])[0])  # no ReviewInput here: a head has no review
             start = len(enc.prefix_ids) if self.cascade else 0  # a row's cache starts after the shared prefix
