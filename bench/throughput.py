@@ -1,11 +1,16 @@
-"""Throughput benchmark: the naive way (Outlines + transformers, fp32, one ticket at a time, full JSON)
-against the server's engine at concurrency 1, 8 and 32, on the same tickets, model and adapter,
-in one process. Prints one JSON line (progress goes to stderr).
+"""Throughput benchmark: the naive way (Outlines + transformers, one ticket at a time, full JSON) against
+the server's engine on the same tickets, model, adapter and dtype, in one process: full JSON at
+concurrency 32, 8 and 1, and labels-only (`fields` = the label fields: prefill + the label decisions,
+no free text) at concurrency 32. Prints one JSON line (progress and the elapsed time go to stderr).
 
-    .venv/bin/python bench/throughput.py [--n 64] [--n-c1 16] [--config FILE] [--out FILE]
+    .venv/bin/python bench/throughput.py [--n 64] [--n-naive 16] [--n-c1 8] [--config FILE] [--out FILE]
 
-`--n-c1` bounds the concurrency-1 run (it is a latency measurement and the slowest part after
-the baseline); the label agreement of each run is computed on the tickets both runs saw.
+The naive loop costs seconds per ticket, so it runs on the first `--n-naive` tickets of the sample
+(the engine runs see them all); the label agreement of each run with it is computed on the tickets
+both saw, and labels-only is also compared with the engine's full run on every ticket. The naive loop
+runs in the engine's dtype (agreement in the same dtype: a dtype change alone flips close calls).
+`labels_only_profile` splits the labels-only run's engine time into admission (encode + prefill +
+the first decision) and decode steps (the remaining label decisions).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +97,7 @@ def run_naive(ref: OutlinesReference, tickets: list[TicketInput]) -> tuple[list[
     outs, lat = [], []
     ref.run_one(tickets[0])  # warm-up (Outlines compiles its mask kernel on first use)
     started = time.perf_counter()
-    for t in tqdm(tickets, desc="naive outlines fp32", file=sys.stderr):
+    for t in tqdm(tickets, desc="naive outlines", file=sys.stderr):
         t0 = time.perf_counter()
         outs.append(ref.run_one(t))
         lat.append(time.perf_counter() - t0)
@@ -125,36 +131,115 @@ async def run_engine(
     return outs, lat, time.perf_counter() - started
 
 
+class PhaseTimer:
+    """Wall time the runner spends admitting tickets (encode + prefill + first decision) vs in decode
+    steps, by wrapping the two methods of this runner instance (the class is untouched)."""
+
+    def __init__(self, runner: BatchRunner) -> None:
+        self.seconds = {"admit": 0.0, "steps": 0.0}
+        self.calls = {"admit": 0, "steps": 0}
+        for phase, attr in (("admit", "_admit"), ("steps", "_step")):
+            setattr(runner, attr, self._timed(phase, getattr(runner, attr)))
+        self.runner = runner
+
+    def _timed(self, phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - t0
+                self.calls[phase] += 1
+
+        return wrapper
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.calls = dict.fromkeys(self.calls, 0)
+
+    def remove(self) -> None:
+        for attr in ("_admit", "_step"):
+            delattr(self.runner, attr)
+
+    def report(self, n: int) -> dict[str, Any]:
+        total = sum(self.seconds.values()) or 1.0
+        return {
+            "admit_s": round(self.seconds["admit"], 2),
+            "steps_s": round(self.seconds["steps"], 2),
+            "admit_share": round(self.seconds["admit"] / total, 3),
+            "admit_ms_per_ticket": round(self.seconds["admit"] / max(n, 1) * 1000, 1),
+            "steps": self.calls["steps"],
+            "ms_per_step": round(self.seconds["steps"] / max(self.calls["steps"], 1) * 1000, 1),
+        }
+
+
+def matmul_gflops(dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """What this machine's GEMMs reach in the engine's dtype (a prefill-sized matmul, best of a few)."""
+    a = torch.randn(2048, 576, dtype=dtype)
+    b = torch.randn(576, 1536, dtype=dtype)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    with torch.inference_mode():
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            for _ in range(5):
+                a @ b
+            best = max(best, 5 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / (time.perf_counter() - t0))
+    return best / 1e9
+
+
+def compute_bound(runner: BatchRunner, outs: list[Any], gflops: float) -> dict[str, Any]:
+    """The labels-only ceiling: each ticket's own (non-shared-prefix) tokens cost ~2 x params FLOPs to
+    prefill; at the measured GEMM rate that bounds tickets/s whatever the batching does."""
+    params = sum(p.numel() for p in runner.model.parameters())
+    prefix = len(runner.renderer.prefix_ids) if runner.settings.engine.prefix_cache else 0
+    own = float(np.mean([o.prompt_tokens - prefix for o in outs if isinstance(o, EngineOutput)] or [0]))
+    gflop_per_ticket = 2 * params * own / 1e9
+    return {
+        "params_m": round(params / 1e6, 1),
+        "ticket_tokens_mean": round(own, 1),
+        "prefill_gflop_per_ticket": round(gflop_per_ticket, 2),
+        "matmul_gflops": round(gflops, 1),
+        "tickets_per_s_bound": round(gflops / gflop_per_ticket, 2) if gflop_per_ticket else None,
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    began = time.perf_counter()
     settings = load_settings(args.config)
     taxonomy = load_taxonomy(settings.taxonomy)
     rows = sample(Path(args.data), args.n)
     tickets = [TicketInput(r["subject"], r["body"]) for r in rows]
+    label_names = tuple(f.name for f in taxonomy.label_fields)
+    labels_only = [replace(t, fields=label_names) for t in tickets]
     adapter = resolve_adapter(settings.model)  # the served model: base + the registry's active adapter
     adapter_path = adapter.path if adapter else None
     set_torch_threads(settings.model)  # what the server and open_runner do before loading
     model, tokenizer, dtype = load_model(settings.model, adapter_path=adapter_path)
-    naive_model = model
-    if dtype != torch.float32:
-        naive_model, _, _ = load_model(settings.model, adapter_path=adapter_path, dtype=torch.float32)
     result: dict[str, Any] = {
         "machine": {"threads": torch.get_num_threads(), "engine_dtype": str(dtype).removeprefix("torch.")},
         "model": {"base": settings.model.base, "adapter": adapter.name if adapter else None},
         "data": str(args.data),
         "n": len(rows),
+        "n_naive": min(args.n_naive, len(rows)),
     }
     runs: dict[str, Any] = {}
     outputs: dict[str, list[Any]] = {}
 
     runner = BatchRunner(settings, taxonomy, model=model, tokenizer=tokenizer, dtype=dtype, adapter=adapter)
-    for c in (32, 8, 1):
+    timer = PhaseTimer(runner)
+    plan = [("engine_labels_only_c32", 32, labels_only)]
+    plan += [(f"engine_c{c}", c, tickets if c > 1 else tickets[: args.n_c1]) for c in args.concurrency]
+    profile: dict[str, Any] = {}
+    for name, c, subset in plan:
         engine = TransformersEngine(settings.variant(engine={"max_batch_size": max(c, 1)}), taxonomy, runner=runner)
         await engine.start()
-        subset = tickets if c > 1 else tickets[: args.n_c1]
-        outs, lat, wall = await run_engine(engine.classify, subset, c, f"engine c={c}")
+        timer.reset()
+        outs, lat, wall = await run_engine(engine.classify, subset, c, name)
         await engine.stop()
-        runs[f"engine_c{c}"] = summarise(f"engine_c{c}", outs, lat, wall, rows)
-        outputs[f"engine_c{c}"] = outs
+        runs[name] = summarise(name, outs, lat, wall, rows)
+        outputs[name] = outs
+        profile[name] = timer.report(len(subset))
+    timer.remove()
     if args.static:
         # The same engine with static batches (a batch starts when the previous one has fully finished):
         # the measurement before continuous batching, kept to show what it buys.
@@ -170,22 +255,44 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         runs["engine_c32_static_batches"] = summarise("engine_c32_static_batches", outs, lat, wall, rows)
         outputs["engine_c32_static_batches"] = outs
 
-    ref = OutlinesReference(settings, taxonomy, model=naive_model, tokenizer=tokenizer)
-    outs, lat, wall = run_naive(ref, tickets)
+    # Same model object, so the same dtype as the engine (the reference otherwise loads its own fp32 copy).
+    ref = OutlinesReference(settings, taxonomy, model=model, tokenizer=tokenizer)
+    outs, lat, wall = run_naive(ref, tickets[: args.n_naive])
     runs["naive"] = summarise("naive", outs, lat, wall, rows)
     outputs["naive"] = outs
 
+    naive_tps = runs["naive"]["tickets_per_s"]
     result["runs"] = runs
     result["label_agreement_vs_naive"] = {k: agreement(outputs["naive"], v) for k, v in outputs.items() if k != "naive"}
-    result["speedup_vs_naive"] = round(runs["engine_c32"]["tickets_per_s"] / runs["naive"]["tickets_per_s"], 2)
+    if "engine_c32" in outputs:
+        result["labels_only_agreement_vs_full_engine"] = agreement(
+            outputs["engine_c32"], outputs["engine_labels_only_c32"]
+        )
+    # The tickets where the engine's full answer and the naive one disagree on a label, with both texts:
+    # what to look at when the agreement is under its bar.
+    if "engine_c32" in outputs:
+        result["disagreements_c32_vs_naive"] = [
+            {"i": i, "engine": (a.raw_text or "")[:240], "naive": (b.raw_text or "")[:240]}
+            for i, (a, b) in enumerate(zip(outputs["engine_c32"], outputs["naive"]))
+            if labels(a) != labels(b) and isinstance(a, EngineOutput) and isinstance(b, EngineOutput)
+        ][:8]
+    result["speedup_vs_naive"] = {k: round(v["tickets_per_s"] / naive_tps, 2) for k, v in runs.items() if k != "naive"}
     result["tickets_per_s"] = {k: v["tickets_per_s"] for k, v in runs.items()}
+    result["profile"] = profile
+    result["labels_only_compute_bound"] = compute_bound(runner, outputs["engine_labels_only_c32"], matmul_gflops(dtype))
+    result["elapsed_s"] = round(time.perf_counter() - began, 1)
+    print(f"bench/throughput.py took {result['elapsed_s']:.0f} s", file=sys.stderr)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--n-c1", type=int, default=16)
+    parser.add_argument("--n-naive", type=int, default=16, help="Tickets of the naive loop (the first of the sample)")
+    parser.add_argument("--n-c1", type=int, default=8)
+    parser.add_argument(
+        "--concurrency", type=int, nargs="*", default=[32, 8, 1], help="Full-JSON engine runs (1 runs on --n-c1)"
+    )
     parser.add_argument("--data", default=str(ROOT / "data" / "tickets" / "golden.csv"))
     parser.add_argument("--config", default=None)
     parser.add_argument("--out", default=None, help="Also write the JSON here")
