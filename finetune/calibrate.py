@@ -75,7 +75,7 @@ def held_out_traces(
     """Run the adapter, uncalibrated, on its heldout.jsonl: per label field, the traces and correctness."""
     from tqdm import tqdm
 
-    from server.engines import open_batch_runner
+    from server.engines import open_batch_runner, open_runner
     from server.registry import AdapterEntry, AdapterManifest
 
     adapter_dir = Path(adapter_dir)
@@ -94,7 +94,12 @@ def held_out_traces(
     entry = AdapterEntry(
         manifest["name"], adapter_dir, AdapterManifest.parse(raw_manifest, adapter_dir / "manifest.json")
     )
-    runner = open_batch_runner(settings, taxonomy, adapter=entry)
+    # The embedded runner unless engine.kind names another one that records traces (vllm: from its logprobs).
+    runner: Any = (
+        open_batch_runner(settings, taxonomy, adapter=entry)
+        if settings.engine.kind != "vllm"
+        else open_runner(settings, taxonomy, adapter=entry)
+    )
     runner.labels_only, runner.record = True, True
     outputs: list[Any] = []
     for i in tqdm(range(0, len(held), batch_size), desc="calibrating", unit="batch", disable=not progress):

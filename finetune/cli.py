@@ -158,12 +158,19 @@ def fit_head(
 def calibrate(
     adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json and heldout.jsonl)."),
     server_config: Path | None = typer.Option(None, "--server-config"),
+    engine: str | None = typer.Option(
+        None, "--engine", help="embedded | vllm (default: engine.kind from the settings)"
+    ),
 ) -> None:
     """(Re)fit the per-field temperatures of an adapter on its held-out split."""
     import json
 
     from finetune.calibrate import calibrate as run
+    from server.cli.common import with_engine
     from server.config import load_settings
 
-    result = run(adapter, load_settings(server_config))
+    settings = load_settings(server_config)
+    if engine is not None:
+        settings = with_engine(settings, engine)
+    result = run(adapter, settings)
     typer.echo(json.dumps(result, indent=2))

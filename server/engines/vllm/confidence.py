@@ -48,6 +48,9 @@ class LabelScores:
     # Fields whose generated tokens are not the label's canonical tokenisation (no trie walk possible):
     # the confidence is the product of the label tokens' own probabilities (uncalibrated), flagged.
     fallback: list[str] = field(default_factory=list)
+    # Per walked field, each decision's option scores (logprobs, -inf where masked) and the chosen index:
+    # the embedded decoder's calibration trace up to a shift per decision, which a softmax ignores.
+    trace: dict[str, list[tuple[list[float], int]]] = field(default_factory=dict)
 
 
 def token_offsets(tokenizer: Any, ids: Sequence[int]) -> list[int]:
@@ -66,9 +69,15 @@ def value_start(text: str, key: str, after: int) -> int | None:
 
 
 def _walk(
-    choice: Choice, positions: Sequence[Position], i: int, label: str, temperature: float
+    choice: Choice,
+    positions: Sequence[Position],
+    i: int,
+    label: str,
+    temperature: float,
+    steps: list[tuple[list[float], int]],
 ) -> tuple[float, bool] | None:
-    """The trie walk from token `i`; (confidence, bounded) or None when the path leaves the trie."""
+    """The trie walk from token `i`; (confidence, bounded) or None when the path leaves the trie. Each
+    scored decision is appended to `steps` (raw scores, chosen index)."""
     node: TrieNode = choice.root
     prob, bounded = 1.0, False
     while True:
@@ -92,14 +101,16 @@ def _walk(
             if k == len(options) - 1 and node.label is not None:
                 # The end option: the embedded decoder scores the canonical closing token.
                 top.setdefault(choice.end_token, pos.logprob)
-            scores = []
+            raw = []
             for option in options:
                 lp = top.get(option)
                 if lp is None:
                     # Below the returned top-k; exact (masked) when the list already holds masked entries.
                     bounded = bounded or floor > MASKED
                     lp = floor
-                scores.append(-math.inf if lp <= MASKED else lp / temperature)
+                raw.append(-math.inf if lp <= MASKED else lp)
+            steps.append((raw, k))
+            scores = [r / temperature for r in raw]
             top_score = max(scores)
             weights = [math.exp(s - top_score) if s > -math.inf else 0.0 for s in scores]
             prob *= weights[k] / sum(weights)
@@ -133,8 +144,10 @@ def label_confidences(
             continue
         after = start
         i = start_of.get(start)
-        walked = _walk(seg, positions, i, value, temperatures.get(name, 1.0)) if i is not None else None
+        steps: list[tuple[list[float], int]] = []
+        walked = _walk(seg, positions, i, value, temperatures.get(name, 1.0), steps) if i is not None else None
         if walked is not None:
+            scores.trace[name] = steps
             scores.confidence[name], bounded = walked
             if bounded:
                 scores.bounded.append(name)

@@ -95,6 +95,10 @@ class VllmRunner:
         if self.out_of_scope is not None and threshold is not None:
             self.out_of_scope = replace(self.out_of_scope, threshold=float(threshold))
         self.copy_scorer: CopyScorer | None = CopyScorer.load(entry.path) if entry else None
+        # Keep each label decision's option scores on result.extra["trace"] (calibration), as the embedded runner.
+        self.record = False
+        # Accepted for the offline jobs' sake; the server always writes the whole JSON (no early stop over HTTP).
+        self.labels_only = False
         self.pool = pool or ReplicaPool(settings.vllm)
         self._owns_pool = pool is None
         self.requests = 0
@@ -246,6 +250,12 @@ class VllmRunner:
             f.name: scores.confidence.get(f.name) for f in self.taxonomy.label_fields
         }
         extra: dict[str, Any] = {"vllm_url": url}
+        if self.record:
+            import torch
+
+            extra["trace"] = {
+                name: [(torch.tensor(raw), k) for raw, k in steps] for name, steps in scores.trace.items()
+            }
         if scores.bounded:
             extra["vllm_confidence_bounded"] = scores.bounded
         if scores.fallback:

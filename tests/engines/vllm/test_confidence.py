@@ -104,6 +104,11 @@ def test_walk_equals_embedded_renormalisation(plan: DecodingPlan, seed: int, k: 
             assert got.confidence[name] == pytest.approx(p, rel=1e-4, abs=1e-6)
     if k == 20:
         assert not got.bounded  # every option is in the top 20 (or masked): exact
+    for name, steps in got.trace.items():  # the calibration trace reproduces the confidence at the field's T
+        p = 1.0
+        for raw, chosen in steps:
+            p *= float(torch.softmax(torch.tensor(raw) / temps.get(name, 1.0), -1)[chosen])
+        assert p == pytest.approx(got.confidence[name], rel=1e-5)
 
 
 def test_non_canonical_path_falls_back_flagged(plan: DecodingPlan) -> None:

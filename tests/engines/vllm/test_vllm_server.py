@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from finetune.calibrate import confidence_at
 from server.engines.base import EngineError, served_by
 from server.engines.vllm.engine import VllmEngine
 from server.engines.vllm.runner import VllmRunner
@@ -64,10 +65,15 @@ def test_labels_and_confidences_equal_the_embedded_engine(runner: VllmRunner) ->
     from server.engines import open_batch_runner
 
     started = time.perf_counter()
-    mine = runner.run(GOLDEN)
+    runner.record = True
+    try:
+        mine = runner.run(GOLDEN)
+    finally:
+        runner.record = False
     print(f"vLLM: {len(GOLDEN)} tickets in {time.perf_counter() - started:.1f} s")
     embedded = open_batch_runner(runner.settings.variant(engine={"kind": "transformers"}), TAXONOMY)
     assert str(embedded.dtype) == "torch.float32"  # the same dtype as the server (--dtype float32)
+    embedded.record = True
     theirs = embedded.run(GOLDEN)
     pairs = agree = 0
     diffs = []
@@ -78,6 +84,8 @@ def test_labels_and_confidences_equal_the_embedded_engine(runner: VllmRunner) ->
             if a.label(f) == b.label(f):
                 agree += 1
                 diffs.append(abs((a.confidence[f] or 0) - (b.confidence[f] or 0)))
+                # `triage calibrate --engine vllm` fits on these traces: the same confidence at any temperature.
+                diffs.append(abs(confidence_at(a.extra["trace"][f], 2.5) - confidence_at(b.extra["trace"][f], 2.5)))
     print(f"label agreement {agree}/{pairs}; max confidence difference {max(diffs):.4f}")
     assert agree == pairs
     assert max(diffs) <= CONFIDENCE_TOLERANCE
