@@ -51,7 +51,13 @@ def main() -> None:
     settings = load_settings(None).variant(
         model={"dtype": args.dtype},
         engine={"kind": "vllm", "max_batch_size": args.concurrency},
-        vllm={"urls": [f"http://127.0.0.1:{port}"], "port": port, "concurrency": args.concurrency, "timeout_s": 600},
+        vllm={
+            "urls": [f"http://127.0.0.1:{port}"],
+            "port": port,
+            "concurrency": args.concurrency,
+            "timeout_s": 900,
+            "attempt_timeout_s": 900,  # CPU: 32 tickets in flight take minutes, each waits for the batch
+        },
     )
     taxonomy = load_taxonomy(settings.taxonomy)
     tickets = [row_ticket(r) for r in read_labelled_csv(ROOT / "data/tickets/golden.csv", taxonomy, args.n)]
@@ -82,6 +88,10 @@ def main() -> None:
         proc.terminate()
         proc.wait(60)
     print(f"vLLM: {len(tickets)} tickets in {v_s:.1f} s", file=sys.stderr)
+    for o in v_out:
+        if not isinstance(o, ClassificationResult):
+            print(f"vLLM error: {o}", file=sys.stderr)
+            break
     embedded = open_batch_runner(settings.variant(engine={"kind": "transformers"}), taxonomy)
     embedded.run(tickets[:2])
     t0 = time.perf_counter()
