@@ -182,7 +182,7 @@ class Batcher(Generic[T, R]):
     def expected_s(self, n: int, now: float | None = None) -> float | None:
         """Expected seconds until the last of `n` tickets submitted now is answered; None while the
         estimate has no data. Tickets that find a free slot start at the next step; the others wait
-        for `ahead` deliveries."""
+        for `ahead` deliveries (the oldest first, on average)."""
         if not self.estimate.ready:
             return None
         now = self._clock() if now is None else now
@@ -191,7 +191,13 @@ class Batcher(Generic[T, R]):
         if ahead == 0:
             return service
         rate = self.estimate.rate(now)
-        return ahead / rate + service if rate > 0 else math.inf
+        if rate <= 0:
+            return math.inf
+        # The larger of two views: the tickets queued ahead plus its own service time, and the time for
+        # everything in the engine and ahead of it to drain at the measured rate (Little's law). The second
+        # reacts at once when a batch fills up; the mean service time lags (measured on lighter load).
+        in_system = self.in_flight + self.depth + n
+        return max(ahead / rate + service, in_system / rate)
 
     def _admit(self, n: int, deadline_s: float | None) -> None:
         """Refuse (EngineOverloaded) a submit whose queueing would push it past its deadline."""

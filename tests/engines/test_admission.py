@@ -179,3 +179,16 @@ async def test_the_served_engine_keeps_the_configured_deadline_and_learns_its_ra
         assert off._batcher is not None and off._batcher.deadline_s is None
     finally:
         await off.stop()
+
+
+def test_a_full_batch_counts_what_is_in_flight() -> None:
+    # Four rows decoding at 0.5 tickets/s: the next ticket waits for them to drain (Little's law), not only
+    # for the mean service time measured on lighter load (2 s here).
+    estimate, clock = warm_estimate(rate=0.5, service_s=2.0)
+    batcher: Batcher[Any, Any] = Batcher(
+        HeldStream(), max_batch=4, wait_ms=0, max_queue=8, estimate=estimate, clock=clock, deadline_s=10.0
+    )
+    batcher.in_flight = 3
+    assert batcher.expected_s(1) == pytest.approx(2.0)  # a free slot: its own service time
+    batcher.in_flight = 4
+    assert batcher.expected_s(1) == pytest.approx(5 / 0.5)
