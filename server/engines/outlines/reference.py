@@ -57,7 +57,12 @@ class OutlinesReference:
         version = prompt_version_for(settings, self.adapter.manifest if self.adapter else None)
         self.renderer = classify_renderer(settings, taxonomy, tokenizer, version)
         schema = output_json_schema(taxonomy, self.renderer.prompt.field_order)
-        self.generator = outlines.Generator(outlines.from_transformers(model, tokenizer), JsonSchema(schema))
+        wrapped = outlines.from_transformers(model, tokenizer)
+        # The renderer's text is already the chat-templated prompt (the tokens the embedded engine and the
+        # fine-tuning job use); Outlines 1.x would wrap a str prompt in the chat template a second time
+        # (SmolLM2's default system prompt + a user turn around ours: 30 more tokens, other answers).
+        wrapped.type_adapter.has_chat_template = False  # type: ignore[attr-defined]
+        self.generator = outlines.Generator(wrapped, JsonSchema(schema))
         e = settings.engine
         # The same text budget as the batched engine, plus room for the JSON scaffolding.
         self.max_new_tokens = max_new_tokens or (2 * e.max_string_tokens + e.max_reasoning_tokens + 64)
