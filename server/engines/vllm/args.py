@@ -113,8 +113,18 @@ def serve_command(settings: Settings, *, python: str | None = None, merged: Path
         if adapters:
             argv += ["--enable-lora", "--lora-modules", *(f"{a.name}={a.path}" for a in adapters)]
             argv += ["--max-lora-rank", str(max_lora_rank(adapters, settings.vllm.max_lora_rank))]
-            argv += ["--max-loras", str(len(adapters))]
-    argv += ["--port", str(settings.vllm.port), "--dtype", vllm_dtype(settings.model.dtype)]
+            # One slot more than registered: a promotion loads the new adapter beside the serving one.
+            argv += ["--max-loras", str(len(adapters) + 1)]
+    v = settings.vllm
+    argv += [
+        "--port",
+        str(v.port),
+        "--dtype",
+        vllm_dtype(settings.model.dtype),
+        "--max-model-len",
+        str(v.max_model_len),
+    ]
+    argv += ["--structured-outputs-config.backend", v.structured_outputs_backend]
     return argv
 
 

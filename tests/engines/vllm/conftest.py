@@ -78,14 +78,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
             "concurrency": 8,
         },
     )
-    argv = serve_command(settings, python=python) + [
-        "--structured-outputs-config.backend",
-        settings.vllm.structured_outputs_backend,
-        "--max-model-len",
-        "2048",
-        "--max-loras",
-        "2",  # room for the adapter a promotion loads at runtime
-    ]
+    argv = serve_command(settings, python=python)
     cache = ROOT / "var" / "vllm-cache"
     env = {**os.environ, **SERVE_ENV, "VLLM_CACHE_ROOT": str(cache), "VLLM_CPU_KVCACHE_SPACE": "1"}
     log = tmp / "vllm.log"
