@@ -46,8 +46,11 @@ from server.taxonomy import Taxonomy
 log = logging.getLogger(__name__)
 
 # Tokens (rows x padded width) per batched-prefill forward pass: bounds the activations and the
-# attention scores of one admission (B x heads x width x (prefix + width) floats).
-PREFILL_TOKENS = 4096
+# attention scores of one admission (B x heads x width x (prefix + width) floats). Measured on 2 CPU
+# cores, 64 golden tickets labels-only (bench/prefill_sweep.py): 1024 -> 2.25-2.42
+# tickets/s, 512/768/2048 -> 2.23-2.25, 4096 -> 1.69, 16384 -> 0.93, one ticket per pass -> 2.17-2.23:
+# past ~1k tokens the masked (unfused) attention over wide groups costs more than the wider GEMMs save.
+PREFILL_TOKENS = 1024
 
 
 @dataclass
