@@ -235,7 +235,8 @@ def main() -> None:
                 "n": len(ids),
                 "concurrency": args.concurrency,
                 "structured_outputs": not args.plain,
-                "dtype": serve_command(settings)[-1],
+                "dtype": (argv := serve_command(settings))[argv.index("--dtype") + 1],
+                "structured_outputs_backend": settings.vllm.structured_outputs_backend,
                 **results,
                 "merged_over_lora": round(
                     results["merged"]["tickets_per_s"] / results["runtime_lora"]["tickets_per_s"], 2
