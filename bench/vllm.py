@@ -17,19 +17,17 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.config import load_settings  # noqa: E402
 from server.engines import open_batch_runner  # noqa: E402
-from server.engines.vllm.args import SERVE_ENV, serve_command  # noqa: E402
+from server.engines.vllm.args import serve_command  # noqa: E402
+from server.engines.vllm.launch import VllmProcess  # noqa: E402
 from server.engines.vllm.runner import VllmRunner  # noqa: E402
 from server.evaluation.data import read_labelled_csv, row_ticket  # noqa: E402
 from server.results import ClassificationResult  # noqa: E402
@@ -64,21 +62,11 @@ def main() -> None:
     taxonomy = load_taxonomy(settings.taxonomy)
     tickets = [row_ticket(r) for r in read_labelled_csv(ROOT / "data/tickets/golden.csv", taxonomy, args.n)]
     argv = serve_command(settings, python=args.python)
-    env = {**os.environ, **SERVE_ENV, "VLLM_CACHE_ROOT": str(ROOT / "var/vllm-cache"), "VLLM_CPU_KVCACHE_SPACE": "2"}
-    log = open(ROOT / "var/bench-vllm.log", "wb")
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = VllmProcess(
+        argv, ROOT / "var/bench-vllm.log", port=port, cache_root=ROOT / "var/vllm-cache", kv_cache_gib=2
+    )
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"vLLM exited {proc.returncode}: see var/bench-vllm.log")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        startup = time.perf_counter() - started
+        startup = server.wait_ready(600)
         print(f"vLLM up in {startup:.0f} s", file=sys.stderr)
         runner = VllmRunner(settings, taxonomy)
         runner.run(tickets[:2])  # warm-up (grammar compilation, LoRA load)
@@ -86,8 +74,7 @@ def main() -> None:
         v_out = runner.run(tickets)
         v_s = time.perf_counter() - t0
     finally:
-        proc.terminate()
-        proc.wait(60)
+        server.stop()
     print(f"vLLM: {len(tickets)} tickets in {v_s:.1f} s", file=sys.stderr)
     for o in v_out:
         if not isinstance(o, ClassificationResult):

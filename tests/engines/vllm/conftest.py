@@ -10,17 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from server.config import Settings
-from server.engines.vllm.args import SERVE_ENV, serve_command
+from server.engines.vllm.args import serve_command
+from server.engines.vllm.launch import VllmProcess, VllmStartError
 from server.registry import Registry
 from tests.conftest import ROOT
 
@@ -79,30 +77,12 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
         },
     )
     argv = serve_command(settings, python=python)
-    cache = ROOT / "var" / "vllm-cache"
-    env = {**os.environ, **SERVE_ENV, "VLLM_CACHE_ROOT": str(cache), "VLLM_CPU_KVCACHE_SPACE": "1"}
-    log = tmp / "vllm.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
+    server = VllmProcess(argv, tmp / "vllm.log", port=port, cache_root=ROOT / "var" / "vllm-cache", cwd=ROOT)
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - started > 240:
-                pytest.fail(f"vLLM did not start in 240 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        print(f"vLLM up in {time.monotonic() - started:.0f} s")
-        yield VllmServer(url, settings, registry, adapters, log)
-    finally:
-        proc.terminate()
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            print(f"vLLM up in {server.wait_ready(240):.0f} s")
+        except VllmStartError as exc:
+            pytest.fail(str(exc))
+        yield VllmServer(server.url, settings, registry, adapters, server.log_path)
+    finally:
+        server.stop()
