@@ -331,6 +331,99 @@ class CacheSettings(_Section):
     shingle_size: int = Field(default=3, ge=1, le=10)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+Role = Literal["classify", "review", "admin"]
+
+
+class AuthSettings(_Section):
+    """API keys (`triage keys create`), roles and per-key rate limits."""
+
+    required: bool | None = Field(
+        default=None,
+        description="true: every /v1 request needs `Authorization: Bearer KEY`. false: no keys (logged loudly at "
+        "start; refused unless api.host is loopback). None (default): required unless api.host is loopback.",
+    )
+    rate_limit: str | None = Field(
+        default="600/minute",
+        description="Per-key request limit in the `limits` syntax (e.g. 100/second, 600/minute); none = unlimited. "
+        "Kept in Redis when cache.backend is redis (shared by every replica), else in process memory.",
+    )
+    role_rate_limits: dict[Role, str] = Field(
+        default_factory=dict, description="Per-role overrides of rate_limit, e.g. {classify: 6000/minute}."
+    )
+    rate_limit_storage: str | None = Field(
+        default=None,
+        description="A `limits` storage URI (memory://, redis://...); none = cache.redis_url when cache.backend is "
+        "redis, else memory://.",
+    )
+    hash_n: int = Field(
+        default=2**14,
+        ge=2,
+        description="scrypt cost (N) for stored key hashes; checked once per key per process, then remembered.",
+    )
+
+
+class StorageSettings(_Section):
+    """Encryption at rest of ticket text and free-text answers (AES-256-GCM, `cryptography`)."""
+
+    encrypt: bool = Field(
+        default=True, description="Encrypt ticket text, answers, feedback comments and audit payloads in the database."
+    )
+    data_key: SecretStr | None = Field(
+        default=None,
+        description="The data key(s) as base64 of 32 bytes, comma-separated, the first is current (TRIAGE_STORAGE__DATA_KEY). "
+        "None: data_key_file.",
+    )
+    data_key_file: Path = Field(
+        default=PROJECT_ROOT / "var" / "data.key",
+        description="Keyring file (created with mode 0600 on first start when missing: back it up; without it the "
+        "stored text cannot be read).",
+    )
+
+
+class RetentionSettings(_Section):
+    """How long stored data is kept (`triage retention run`, and the server's periodic task)."""
+
+    days: float | None = Field(
+        default=None, gt=0, description="Classifications older than this are purged (none = kept)."
+    )
+    tables: dict[Literal["classifications", "feedback", "audit_payloads"], float] = Field(
+        default_factory=dict, description="Per-table overrides of days, e.g. {audit_payloads: 30, feedback: 365}."
+    )
+    keep_feedback_for_training: bool = Field(
+        default=True,
+        description="A purged classification with feedback is kept for training with its text redacted (labels and "
+        "redacted text), instead of being deleted.",
+    )
+    interval_s: float = Field(
+        default=3600.0, ge=0, description="How often the server runs retention (0 = only `triage retention run`)."
+    )
+
+
+class AuditSettings(_Section):
+    hosted_payload: Literal["full", "hash"] = Field(
+        default="full",
+        description="What the audit keeps of each hosted-API call: the exact redacted request body (encrypted at rest), "
+        "or only its sha256 and the redaction counts.",
+    )
+
+
+class TlsSettings(_Section):
+    certfile: Path | None = Field(default=None, description="PEM certificate (chain): serve HTTPS.")
+    keyfile: Path | None = Field(default=None, description="PEM private key of certfile.")
+    ca_certs: Path | None = Field(default=None, description="CA bundle to verify client certificates (mutual TLS).")
+    require_client_cert: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("tls.certfile and tls.keyfile go together")
+        if self.require_client_cert and self.ca_certs is None:
+            raise ValueError("tls.require_client_cert needs tls.ca_certs")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -346,6 +439,11 @@ class Settings(BaseSettings):
     redaction: RedactionSettings = RedactionSettings()
     cache: CacheSettings = CacheSettings()
     vllm: VllmSettings = VllmSettings()
+    auth: AuthSettings = AuthSettings()
+    storage: StorageSettings = StorageSettings()
+    retention: RetentionSettings = RetentionSettings()
+    audit: AuditSettings = AuditSettings()
+    tls: TlsSettings = TlsSettings()
 
     @field_validator("database_url")
     @classmethod
@@ -359,7 +457,19 @@ class Settings(BaseSettings):
         # An in-memory SQLite database loses every accepted ticket on restart: allowed for tests only when explicit.
         if self.database_url in ("sqlite://", "sqlite:///:memory:") and self.api.host not in ("127.0.0.1", "localhost"):
             raise ValueError("an in-memory database cannot back a server listening beyond localhost")
+        if self.auth.required is False and self.api.host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"auth.required=false (no API keys) is refused on api.host {self.api.host!r}: anyone who reaches the "
+                "port could classify, read results and post training data. Create keys (`triage keys create`) instead."
+            )
         return self
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether /v1 requests need a key: auth.required, or by default unless the server is bound to loopback."""
+        if self.auth.required is not None:
+            return self.auth.required
+        return self.api.host not in LOOPBACK_HOSTS
 
     def variant(self, **sections: Mapping[str, Any] | Any) -> Settings:
         """These settings with some values changed, validated like the originals (a `model_copy(update=...)`

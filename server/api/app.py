@@ -20,7 +20,7 @@ from server.engines.base import Engine
 from server.routing import ServiceCache
 from server.service import ClassificationService
 from server.store import repository as repo
-from server.store.db import make_engine, make_sessionmaker, migrate
+from server.store.db import make_sessionmaker, migrate, open_store
 from server.store.models import utcnow
 from server.taxonomy import Taxonomy, load_taxonomy
 
@@ -89,7 +89,7 @@ def create_server(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db_engine = make_engine(settings.database_url)
+        db_engine = open_store(settings.database_url, settings.storage)
         migrate(db_engine)
         sessions = make_sessionmaker(db_engine)
         with sessions() as session:

@@ -18,6 +18,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from server.config import StorageSettings
+from server.store.crypto import attach, load_keyring
+
 __all__ = [
     "MIGRATIONS_DIR",
     "make_db_engine",
@@ -25,6 +28,7 @@ __all__ = [
     "make_sessionmaker",
     "migrate",
     "normalise_url",
+    "open_store",
     "ping",
 ]
 
@@ -93,6 +97,13 @@ def make_db_engine(url: str, **engine_kwargs: Any) -> DbEngine:
             cur.close()
 
     return db_engine
+
+
+def open_store(database_url: str, storage: StorageSettings, *, create_key: bool = True) -> DbEngine:
+    """The store as the server and the CLI open it: the engine with the data keyring attached, so ticket
+    text and answers are sealed on write (`storage.encrypt`, on by default) and opened on read.
+    A missing key file is generated (mode 0600) when `create_key`, else it is an error."""
+    return attach(make_db_engine(database_url), load_keyring(storage, create=create_key))
 
 
 # The name other packages import (the app, finetune.data, the tests); "engine" alone means a model engine.

@@ -27,9 +27,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["STATUSES", "Base", "Classification", "Feedback", "UTCDateTime", "utcnow"]
+from server.store.crypto import EncryptedJSON, EncryptedText
+
+__all__ = ["ROLES", "STATUSES", "ApiKey", "AuditEvent", "Base", "Classification", "Feedback", "UTCDateTime", "utcnow"]
 
 STATUSES = ("pending", "done", "failed")
+ROLES = ("classify", "review", "admin")
 
 
 def utcnow() -> datetime:
@@ -93,16 +96,18 @@ class Classification(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
 
-    subject: Mapped[str | None] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
-    previous_interactions: Mapped[list[str] | None] = mapped_column(JSONType)
+    # Ticket text and free-text answers are sealed with the data key (server.store.crypto) when the
+    # store has one: the database file and its backups hold no ticket plaintext.
+    subject: Mapped[str | None] = mapped_column(EncryptedText)
+    body: Mapped[str] = mapped_column(EncryptedText)
+    previous_interactions: Mapped[list[str] | None] = mapped_column(EncryptedJSON)
     input_truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # Denormalised from `prediction` so dashboards can filter without JSON operators.
     category: Mapped[str | None] = mapped_column(String(128))
     priority: Mapped[str | None] = mapped_column(String(64))
     sentiment: Mapped[str | None] = mapped_column(String(32))
-    prediction: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    prediction: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON)
     confidence: Mapped[dict[str, float] | None] = mapped_column(JSONType)
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), index=True)
 
@@ -129,7 +134,12 @@ class Classification(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
-    raw_output: Mapped[str | None] = mapped_column(Text)
+    raw_output: Mapped[str | None] = mapped_column(EncryptedText)
+
+    # Who asked (migration 0004): the API key's id (NULL without keys) and its scope (tenant); a key with a
+    # scope reads only rows of its scope.
+    key_id: Mapped[int | None] = mapped_column(Integer)
+    scope: Mapped[str | None] = mapped_column(String(128), index=True)
 
     # passive_deletes: the database's ON DELETE CASCADE removes feedback, so the
     # ORM need not load every row just to delete it.
@@ -155,10 +165,59 @@ class Feedback(Base):
     ticket_id: Mapped[str] = mapped_column(String(128), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     reviewer: Mapped[str] = mapped_column(String(128))
-    comment: Mapped[str | None] = mapped_column(Text)
-    corrections: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    comment: Mapped[str | None] = mapped_column(EncryptedText)
+    corrections: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON)
+    # The API key that sent it and its role then (migration 0004): fine-tuning can keep only feedback of
+    # given keys or roles (a data-poisoning guard). NULL: sent without keys.
+    key_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    key_role: Mapped[str | None] = mapped_column(String(16))
+    # Set when retention redacted the ticket text this feedback trains on (the row was kept for training).
+    redacted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     classification: Mapped[Classification] = relationship(back_populates="feedback")
 
     def __repr__(self) -> str:
         return f"<Feedback id={self.id} classification_id={self.classification_id}>"
+
+
+class ApiKey(Base):
+    """An API key: only a slow hash of its secret is stored (scrypt); `prefix` is the public part that
+    finds the row. Revoked keys are kept (audit rows refer to them), never reused."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("role IN ('classify', 'review', 'admin')", name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<ApiKey id={self.id} name={self.name} role={self.role}>"
+
+
+class AuditEvent(Base):
+    """Append-only (database triggers refuse UPDATE and DELETE, except erasing a payload): who did what, when.
+
+    `payload` is what left the premises on a hosted-API call (the redacted request body, sealed with the data
+    key) or NULL when only its hash is kept (`audit.hosted_payload: hash`) or after erasure."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    key_id: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(128))  # the key's name, "anonymous" or "cli:<user>"
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    ticket_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    target: Mapped[str | None] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    payload: Mapped[str | None] = mapped_column(EncryptedText)
+    payload_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        return f"<AuditEvent id={self.id} action={self.action} actor={self.actor}>"
