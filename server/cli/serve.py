@@ -1,12 +1,30 @@
-"""`triage serve`: the HTTP server."""
+"""`triage serve`: the HTTP server (HTTPS with `tls.certfile`/`tls.keyfile`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import ssl
+from typing import Annotated, Any
 
 import typer
 
 from server.cli.common import ConfigOpt, load
+from server.config import Settings
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn.run's keyword arguments for these settings: address, and TLS when a certificate is configured
+    (TLS 1.2+ via uvicorn's default context; client certificates required with `tls.require_client_cert`)."""
+    options: dict[str, Any] = {"host": settings.api.host, "port": settings.api.port, "log_level": "info"}
+    tls = settings.tls
+    if tls.certfile is not None and tls.keyfile is not None:
+        for path in (tls.certfile, tls.keyfile, tls.ca_certs):
+            if path is not None and not path.is_file():
+                raise FileNotFoundError(f"TLS file not found: {path}")
+        options.update(ssl_certfile=str(tls.certfile), ssl_keyfile=str(tls.keyfile))
+        if tls.ca_certs is not None:
+            options["ssl_ca_certs"] = str(tls.ca_certs)
+            options["ssl_cert_reqs"] = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return options
 
 
 def serve(
@@ -22,7 +40,7 @@ def serve(
     settings = load(config)
     if host or port:
         settings = settings.variant(api={k: v for k, v in {"host": host, "port": port}.items() if v})
-    uvicorn.run(create_server(settings), host=settings.api.host, port=settings.api.port, log_level="info")
+    uvicorn.run(create_server(settings), **uvicorn_options(settings))
 
 
 def register(app: typer.Typer) -> None:
