@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.cache import ServiceCache
 from server.config import Settings
+from server.egress import HostedCall, record_hosted_calls
 from server.engines.base import Engine, EngineError, EngineOverloaded, EngineTimeout, EngineUnavailable
 from server.fields import FieldSelection, resolve_fields
 from server.prompts import TicketInput
@@ -220,6 +221,15 @@ class ClassificationService:
                 if not job.settled:
                     job.error = exc
         latency_ms = (time.perf_counter() - started) * 1000
+        # What left the premises is audited whatever becomes of the results.
+        calls = [
+            HostedCall(req.ticket_id or "", rid, req.key_id, job.hosted_sent)
+            for req, rid, job in zip(requests, rids, jobs)
+            if job.hosted_sent
+        ]
+        if calls:
+            full = self.settings.audit.hosted_payload == "full"
+            await run_in_threadpool(record_hosted_calls, self.sessions, calls, keep_payload=full)
 
         outcomes: list[Outcome] = []
         to_store: list[tuple[str, StoredOutcome]] = []

@@ -2,6 +2,9 @@
 
 The SDKs' own retries are switched off (max_retries=0): retries happen in `hosted.py`, where they
 are counted, bounded by settings and visible to the circuit breaker.
+
+Each SDK gets its own HTTP client carrying `server.egress.on_request` as a request hook: the exact bytes of
+every request body sent are recorded for the audit, at the last point before the socket, after redaction.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any, Protocol
 
 import anthropic
 import openai
+
+from server.egress import on_request
 
 from .answer import TokenLogprob
 from .errors import ProviderError
@@ -94,7 +99,12 @@ class OpenAIProvider:
     ) -> None:
         self.model = model
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url or OPENAI_DEFAULT_BASE_URL, timeout=timeout_s, max_retries=0
+            api_key=api_key,
+            base_url=base_url or OPENAI_DEFAULT_BASE_URL,
+            timeout=timeout_s,
+            max_retries=0,
+            # The SDK's own defaults (connection limits, redirects), plus the audit hook.
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [on_request]}),
         )
         self._response_format: Any = {
             "type": "json_schema",
@@ -163,7 +173,11 @@ class AnthropicProvider:
     ) -> None:
         self.model = model
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url or ANTHROPIC_DEFAULT_BASE_URL, timeout=timeout_s, max_retries=0
+            api_key=api_key,
+            base_url=base_url or ANTHROPIC_DEFAULT_BASE_URL,
+            timeout=timeout_s,
+            max_retries=0,
+            http_client=anthropic.DefaultAsyncHttpxClient(event_hooks={"request": [on_request]}),
         )
         self._tool: Any = {
             "name": TOOL_NAME,

@@ -30,6 +30,7 @@ class Job:
     engine_s: float = 0.0
     hosted_cost_usd: float = 0.0
     reviewed: bool = False
+    hosted_sent: list[Any] = field(default_factory=list)  # server.egress.SentRequest: bodies sent to a hosted API
 
     @property
     def settled(self) -> bool:

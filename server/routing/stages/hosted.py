@@ -43,9 +43,11 @@ async def ask_hosted(ctx: RoutingContext, jobs: Sequence[Job]) -> None:
 
 
 async def _hosted_one(ctx: RoutingContext, job: Job) -> None:
+    from server.egress import capture
     from server.fallback import HostedUnavailable
 
     assert ctx.hosted is not None and job.answer is not None
+    job.hosted_sent = capture()  # this ticket's task: its hosted request bodies, for the audit
     previous = label_fields_of(job.answer.output, ctx.taxonomy)
     try:
         if not ctx.hosted.available:
