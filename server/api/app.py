@@ -14,9 +14,10 @@ from starlette.middleware.base import RequestResponseEndpoint
 
 from server.api.errors import error_response, install_error_handlers
 from server.api.openapi import install_openapi
-from server.api.routers import classify, feedback, health, review
+from server.api.routers import classify, feedback, health, results, review
 from server.config import EngineProfile, Settings, load_settings
 from server.engines.base import Engine
+from server.retention import start_periodic, stop_periodic
 from server.routing import ServiceCache
 from server.service import ClassificationService
 from server.store import repository as repo
@@ -116,8 +117,10 @@ def create_server(
             app.state.service = ClassificationService(
                 settings, taxonomy, eng, sessions, engines=named, cache=cache, hosted=fallback
             )
+            app.state.retention = start_periodic(settings, sessions)  # None unless retention is configured
             yield
         finally:
+            await stop_periodic(getattr(app.state, "retention", None))
             for e in reversed(started):
                 try:
                     await e.stop()
@@ -149,6 +152,7 @@ def create_server(
     app.include_router(classify.router)
     app.include_router(feedback.router)
     app.include_router(review.router)
+    app.include_router(results.router)
     app.include_router(health.router)
     install_openapi(app, settings, taxonomy)
     return app

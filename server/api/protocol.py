@@ -222,3 +222,66 @@ class HealthOut(BaseModel):
 
 class ReadyOut(BaseModel):
     ready: bool = Field(description="False (HTTP 503): the model or the database is not ready.")
+
+
+class FeedbackRecordOut(BaseModel):
+    feedback_id: int
+    created_at: datetime
+    reviewer: str
+    corrections: dict[str, Any]
+    comment: str | None
+    redacted_at: datetime | None = Field(description="Set when retention redacted the ticket text it trains on.")
+
+
+class TicketTextOut(BaseModel):
+    subject: str | None
+    body: str
+    previous_interactions: list[str] | None
+
+
+class ResultRefOut(BaseModel):
+    request_id: str
+    status: Literal["pending", "done", "failed"]
+
+
+class StoredResultOut(BaseModel):
+    """A stored result read back (GET /v1/results/{request_id}, GET /v1/tickets/{ticket_id}): what was
+    answered, by which model, adapter and prompt, how sure it was, which route it took and why it needs
+    review, and the feedback given on it."""
+
+    request_id: str
+    ticket_id: str
+    status: Literal["pending", "done", "failed"]
+    created_at: datetime
+    completed_at: datetime | None
+    model: ModelRef
+    prompt_version: str
+    taxonomy: str | None
+    engine: str | None = Field(description="Which engine answered (null while pending and for failures).")
+    route: Route | None
+    cache: CacheKind | None
+    fields: list[str] | None = Field(description="The output fields asked; null: every field.")
+    prediction: dict[str, Any] | None = Field(description="The answer as stored (null while pending and for failures).")
+    reasoning: str | None = Field(description="The answer's reasoning, when it has one.")
+    confidence: dict[str, float | None] | None
+    needs_review: bool
+    review_reasons: dict[str, float | str | None] | None
+    input_truncated: bool
+    latency_ms: float | None
+    cost_usd: float | None
+    error: str | None = Field(description="Why a failed result failed.")
+    feedback: list[FeedbackRecordOut] = Field(description="Corrections given on this result, oldest first.")
+    text: TicketTextOut | None = Field(
+        default=None, description="The ticket text as stored; only with ?include_text=true (null once redacted)."
+    )
+    history: list[ResultRefOut] | None = Field(
+        default=None, description="GET /v1/tickets only: every stored result of the ticket, oldest first."
+    )
+
+
+class ErasureOut(BaseModel):
+    ticket_id: str
+    erased: dict[str, int] = Field(
+        description="Per kind: classifications, feedback, cache_entries, audit_payloads (the audit events stay, "
+        "without payloads)."
+    )

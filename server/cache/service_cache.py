@@ -14,6 +14,7 @@ from collections import OrderedDict
 from typing import Any
 
 from server.cache.entry import CachedAnswer
+from server.cache.keys import normalise_text, text_digest
 from server.cache.namespace import engine_namespace
 from server.cache.result_cache import CacheHit, ResultCache
 from server.cache.store import CacheStore, MemoryStore, RedisStore, redis_client_from_url
@@ -81,6 +82,13 @@ class ServiceCache:
         cache = self.view(engine, ticket.fields)
         if cache is not None:
             cache.put(ticket, entry.to_json())
+
+    def forget(self, ticket: TicketInput) -> int:
+        """Erase this ticket text's entries from every namespace, old configurations' too (`DELETE
+        /v1/tickets/{id}`); how many there were. Backend errors propagate: an erasure must not pass silently."""
+        if self._store is None:
+            return 0
+        return self._store.forget(f"{self.settings.cache.key_prefix}:", f":e:{text_digest(normalise_text(ticket))}")
 
     def _retire(self, cache: ResultCache) -> None:
         for kind, counts in cache.stats().items():

@@ -39,6 +39,10 @@ class CacheStore(Protocol):
 
     def remove_members(self, bucket_keys: Sequence[str], members: Sequence[str]) -> None: ...
     def clear(self, prefix: str) -> None: ...
+    def forget(self, prefix: str, suffix: str) -> int:
+        """Delete the entries whose key starts with `prefix` and ends with `suffix`; how many there were."""
+        ...
+
     def ping(self) -> bool: ...
 
 
@@ -121,6 +125,13 @@ class MemoryStore:
             for bucket in [b for b in self._buckets if b.startswith(prefix)]:
                 del self._buckets[bucket]
 
+    def forget(self, prefix: str, suffix: str) -> int:
+        with self._lock:
+            keys = [k for k in self._entries if k.startswith(prefix) and k.endswith(suffix)]
+            for key in keys:
+                self._drop(key)
+            return len(keys)
+
     def ping(self) -> bool:
         return True
 
@@ -194,6 +205,11 @@ class RedisStore:
                 batch = []
         if batch:
             self._client.unlink(*batch)
+
+    def forget(self, prefix: str, suffix: str) -> int:
+        # Bucket memberships of a deleted entry are pruned by the next lookup that meets them.
+        keys = list(self._client.scan_iter(match=_glob_escape(prefix) + "*" + _glob_escape(suffix), count=1000))
+        return int(self._client.unlink(*keys)) if keys else 0
 
     def ping(self) -> bool:
         return bool(self._client.ping())
