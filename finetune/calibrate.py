@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.data import read_heldout
+from finetune.heldout import HeldOut, read_heldout
 from server.config import Settings, load_settings
 from server.evaluation.metrics import expected_calibration_error
 from server.registry import resolve_project_path
@@ -70,9 +70,14 @@ def fit_temperature(traces: list[Trace], correct: list[bool]) -> tuple[float, fl
 
 
 def held_out_traces(
-    adapter_dir: str | Path, settings: Settings | None = None, *, progress: bool = True, batch_size: int = 16
+    adapter_dir: str | Path,
+    settings: Settings | None = None,
+    *,
+    progress: bool = True,
+    batch_size: int = 16,
+    split: HeldOut | None = None,
 ) -> dict[str, FieldTraces]:
-    """Run the adapter, uncalibrated, on its heldout.jsonl: per label field, the traces and correctness."""
+    """Run the adapter, uncalibrated, on its held-out split: per label field, the traces and correctness."""
     from tqdm import tqdm
 
     from server.engines import open_batch_runner, open_runner
@@ -80,10 +85,10 @@ def held_out_traces(
 
     adapter_dir = Path(adapter_dir)
     manifest = json.loads((adapter_dir / "manifest.json").read_text(encoding="utf-8"))
-    held = read_heldout(adapter_dir / "heldout.jsonl")
+    settings = settings or load_settings()
+    held = (split or read_heldout(adapter_dir, settings)).examples
     if not held:
         raise ValueError(f"{adapter_dir}: empty held-out split, nothing to calibrate on")
-    settings = settings or load_settings()
     base = manifest.get("base_model", {}).get("path")
     if base:  # calibrate against the base the adapter was trained on
         local = resolve_project_path(base)
@@ -123,14 +128,23 @@ def held_out_traces(
 def calibrate(
     adapter_dir: str | Path, settings: Settings | None = None, *, progress: bool = True, batch_size: int = 16
 ) -> dict[str, Any]:
-    """Fit and store the temperatures of the adapter in `adapter_dir` (uses its heldout.jsonl)."""
+    """Fit and store the temperatures of the adapter in `adapter_dir` on its held-out split (rows whose
+    text is gone or changed since training are skipped and counted in `heldout_skipped`)."""
     from server.registry import Registry
 
     adapter_dir = Path(adapter_dir)
     settings = settings or load_settings()
-    fields = held_out_traces(adapter_dir, settings, progress=progress, batch_size=batch_size)
-    n = len(read_heldout(adapter_dir / "heldout.jsonl"))
-    result: dict[str, Any] = {"temperatures": {}, "ece_before": {}, "ece_after": {}, "accuracy": {}, "n": n}
+    split = read_heldout(adapter_dir, settings)
+    fields = held_out_traces(adapter_dir, settings, progress=progress, batch_size=batch_size, split=split)
+    result: dict[str, Any] = {
+        "temperatures": {},
+        "ece_before": {},
+        "ece_after": {},
+        "accuracy": {},
+        "n": len(split.examples),
+    }
+    if split.skipped:
+        result["heldout_skipped"] = {"missing": len(split.missing), "changed": len(split.changed)}
     for name, evidence in fields.items():
         t, before, after = fit_temperature(evidence.traces, evidence.correct)
         result["temperatures"][name] = round(t, 4)

@@ -1,4 +1,4 @@
-"""`triage finetune`, `triage fit-head` and `triage calibrate`, added to the server's CLI through the
+"""`triage finetune`, `triage fit-head`, `triage calibrate` and `triage heldout`, added to the server's CLI through the
 `triage.commands` entry point (server never imports this package).
 
 The options of `triage finetune` that set a config key (`--rank`, `--epochs`, ...) are generated from the
@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command("finetune")(_finetune_command())
     app.command("fit-head")(fit_head)
     app.command("calibrate")(calibrate)
+    app.command("heldout")(heldout)
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
@@ -156,7 +157,7 @@ def fit_head(
 
 
 def calibrate(
-    adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json and heldout.jsonl)."),
+    adapter: Path = typer.Argument(..., help="Adapter folder (with manifest.json and heldout.json)."),
     server_config: Path | None = typer.Option(None, "--server-config"),
     engine: str | None = typer.Option(
         None, "--engine", help="embedded | vllm (default: engine.kind from the settings)"
@@ -174,3 +175,29 @@ def calibrate(
         settings = with_engine(settings, engine)
     result = run(adapter, settings)
     typer.echo(json.dumps(result, indent=2))
+
+
+def heldout(
+    adapter: Path = typer.Argument(..., help="Adapter folder."),
+    convert: bool = typer.Option(
+        False, "--convert", help="Rewrite an old heldout.jsonl (ticket text) as heldout.json (ids + hashes)."
+    ),
+    server_config: Path | None = typer.Option(None, "--server-config", help="Settings of the feedback store."),
+) -> None:
+    """How much of an adapter's held-out split still reads back from its sources (rows, resolved, missing,
+    changed); with --convert, first store an old split by reference and delete its text."""
+    import json
+
+    from finetune.data import DataError
+    from finetune.heldout import convert as run_convert
+    from finetune.heldout import read_heldout
+    from server.config import load_settings
+
+    settings = load_settings(server_config)
+    try:
+        if convert:
+            typer.echo(json.dumps({"converted": run_convert(adapter, settings)}))
+        typer.echo(json.dumps(read_heldout(adapter, settings).summary()))
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
-from server.config import check_device
+from server.config import Role, check_device
 
 if typing.TYPE_CHECKING:
     from server.heads.head import Pool
@@ -28,6 +28,8 @@ if typing.TYPE_CHECKING:
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # The poolings of server.heads.head.Pool (POOL_KINDS there; a test keeps the two equal).
 PoolKind = Literal["mean", "last", "history"]
+# Whose corrections train by default: the keys allowed to review (admin holds every role's powers).
+TRAINING_ROLES: tuple[Role, ...] = ("review", "admin")
 
 
 class ConfigError(ValueError):
@@ -75,6 +77,18 @@ class DataArgs(_Section):
         True, description="Add reviewer corrections from the database."
     )
     database_url: str | None = Field(None, description="Feedback database (default: the server settings').")
+    # Corrections become training data: a key that may only classify must not be able to teach the model
+    # (data poisoning), so only reviewers' and admins' corrections are read unless this says otherwise.
+    feedback_roles: Annotated[list[Role], Flag("--feedback-roles", comma_separated=True)] = Field(
+        default_factory=lambda: list(TRAINING_ROLES),
+        min_length=1,
+        description="Use corrections sent with a key of these roles, e.g. review,admin.",
+    )
+    feedback_keys: list[str] | None = Field(None, description="Only corrections sent with these API key names.")
+    feedback_key_ids: list[int] | None = Field(None, description="Only corrections sent with these API key ids.")
+    # Rows with no key: written before keys existed, or by a server running without keys, where anyone who
+    # reached the port could post them.
+    feedback_unattributed: bool = Field(False, description="Also use corrections sent without an API key.")
     heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Kept apart for calibration and the report.")
     # The same held-out tickets for every run, and rows derived from them (augmentation) are never trained on.
     heldout_ids: str | None = Field(None, description="File of ticket ids (one per line) held out instead.")

@@ -2,7 +2,8 @@
 
 Every problem with a file is reported with its file, row and column before any training starts.
 Feedback wins over a file's labels for the same ticket id: a reviewer's correction is the newest truth.
-The held-out split is written next to the adapter (heldout.jsonl) so calibration and heads refit on it.
+Only feedback that passes the config's filter is read (by default: sent with a review or admin key).
+The held-out split is recorded next to the adapter by reference (finetune.heldout), never as text.
 """
 
 from __future__ import annotations
@@ -10,21 +11,28 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from finetune.config import FinetuneConfig
+from finetune.config import TRAINING_ROLES, DataArgs, FinetuneConfig
 from finetune.manifest import project_relative
-from server.config import Settings
+from server.config import Settings, StorageSettings
 from server.extraction import candidate_spans, ticket_texts
 from server.prompts import TicketInput, parse_history
 from server.registry import resolve_project_path, sha256_file
 from server.results import label_of
 from server.taxonomy import Taxonomy
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine as DbEngine
+
+    from server.store.models import Classification, Feedback
+
+log = logging.getLogger(__name__)
 MAX_REPORTED = 20
 
 
@@ -40,6 +48,9 @@ class Example:
     source: str  # file name or "feedback"
     language: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Where the text can be read again: the data file (project-relative) or "feedback:<feedback id>";
+    # the held-out split is stored as these references (finetune.heldout), not as the text.
+    origin: str = ""
 
 
 @dataclass
@@ -109,6 +120,7 @@ def read_examples(
         raise DataError("\n".join(problems))
     assert body_col is not None  # else reported above
     filter_col = "label_source" if label_sources and "label_source" in columns else None
+    origin = project_relative(path)
     examples: list[Example] = []
     read = skipped = 0
     for n, row in rows:
@@ -153,7 +165,13 @@ def read_examples(
         meta = {"source_ticket_id": _text(row.get("source_ticket_id"))} if _text(row.get("source_ticket_id")) else {}
         examples.append(
             Example(
-                uid, TicketInput(subject, body, history), answer, path.name, _text(row.get("language")) or None, meta
+                uid,
+                TicketInput(subject, body, history),
+                answer,
+                path.name,
+                _text(row.get("language")) or None,
+                meta,
+                origin,
             )
         )
     if problems:
@@ -185,56 +203,152 @@ def copyable(value: str | None, spans: list[str]) -> str | None:
     return same[0] if same else None
 
 
+@dataclass(frozen=True)
+class FeedbackFilter:
+    """Which stored corrections may become training data, by the API key that sent them."""
+
+    roles: tuple[str, ...] = TRAINING_ROLES
+    key_names: tuple[str, ...] | None = None
+    key_ids: tuple[int, ...] | None = None
+    unattributed: bool = False  # rows with no key (before keys existed, or a server running without keys)
+
+    @classmethod
+    def of(cls, data: DataArgs) -> FeedbackFilter:
+        return cls(
+            tuple(data.feedback_roles),
+            tuple(data.feedback_keys) if data.feedback_keys is not None else None,
+            tuple(data.feedback_key_ids) if data.feedback_key_ids is not None else None,
+            data.feedback_unattributed,
+        )
+
+    def refusal(self, key_id: int | None, key_role: str | None, key_name: str | None) -> str | None:
+        """Why a row is left out ("unattributed", "role", "key"), or None when it is used."""
+        if key_id is None:
+            # An open-mode request acts as admin without a key: its role says nothing about who sent it.
+            return None if self.unattributed else "unattributed"
+        if key_role not in self.roles:
+            return "role"
+        if self.key_names is None and self.key_ids is None:
+            return None
+        if key_id in (self.key_ids or ()) or key_name in (self.key_names or ()):
+            return None
+        return "key"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "roles": list(self.roles),
+            "key_names": list(self.key_names) if self.key_names is not None else None,
+            "key_ids": list(self.key_ids) if self.key_ids is not None else None,
+            "unattributed": self.unattributed,
+        }
+
+
+def open_feedback_store(database_url: str, storage: StorageSettings) -> DbEngine:
+    """The store with its data keyring, as the server opens it, so sealed ticket text and corrections read.
+
+    A training job never creates a data key: with none configured it reads plain rows only (written
+    before encryption, or with storage.encrypt off), and a sealed row is an error naming the key setting."""
+    from server.store.crypto import DataKeyError
+    from server.store.db import migrate, open_store
+
+    try:
+        engine = open_store(database_url, storage, create_key=False)
+    except DataKeyError as exc:
+        log.warning("%s: reading unencrypted feedback only", exc)
+        engine = open_store(database_url, storage.model_copy(update={"encrypt": False}))
+    migrate(engine)
+    return engine
+
+
+def feedback_example(fb: Feedback, cls: Classification, taxonomy: Taxonomy, need_reasoning: bool) -> Example | None:
+    """The stored answer with the reviewer's corrections on top; None when it lacks a label (or reasoning)
+    the target needs, or the ticket text is gone."""
+    answer = _corrected(cls.prediction or {}, fb.corrections or {})
+    if not _complete(answer, taxonomy, need_reasoning) or not (cls.subject or cls.body):
+        return None
+    ticket = TicketInput(cls.subject or "", cls.body or "", tuple(cls.previous_interactions or ()))
+    meta = {
+        "feedback_id": fb.id,
+        "reviewer": fb.reviewer,
+        "key_id": fb.key_id,
+        "key_role": fb.key_role,
+        "redacted": fb.redacted_at is not None,
+    }
+    return Example(fb.ticket_id, ticket, answer, "feedback", None, meta, f"feedback:{fb.id}")
+
+
 def feedback_examples(
-    database_url: str, taxonomy: Taxonomy, *, need_reasoning: bool = True
+    database_url: str,
+    taxonomy: Taxonomy,
+    *,
+    storage: StorageSettings,
+    need_reasoning: bool = True,
+    only: FeedbackFilter | None = None,
 ) -> tuple[list[Example], dict[str, Any]]:
     """Reviewed predictions: the stored answer with the reviewer's corrections applied on top.
 
-    Fields the reviewer did not correct are taken as confirmed. The latest feedback per ticket wins.
-    The snapshot (highest feedback id, row count, content hash) goes into the adapter's manifest so
-    a run can be traced to the exact database state it saw."""
+    Fields the reviewer did not correct are taken as confirmed. Rows the filter refuses are left out
+    before the latest feedback per ticket is chosen, so a refused key cannot override a reviewer. Rows
+    whose ticket text retention redacted are used with the redacted text (and counted). The snapshot
+    (highest feedback id, row counts, the filter, content hash) goes into the adapter's manifest so a run
+    can be traced to the exact database state it saw."""
     from sqlalchemy import select
 
-    from server.store.db import make_engine, make_sessionmaker, migrate
-    from server.store.models import Classification, Feedback
+    from server.store.db import make_sessionmaker
+    from server.store.models import ApiKey, Classification, Feedback
 
-    engine = make_engine(database_url)
+    only = only or FeedbackFilter()
+    engine = open_feedback_store(database_url, storage)
     try:
-        migrate(engine)
-        sessions = make_sessionmaker(engine)
-        with sessions() as session:
+        with make_sessionmaker(engine)() as session:
+            if only.key_names:
+                known = set(session.scalars(select(ApiKey.name).where(ApiKey.name.in_(only.key_names))))
+                unknown = [n for n in only.key_names if n not in known]
+                if unknown:
+                    raise DataError(f"data.feedback_keys: no API key named {', '.join(map(repr, unknown))}")
             rows = session.execute(
-                select(Feedback, Classification)
+                select(Feedback, Classification, ApiKey.name)
                 .join(Classification, Feedback.classification_id == Classification.id)
+                .outerjoin(ApiKey, Feedback.key_id == ApiKey.id)
                 .order_by(Feedback.id)
             ).all()
-            latest: dict[str, tuple[Any, Any]] = {}
+            latest: dict[str, tuple[Feedback, Classification]] = {}
             skipped = 0
-            for fb, cls in rows:
+            refused = {"unattributed": 0, "role": 0, "key": 0}
+            for fb, cls, key_name in rows:
                 if cls.taxonomy and cls.taxonomy != taxonomy.key:
                     skipped += 1
+                    continue
+                reason = only.refusal(fb.key_id, fb.key_role, key_name)
+                if reason is not None:
+                    refused[reason] += 1
                     continue
                 latest[fb.ticket_id] = (fb, cls)
             examples: list[Example] = []
             digest = hashlib.sha256()
             invalid = 0
             for ticket_id, (fb, cls) in latest.items():
-                answer = _corrected(cls.prediction or {}, fb.corrections or {})
-                if not _complete(answer, taxonomy, need_reasoning):
+                ex = feedback_example(fb, cls, taxonomy, need_reasoning)
+                if ex is None:
                     invalid += 1
                     continue
-                digest.update(json.dumps([fb.id, ticket_id, answer], sort_keys=True, ensure_ascii=False).encode())
-                ticket = TicketInput(cls.subject or "", cls.body or "", tuple(cls.previous_interactions or ()))
-                examples.append(
-                    Example(
-                        ticket_id, ticket, answer, "feedback", None, {"feedback_id": fb.id, "reviewer": fb.reviewer}
-                    )
+                digest.update(json.dumps([fb.id, ticket_id, ex.answer], sort_keys=True, ensure_ascii=False).encode())
+                examples.append(ex)
+            if sum(refused.values()):
+                log.warning(
+                    "feedback: %d row(s) left out by the filter %s (%s)",
+                    sum(refused.values()),
+                    only.to_json(),
+                    ", ".join(f"{k}: {v}" for k, v in refused.items() if v),
                 )
             snapshot = {
                 "database": engine.url.render_as_string(hide_password=True),
-                "max_feedback_id": max((fb.id for fb, _ in rows), default=None),
+                "max_feedback_id": max((fb.id for fb, _, _ in rows), default=None),
                 "feedback_rows": len(rows),
+                "filter": only.to_json(),
                 "rows_used": len(examples),
+                "rows_redacted": sum(1 for ex in examples if ex.meta["redacted"]),
+                "rows_skipped_filter": refused,
                 "rows_skipped_other_taxonomy": skipped,
                 "rows_skipped_incomplete": invalid,
                 "sha256": digest.hexdigest(),
@@ -299,31 +413,6 @@ def split(
     return train, held
 
 
-def write_heldout(path: Path, held: list[Example]) -> None:
-    """The held-out split as JSON lines: what `read_heldout` reads back (calibration, `triage calibrate`)."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for ex in held:
-            record = {
-                "uid": ex.uid,
-                "subject": ex.ticket.subject,
-                "body": ex.ticket.body,
-                "previous_interactions": list(ex.ticket.previous_interactions),
-                "answer": ex.answer,
-                "language": ex.language,
-                "source": ex.source,
-            }
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def read_heldout(path: Path) -> list[Example]:
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        d = json.loads(line)
-        ticket = TicketInput(d["subject"], d["body"], tuple(d.get("previous_interactions") or ()))
-        out.append(Example(d["uid"], ticket, d["answer"], d.get("source", ""), d.get("language")))
-    return out
-
-
 def load_data(cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy) -> TrainingData:
     """All examples, validated, merged with feedback and split; plus the provenance record."""
     need_reasoning = cfg.data.target == "full"
@@ -343,7 +432,11 @@ def load_data(cfg: FinetuneConfig, settings: Settings, taxonomy: Taxonomy) -> Tr
     provenance: dict[str, Any] = {"sources": sources}
     if cfg.data.feedback:
         fb, snapshot = feedback_examples(
-            cfg.data.database_url or settings.database_url, taxonomy, need_reasoning=need_reasoning
+            cfg.data.database_url or settings.database_url,
+            taxonomy,
+            storage=settings.storage,
+            need_reasoning=need_reasoning,
+            only=FeedbackFilter.of(cfg.data),
         )
         provenance["feedback"] = snapshot
         examples = merge(examples, fb)

@@ -3,7 +3,7 @@
 `main(cfg, settings)` runs the job as named steps: load and validate all data (fail before any model is
 loaded), encode every example with the server's prompt code, build the model + LoRA, train (loss on
 answer tokens only, resuming from a checkpoint of the same config), save `adapter_model.safetensors` +
-`adapter_config.json` + `heldout.jsonl` + `manifest.json` atomically, then fit per-field temperatures
+`adapter_config.json` + `heldout.json` (the held-out split by reference) + `manifest.json` atomically, then fit per-field temperatures
 on the held-out split (finetune.calibrate) and, if configured, a label head (finetune.heads).
 """
 
@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from finetune.batching import answer_loss, collate, length_grouped_batches
 from finetune.checkpoints import Position, config_hash, latest_checkpoint, load_checkpoint, save_checkpoint
 from finetune.config import FinetuneConfig
-from finetune.data import TrainingData, load_data, write_heldout
+from finetune.data import TrainingData, load_data
 from finetune.encode import Encoded, ExampleEncoder
+from finetune.heldout import HELDOUT_FILE, ReadSpec, write_heldout
 from finetune.manifest import lora_manifest, write_json
 from server.config import Settings, load_settings
 from server.registry import AdapterEntry, resolve_project_path
@@ -378,7 +379,7 @@ def save_adapter(
             if "lora_" in n:
                 p.data = p.data.to(torch.float16)
     model.save_pretrained(str(tmp))
-    write_heldout(tmp / "heldout.jsonl", data.held)
+    write_heldout(tmp / HELDOUT_FILE, data.held, ReadSpec.of(cfg))
     manifest = lora_manifest(
         cfg,
         settings,

@@ -66,6 +66,7 @@ def test_flags_are_the_fields_marked_in_the_model() -> None:
         "--calibrate/--no-calibrate",
         "--data",
         "--feedback/--no-feedback",
+        "--feedback-roles",
         "--max-rows",
         "--target",
         "--rank",

@@ -11,10 +11,8 @@ import pytest
 from finetune.config import load_config
 from finetune.data import DataError, Example, feedback_examples, merge, read_examples, split
 from server.prompts import TicketInput
-from server.store import repository as repo
-from server.store.db import make_engine, make_sessionmaker, migrate
-from server.store.records import StoredResult
 from server.taxonomy import load_taxonomy
+from tests.finetune.feedback_store import make_store
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = [
@@ -136,56 +134,11 @@ def test_jsonl_files_and_their_errors(tmp_path, tax):
         read_examples(bad, tax)
 
 
-def _seed_feedback(url: str) -> None:
-    engine = make_engine(url)
-    migrate(engine)
-    sessions = make_sessionmaker(engine)
-    with sessions() as s:
-        for i, (cat, corrections) in enumerate(
-            [
-                ("Technical", {"category": "Billing", "extracted_info": {"sentiment": "negative"}}),
-                ("Sales", {"priority": "High"}),
-            ]
-        ):
-            rid = f"r{i}"
-            repo.create_pending(
-                s,
-                request_id=rid,
-                ticket_id=f"T{i + 1}",
-                subject=f"fb subject {i}",
-                body=f"fb body {i}",
-                previous_interactions=None,
-                model_base="m",
-                model_adapter=None,
-                prompt_version="classify/v2",
-                taxonomy="tickets@1",
-            )
-            pred = {
-                "category": cat,
-                "priority": "Low",
-                "extracted_info": {"sentiment": "neutral", "product": None, "error_code": None},
-                "reasoning": "r",
-            }
-            stored = StoredResult(
-                prediction=pred,
-                confidence={},
-                needs_review=True,
-                input_truncated=False,
-                latency_ms=1.0,
-                prompt_tokens=1,
-                completion_tokens=1,
-                raw_output="{}",
-            )
-            assert repo.finish_many(s, [(rid, stored)]) == []
-            cls = repo.get_latest_by_ticket_id(s, f"T{i + 1}")
-            repo.add_feedback(s, classification=cls, reviewer="ana", comment=None, corrections=corrections)
-    engine.dispose()
-
-
 def test_feedback_corrections_win_over_file_labels(tmp_path, tax):
-    url = f"sqlite:///{tmp_path / 'fb.db'}"
-    _seed_feedback(url)
-    fb, snapshot = feedback_examples(url, tax)
+    store = make_store(tmp_path)
+    store.add("T1", {"category": "Billing", "extracted_info": {"sentiment": "negative"}}, key="rita", body="fb body 0")
+    store.add("T2", {"category": "Sales", "priority": "High"}, key="rita", body="fb body 1")
+    fb, snapshot = feedback_examples(store.url, tax, storage=store.storage)
     assert snapshot["rows_used"] == 2 and snapshot["max_feedback_id"] == 2 and len(snapshot["sha256"]) == 64
     by_id = {e.uid: e for e in fb}
     assert (

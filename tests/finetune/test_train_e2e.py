@@ -69,6 +69,11 @@ def test_train_interrupt_resume_calibrate_and_serve(tmp_path, fast_settings, tax
     assert set(cal["temperatures"]) == {"category", "priority", "sentiment"}
     assert_temperatures_minimise_heldout_nll(out, fast_settings, cal["temperatures"])
     assert not (out / "checkpoints").exists()
+    # The held-out split is stored by reference: ids, sources and hashes, no ticket text.
+    held = json.loads((out / "heldout.json").read_text())["rows"]
+    assert not (out / "heldout.jsonl").exists() and len(held) == manifest["data"]["heldout_rows"] == cal["n"]
+    assert {r["source"] for r in held} == {"data/tickets/sample100.csv"}
+    assert set(held[0]) == {"uid", "source", "sha256"}
     Registry(tmp_path / "registry.json", tmp_path).validate("tiny")  # hashes in the manifest match the files
 
     runner = BatchRunner(fast_settings, taxonomy, adapter=AdapterEntry("tiny", out, manifest))
