@@ -21,10 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.store.db import make_engine, make_sessionmaker
+from server.config import StorageSettings
+from server.store.db import make_sessionmaker, open_store
 from server.store.models import Classification
 from tests.fallback.fake_hosted import FakeHostedAPI
 
@@ -74,6 +75,10 @@ class ServerProc:
         return f"sqlite:///{self.workdir / 'triage.db'}"
 
     @property
+    def data_key_file(self) -> Path:
+        return self.workdir / "data.key"
+
+    @property
     def log_path(self) -> Path:
         return self.workdir / "server.log"
 
@@ -83,7 +88,9 @@ class ServerProc:
 
     def start(self) -> None:
         self.port = free_port()
-        env = clean_env(TRIAGE_DATABASE_URL=self.db_url, **self.extra_env)
+        env = clean_env(
+            TRIAGE_DATABASE_URL=self.db_url, TRIAGE_STORAGE__DATA_KEY_FILE=str(self.data_key_file), **self.extra_env
+        )
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [*triage_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -93,6 +100,10 @@ class ServerProc:
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def open_store(self) -> Engine:
+        """The server's SQLite file, opened with its data key (the rows are sealed at rest)."""
+        return open_store(self.db_url, StorageSettings(data_key_file=self.data_key_file), create_key=False)
 
     def log_text(self) -> str:
         try:
@@ -205,7 +216,7 @@ def client(server) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def db_sessions(server) -> Iterator[sessionmaker[Session]]:
     """Sessions on the main server's own SQLite file (read from this process)."""
-    engine = make_engine(server.db_url)
+    engine = open_store(server.db_url, StorageSettings(data_key_file=server.data_key_file), create_key=False)
     try:
         yield make_sessionmaker(engine)
     finally:

@@ -51,7 +51,7 @@ def test_threshold_above_one_flags_every_ticket(review_server):
     """TRIAGE_ROUTING__CONFIDENCE_THRESHOLD=1.5: no confidence can reach it, so needs_review is always true."""
     from sqlalchemy import select
 
-    from server.store.db import make_engine, make_sessionmaker
+    from server.store.db import make_sessionmaker
     from server.store.models import Classification
 
     with httpx.Client(base_url=review_server.base_url, timeout=httpx.Timeout(300.0, connect=10.0)) as c:
@@ -65,7 +65,7 @@ def test_threshold_above_one_flags_every_ticket(review_server):
     assert body["route"] == "human" and body["cache"] is None
     assert body["review_reasons"] == body["confidence"]
 
-    engine = make_engine(review_server.db_url)
+    engine = review_server.open_store()
     try:
         with make_sessionmaker(engine)() as s:
             row = s.scalar(select(Classification).where(Classification.request_id == body["request_id"]))

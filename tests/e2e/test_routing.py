@@ -30,9 +30,9 @@ def hosted_client(hosted_server):
 
 
 def _db(hosted_server):
-    from server.store.db import make_engine, make_sessionmaker
+    from server.store.db import make_sessionmaker
 
-    return make_engine(hosted_server.db_url), make_sessionmaker
+    return hosted_server.open_store(), make_sessionmaker
 
 
 def test_low_confidence_goes_to_hosted_without_pii_then_to_the_cache(hosted_server, hosted_client, fake_openai):
