@@ -54,6 +54,8 @@ class TicketRequest:
     previous_interactions: tuple[str, ...] = ()
     ticket_id: str | None = None
     fields: FieldSelection = None  # resolved (`fields_for`): the asked output fields, None = every field
+    key_id: int | None = None  # who asked: the API key's id and scope (tenant), stored with the row
+    scope: str | None = None
 
 
 @dataclass
@@ -122,6 +124,8 @@ class ClassificationService:
                     prompt_version=prompt_version_of(engine),
                     taxonomy=self.taxonomy.key,
                     fields=list(req.fields) if req.fields is not None else None,
+                    key_id=req.key_id,
+                    scope=req.scope,
                 )
 
     def _record(self, results: list[tuple[str, StoredOutcome]]) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request, Response
 from starlette.middleware.base import RequestResponseEndpoint
 
+from server.api.auth import install_auth
 from server.api.errors import error_response, install_error_handlers
 from server.api.openapi import install_openapi
 from server.api.routers import classify, feedback, health, results, review
@@ -149,6 +150,15 @@ def create_server(
             return error_response(413, "request_too_large", f"request body of {length} bytes exceeds {limit} bytes")
         return await call_next(request)
 
+    # Added last, so it runs first: 401/403/429 before the body is read or its size checked.
+    install_auth(app, settings)
+    if not settings.auth_required:
+        log.warning(
+            "API KEYS ARE OFF (auth.required=false or a loopback api.host): every request to %s:%d acts as an "
+            "anonymous admin. Set TRIAGE_AUTH__REQUIRED=true and create keys with `triage keys create`.",
+            settings.api.host,
+            settings.api.port,
+        )
     app.include_router(classify.router)
     app.include_router(feedback.router)
     app.include_router(review.router)

@@ -20,10 +20,15 @@ log = logging.getLogger(__name__)
 # What each error status means, in the OpenAPI document of every operation that can answer it.
 ERROR_MEANINGS: dict[int, str] = {
     400: "The body is not UTF-8 encoded JSON.",
-    404: "No classification was stored for this ticket_id.",
+    401: "No API key, or not a valid one (unknown, forged or revoked): send `Authorization: Bearer KEY` "
+    "(`triage keys create`). Checked before the body is read.",
+    403: "This API key's role may not do this (classify: classify and batch; review: feedback, the review queue "
+    "and reading results; admin: everything).",
+    404: "No classification was stored for this ticket_id (or none that this key's scope may see).",
     413: "The request body, a ticket or a batch is over the configured size limits.",
     422: "The request is well-formed JSON but invalid (the message says which field and why).",
-    429: "The classification queue is full; retry after the Retry-After header's seconds.",
+    429: "Too many requests: this API key is over its rate limit, or the classification queue is full; retry "
+    "after the Retry-After header's seconds.",
     502: "The engine failed on this ticket.",
     503: "The model or the database is unavailable; retry after the Retry-After header's seconds.",
     504: "The deadline passed before the engine answered.",

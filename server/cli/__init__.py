@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from server.cli import classify, evaluate, models, serve, setup, vllm_args
+from server.cli import classify, evaluate, keys, models, serve, setup, vllm_args
 from server.cli.plugins import load_plugins
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="triage: support-ticket classification server")
@@ -18,6 +18,7 @@ evaluate.register(app)
 setup.register(app)
 models.register(app)
 vllm_args.register(app)
+keys.register(app)
 load_plugins(app)
 
 __all__ = ["app", "load_plugins"]

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, type_coerce, update
+from sqlalchemy import func, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from server.store.models import Classification, Feedback, utcnow
 from server.store.records import StoredOutcome
@@ -57,8 +57,11 @@ def create_pending(
     prompt_version: str,
     taxonomy: str | None,
     fields: list[str] | None = None,
+    key_id: int | None = None,
+    scope: str | None = None,
 ) -> Classification:
-    """Record the request before inference so a crash cannot lose it.
+    """Record the request before inference so a crash cannot lose it, with who asked: the API key's id
+    and its scope (tenant), None without keys.
 
     A duplicate ``request_id`` raises ``sqlalchemy.exc.IntegrityError``.
     """
@@ -74,6 +77,8 @@ def create_pending(
         prompt_version=prompt_version,
         taxonomy=taxonomy,
         fields=fields,
+        key_id=key_id,
+        scope=scope,
     )
     with _writing(session):
         session.add(row)
@@ -102,11 +107,16 @@ def finish_many(session: Session, results: Sequence[tuple[str, StoredOutcome]]) 
     return skipped
 
 
-def get_latest_by_ticket_id(session: Session, ticket_id: str) -> Classification | None:
-    """Newest by id rather than created_at: ids are monotonic, clocks may not be."""
-    return session.scalars(
-        select(Classification).where(Classification.ticket_id == ticket_id).order_by(Classification.id.desc()).limit(1)
-    ).first()
+def get_latest_by_ticket_id(session: Session, ticket_id: str, *, scope: str | None = None) -> Classification | None:
+    """Newest by id rather than created_at: ids are monotonic, clocks may not be.
+
+    ``scope``: only rows stored under that scope (a scoped key's view; another tenant's ticket is None,
+    exactly as an unknown one). None reads every row.
+    """
+    query = select(Classification).where(Classification.ticket_id == ticket_id)
+    if scope is not None:
+        query = query.where(Classification.scope == scope)
+    return session.scalars(query.order_by(Classification.id.desc()).limit(1)).first()
 
 
 def add_feedback(
@@ -116,14 +126,19 @@ def add_feedback(
     reviewer: str,
     comment: str | None,
     corrections: dict[str, Any],
+    key_id: int | None = None,
+    key_role: str | None = None,
 ) -> Feedback:
-    """Attach reviewer corrections; the ticket id is copied for join-free lookups."""
+    """Attach reviewer corrections with the API key that sent them and its role (None without keys), so
+    training can keep only feedback of trusted keys; the ticket id is copied for join-free lookups."""
     fb = Feedback(
         classification_id=classification.id,
         ticket_id=classification.ticket_id,
         reviewer=reviewer,
         comment=comment,
         corrections=corrections,
+        key_id=key_id,
+        key_role=key_role,
     )
     with _writing(session):
         session.add(fb)
@@ -150,19 +165,32 @@ def mark_stale_pending_failed(session: Session, older_than: datetime, error: str
 
 
 def review_queue(
-    session: Session, *, reason: str | None = None, limit: int = 50, offset: int = 0
+    session: Session, *, reason: str | None = None, limit: int = 50, offset: int = 0, scope: str | None = None
 ) -> tuple[list[Classification], int]:
     """Stored results that need review and have no feedback yet, oldest first, with their total.
 
     Feedback attaches to a ticket's newest row, so feedback given at or after a row resolves it
-    (an older row of the same ticket too). ``reason`` keeps rows whose ``review_reasons`` has that key.
+    (an older row of the same ticket too). ``reason`` keeps rows whose ``review_reasons`` has that key;
+    ``scope`` keeps rows of that scope only (a scoped key's queue), None keeps every row.
     """
-    resolved = exists().where(
-        and_(Feedback.ticket_id == Classification.ticket_id, Feedback.classification_id >= Classification.id)
+    # The corrected row must be of the same scope: tenants may reuse each other's ticket ids, and one
+    # tenant's feedback must not empty another's queue.
+    corrected = aliased(Classification)
+    resolved = (
+        select(Feedback.id)
+        .join(corrected, corrected.id == Feedback.classification_id)
+        .where(
+            Feedback.ticket_id == Classification.ticket_id,
+            Feedback.classification_id >= Classification.id,
+            corrected.scope.is_not_distinct_from(Classification.scope),
+        )
+        .exists()
     )
     conditions = [Classification.status == "done", Classification.needs_review.is_(True), ~resolved]
     if reason is not None:
         conditions.append(_has_reason(session, reason))
+    if scope is not None:
+        conditions.append(Classification.scope == scope)
     total = session.scalar(select(func.count()).select_from(Classification).where(*conditions)) or 0
     rows = session.scalars(
         select(Classification)

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from server.api.app import create_server
-from server.config import load_settings
 from server.engines.base import ReviewInput
-from server.store.db import make_db_engine, make_sessionmaker
+from server.store.db import make_sessionmaker
 from server.store.models import Classification
+from tests.api.conftest import api_settings, open_db
 from tests.e2e.checks import assert_error_body
 from tests.routing.doubles import ScriptedEngine
 
@@ -26,7 +26,7 @@ LOW_PRIORITY = {"category": 0.9, "priority": 0.3, "sentiment": 0.8}
 
 
 def _settings(tmp_path: Path, **overrides: Any) -> Any:
-    return load_settings(database_url=f"sqlite:///{tmp_path / 'api.db'}", **overrides)
+    return api_settings(tmp_path, **overrides)
 
 
 def _client(tmp_path: Path, engine: ScriptedEngine, **overrides: Any) -> TestClient:
@@ -34,7 +34,7 @@ def _client(tmp_path: Path, engine: ScriptedEngine, **overrides: Any) -> TestCli
 
 
 def _stored(tmp_path: Path) -> list[Classification]:
-    db = make_db_engine(f"sqlite:///{tmp_path / 'api.db'}")
+    db = open_db(tmp_path)
     with make_sessionmaker(db)() as session:
         rows = list(session.scalars(select(Classification).order_by(Classification.id)))
     db.dispose()

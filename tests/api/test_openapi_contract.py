@@ -27,7 +27,10 @@ _STORE = tempfile.TemporaryDirectory(prefix="triage-contract-")
 # A batch over `maxItems` is refused with 413 (Content Too Large), a refusal schemathesis does not list.
 REFUSALS = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
 CONFIG = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": REFUSALS}}})
-schema = schemathesis.openapi.from_asgi("/openapi.json", make_app(Path(_STORE.name)), config=CONFIG)
+# Open mode (loopback, no keys: every request is the anonymous admin) without a rate limit: the run sends
+# hundreds of requests from one address, and keys are tested in test_auth.py / test_attacks.py.
+APP = make_app(Path(_STORE.name), auth={"required": False, "rate_limit": None})
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.api.deps import SessionDep, TaxonomyDep
+from server.api.deps import ReviewerDep, SessionDep, TaxonomyDep
 from server.api.errors import ApiError, error_responses
 from server.api.protocol import FeedbackIn, FeedbackOut
+from server.store import audit
 from server.store import repository as repo
 from server.taxonomy import Taxonomy, TaxonomyError
 
@@ -54,16 +55,31 @@ def _corrections(payload: FeedbackIn, taxonomy: Taxonomy) -> dict[str, Any]:
     "/feedback",
     status_code=201,
     response_model=FeedbackOut,
-    responses=error_responses(400, 404, 413, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503),
 )
-def feedback(payload: FeedbackIn, session: SessionDep, taxonomy: TaxonomyDep) -> dict[str, Any]:
+def feedback(payload: FeedbackIn, session: SessionDep, taxonomy: TaxonomyDep, principal: ReviewerDep) -> dict[str, Any]:
     corrections = _corrections(payload, taxonomy)
     try:
-        row = repo.get_latest_by_ticket_id(session, payload.ticket_id)
+        # A scoped key sees only its scope's tickets: another tenant's ticket is "not found", like an unknown one.
+        row = repo.get_latest_by_ticket_id(session, payload.ticket_id, scope=principal.scope)
         if row is None:
             raise ApiError(404, "not_found", f"no classification for ticket_id {payload.ticket_id!r}")
         fb = repo.add_feedback(
-            session, classification=row, reviewer=payload.reviewer, comment=payload.comment, corrections=corrections
+            session,
+            classification=row,
+            reviewer=payload.reviewer,
+            comment=payload.comment,
+            corrections=corrections,
+            key_id=principal.key_id,
+            key_role=principal.role if principal.key_id is not None else None,
+        )
+        audit.record(
+            session,
+            principal,
+            "feedback",
+            ticket_id=row.ticket_id,
+            target=row.request_id,
+            detail={"feedback_id": fb.id, "fields": sorted(corrections)},
         )
     except SQLAlchemyError as exc:
         raise ApiError(503, "database_unavailable", f"database unavailable: {type(exc).__name__}") from exc

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Query
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.api.deps import SessionDep, TaxonomyDep
+from server.api.deps import ReviewerDep, SessionDep, TaxonomyDep
 from server.api.errors import ApiError, error_responses
 from server.api.openapi import review_reasons
 from server.api.protocol import ReviewQueueOut
+from server.store import audit
 from server.store import repository as repo
 
 router = APIRouter(prefix="/v1", tags=["review"])
@@ -18,10 +19,11 @@ router = APIRouter(prefix="/v1", tags=["review"])
 MAX_OFFSET = 2**63 - 1
 
 
-@router.get("/review", response_model=ReviewQueueOut, responses=error_responses(422, 503))
+@router.get("/review", response_model=ReviewQueueOut, responses=error_responses(401, 403, 422, 429, 503))
 def review_queue(
     session: SessionDep,
     taxonomy: TaxonomyDep,
+    principal: ReviewerDep,
     reason: str | None = Query(
         default=None,
         description="Only items with this reason: a label field, hosted_invalid, deadline or fallback_unavailable "
@@ -35,7 +37,14 @@ def review_queue(
     if reason is not None and reason not in allowed:
         raise ApiError(422, "invalid_request", f"unknown reason {reason!r}; allowed: {', '.join(allowed)}")
     try:
-        rows, total = repo.review_queue(session, reason=reason, limit=limit, offset=offset)
+        rows, total = repo.review_queue(session, reason=reason, limit=limit, offset=offset, scope=principal.scope)
+        # Who read which tickets' text: a review read shows ticket bodies' answers to a person.
+        audit.record(
+            session,
+            principal,
+            "review_read",
+            detail={"request_ids": [row.request_id for row in rows], "reason": reason, "offset": offset},
+        )
     except SQLAlchemyError as exc:
         raise ApiError(
             503, "database_unavailable", f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}
