@@ -131,11 +131,16 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")], co
 def keys_rotate_data_key(config: ConfigOpt = None) -> None:
     """A new data key becomes current and every sealed value is re-encrypted with it (the old key is kept
     in the keyring until then)."""
-    from server.auth.principal import cli_principal
-    from server.store.rotation import rotate_data_key
+    import json
 
-    report = rotate_data_key(load(config), cli_principal())
-    typer.echo(str(report))
+    from server.auth.principal import cli_principal
+    from server.store.rotation import RotationRefused, rotate_data_key
+
+    try:
+        report = rotate_data_key(load(config), cli_principal())
+    except RotationRefused as exc:
+        fail(exc, 2)
+    typer.echo(json.dumps(report.to_json(), indent=2))
 
 
 def register(app: typer.Typer) -> None:

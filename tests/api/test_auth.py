@@ -25,7 +25,7 @@ from tests.e2e.checks import assert_error_body
 from tests.routing.doubles import ScriptedEngine
 
 TICKET = {"ticket_id": "T-1", "subject": "charged twice", "body": "my card was charged twice"}
-UNSURE = {"unsure": {"category": 0.9, "priority": 0.2, "sentiment": 0.9}}
+UNSURE: dict[str, dict[str, float | None]] = {"unsure": {"category": 0.9, "priority": 0.2, "sentiment": 0.9}}
 KEYS_ON: dict[str, Any] = {"auth": {"required": True}}
 
 
