@@ -1,6 +1,12 @@
-"""A third, small PII set written by hand after the recognisers were tuned, and never tuned on.
+"""Small PII sets written by hand after the recognisers were tuned on the generated ones.
 
     .venv/bin/python data/pii/build_handwritten.py [--out data/pii/handwritten.jsonl]
+
+`TEXTS` (handwritten.jsonl) was written after the tuning on testset/holdout and measured once
+(recall 0.762); six general gaps it showed were then closed (bare "pass is", "arobase",
+"Kd.-Nr."/"Ref:", "Rosenheimer Straße", "the code I got is", lower-case names after "I'm"/"soy"),
+so it is no longer clean. `FRESH` (handwritten_fresh.jsonl, `--fresh`) was written after that
+and never tuned on.
 
 Each text marks PII as [[TYPE|value]] and things that must survive as {{TYPE|value}}; this
 script strips the marks and records offsets (same JSON format as testset.jsonl). Its recall is
@@ -56,10 +62,30 @@ TEXTS: list[tuple[str, str]] = [
 ]
 
 
-def build() -> list[dict[str, object]]:
+FRESH: list[tuple[str, str]] = [
+    ("en", "Hiya, it's [[PERSON|Morag Lindqvist]] again (account [[ACCOUNT_NUMBER|GB-20931877]]). Still seeing {{ERROR_CODE|HTTP 500}} on the {{PRODUCT|Pixel 8}} app."),
+    ("en", "Deliver to: [[ADDRESS|5 Abbey Mews, Bath BA1 1LY]]. Contact [[PHONE_NUMBER|07700 900461]] on arrival."),
+    ("en", "My login is [[EMAIL_ADDRESS|FERGUS.DOYLE@EIRCOM.NET]] and the temporary password given was [[PASSWORD|Tq7#mZ2p]]."),
+    ("en", "born [[DATE_OF_BIRTH|1 Feb 1972]], passport [[PASSPORT|533412987]] - needed for the KYC check after update {{VERSION|v5.0.2}}."),
+    ("de", "Hallo, mein Name ist [[PERSON|Ottilie Brandstätter]]. Meine Kundennummer lautet [[CUSTOMER_ID|KN-7730915]], Rechnung [[INVOICE_NUMBER|2024-RE-44817]]."),
+    ("de", "Neue Anschrift: [[ADDRESS|Uhlandstraße 7, 70182 Stuttgart]]. Tel. [[PHONE_NUMBER|0711 2290 431]]. Seit {{DATE|Montag}} kommt {{ERROR_CODE|Fehlercode 0x0001}}."),
+    ("de", "Meine Kreditkarte [[CREDIT_CARD|4916 3380 1297 4402]] wurde am {{DATE|3. Mai}} doppelt belastet, IBAN [[IBAN_CODE|AT61 1904 3002 3457 3201]]."),
+    ("es", "Buenas, me llamo [[PERSON|Candela Iturbe]]. Mi correo es [[EMAIL_ADDRESS|candela.iturbe [arroba] gmail [punto] com]]."),
+    ("es", "Envío a [[ADDRESS|Avenida de América 31, 3º D, 28002 Madrid]]. Pedido nº [[ORDER_ID|112-4478231]], importe {{AMOUNT|149,00 €}}."),
+    ("es", "Me pide el PIN [[PIN_CODE|2719]] cada vez y el NIE [[NATIONAL_ID|Y4821377M]] sale como inválido en la {{VERSION|versión 8.2}}."),
+    ("fr", "Bonjour, c'est [[PERSON|maëlys pichon]], j'ai un souci avec ma commande n°[[ORDER_ID|FR58213377]]."),
+    ("fr", "Merci d'appeler le [[PHONE_NUMBER|04 78 92 11 60]] ou d'écrire à [[EMAIL_ADDRESS|service.maison (a) wanadoo.fr]]."),
+    ("fr", "Adresse : [[ADDRESS|8 allée des Tilleuls, 44300 Nantes]]. Le {{PRODUCT|Samsung Galaxy Tab S9}} affiche {{ERROR_CODE|code 0x12}}."),
+    ("pt", "Bom dia, o meu nome é [[PERSON|Benedita Sarmento]] e o NIF é [[NATIONAL_ID|203145988]]."),
+    ("pt", "Data de nascimento: [[DATE_OF_BIRTH|22/06/1983]]. Cartão [[CREDIT_CARD|5105 1051 0510 5100]] recusado com {{ERROR_CODE|erro 05}}."),
+    ("pt", "Moro na [[ADDRESS|Rua Garrett, 74, 1200-204 Lisboa]]; o código de acesso é [[PIN_CODE|558301]] e a senha [[PASSWORD|Alfama!1985]]."),
+]
+
+
+def build(texts: list[tuple[str, str]] | None = None, prefix: str = "hw") -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     counters: dict[str, int] = {}
-    for lang, marked in TEXTS:
+    for lang, marked in TEXTS if texts is None else texts:
         text, items, negatives, pos = "", [], [], 0
         for m in MARK.finditer(marked):
             text += marked[pos : m.start()]
@@ -70,16 +96,19 @@ def build() -> list[dict[str, object]]:
             pos = m.end()
         text += marked[pos:]
         n = counters[lang] = counters.get(lang, -1) + 1
-        rows.append({"id": f"hw-{lang}-{n:03d}", "language": lang, "text": text, "items": items, "negatives": negatives})
+        rows.append({"id": f"{prefix}-{lang}-{n:03d}", "language": lang, "text": text, "items": items, "negatives": negatives})
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=HERE / "handwritten.jsonl")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--fresh", action="store_true", help="write the never-tuned FRESH set instead")
     args = ap.parse_args()
-    with open(args.out, "w", encoding="utf-8") as fh:
-        for row in build():
+    out = args.out or HERE / ("handwritten_fresh.jsonl" if args.fresh else "handwritten.jsonl")
+    rows = build(FRESH, "hwf") if args.fresh else build()
+    with open(out, "w", encoding="utf-8") as fh:
+        for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
