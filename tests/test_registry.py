@@ -271,7 +271,11 @@ def cli(reg, tmp_path):
     from server.cli import app
 
     config = tmp_path / "triage.yaml"
-    config.write_text(f"model:\n  registry: {reg.index_path}\n")
+    # promote/rollback are audited: into a store (and data key) of the test's own.
+    config.write_text(
+        f"model:\n  registry: {reg.index_path}\ndatabase_url: sqlite:///{tmp_path / 'audit.db'}\n"
+        f"storage:\n  data_key_file: {tmp_path / 'data.key'}\n"
+    )
 
     def invoke(*args: str):
         return cli_runner.invoke(app, [*args, "--config", str(config)])

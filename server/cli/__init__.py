@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from server.cli import classify, evaluate, keys, models, serve, setup, vllm_args
+from server.cli import audit, classify, evaluate, keys, models, retention, serve, setup, vllm_args
 from server.cli.plugins import load_plugins
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="triage: support-ticket classification server")
@@ -19,6 +19,8 @@ setup.register(app)
 models.register(app)
 vllm_args.register(app)
 keys.register(app)
+audit.register(app)
+retention.register(app)
 load_plugins(app)
 
 __all__ = ["app", "load_plugins"]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from server.cli.audit import record_cli_event
 from server.cli.common import ConfigOpt, console, fail, fmt, load
 
 if TYPE_CHECKING:
@@ -151,6 +152,12 @@ def models_promote(
             f"warning: {name} promoted against its gate verdict (forced; reason: {last.get('reason')})", err=True
         )
     typer.echo(f"promoted {name} (previous: {previous or 'none'})")
+    record_cli_event(
+        load(config),
+        "promote",
+        target=name,
+        detail={"previous": previous, "forced": bool(last.get("forced")), "reason": reason},
+    )
 
 
 @models_app.command("rollback")
@@ -165,6 +172,7 @@ def models_rollback(config: ConfigOpt = None) -> None:
     except RegistryError as exc:
         fail(exc, 1)
     typer.echo(f"rolled back to {target} (was {previous or 'none'})")
+    record_cli_event(load(config), "rollback", target=target, detail={"previous": previous})
 
 
 @models_app.command("merge")
