@@ -180,6 +180,7 @@ class ClassificationService:
             "review_reasons": dict(job.reasons) or None,
             "cache": hit.kind if hit else None,
             "cache_similarity": round(hit.similarity, 4) if hit else None,
+            "cache_omitted": list(hit.omitted) if hit and hit.omitted else None,
             "engine": answer.answered_by,
             "cost_usd": round(job.cost_usd, 10),
             "model": {"base": answer.model.base, "adapter": answer.model.adapter},
@@ -286,7 +287,7 @@ class ClassificationService:
                 assert job.answer is not None and job.route is not None
                 # Under the namespace of the local engine that answered (a backup's answer is not the chosen one's).
                 engine = self.router.engines[job.answered_profile or job.choice.profile]
-                cache.put(engine, job.ticket, job.answer.to_cache(job.route))
+                cache.put(engine, job.ticket, job.answer.to_cache(job.route, self.taxonomy))
 
         try:
             await run_in_threadpool(put)

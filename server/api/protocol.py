@@ -120,6 +120,11 @@ class ClassificationOut(BaseModel):
     cache_similarity: float | None = Field(
         default=None, description="Estimated similarity to the cached ticket (1.0 for exact)."
     )
+    cache_omitted: list[str] | None = Field(
+        default=None,
+        description="On a near-duplicate hit: the asked free-text fields (e.g. product, error_code, reasoning) left "
+        "null, because only the labels of another ticket's answer are reused, never its text.",
+    )
     engine: str = Field(
         description="Which engine/adapter answered, e.g. transformers:tickets-smollm2-v1 or hosted:openai:gpt-4o-mini."
     )

@@ -42,6 +42,9 @@ class CacheHit:
     kind: CacheKind
     result: dict[str, Any]
     similarity: float  # 1.0 for exact
+    # Asked fields left null because the hit is another ticket's answer (`ServiceCache.get`: a near hit
+    # reuses labels only); the API lists them as `cache_omitted`.
+    omitted: tuple[str, ...] = ()
 
 
 class ResultCache:

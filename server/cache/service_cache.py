@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
-from server.cache.entry import CachedAnswer
+from server.cache.entry import CachedAnswer, free_text_fields
 from server.cache.keys import normalise_text, text_digest
 from server.cache.namespace import engine_namespace
 from server.cache.result_cache import CacheHit, ResultCache
@@ -70,13 +71,30 @@ class ServiceCache:
     def get(self, engine: Engine, ticket: TicketInput) -> CacheHit | None:
         """An answer for the fields the ticket asks. A request for a subset also takes a cached full
         answer (deliberately: it holds every asked field, decided the same way; the router trims it),
-        never the reverse."""
+        never the reverse.
+
+        A near hit is another ticket's answer: only its labels are served. Its free text (product, error
+        code, reasoning) describes that ticket and may quote its personal data, so it is nulled here, in
+        the one place every lookup passes, and the asked free-text fields are named in `omitted`.
+        Decoding them for this ticket would cost about what a miss costs (the free text is most of the
+        decoding), so a near hit does not try."""
         cache = self.view(engine, ticket.fields)
         hit = cache.get(ticket) if cache is not None else None
         if hit is None and ticket.fields is not None:
             full = self.view(engine)
             hit = full.get(ticket) if full is not None else None
+        if hit is not None and hit.kind == "near":
+            return self._labels_only(hit, ticket.fields)
         return hit
+
+    def _labels_only(self, hit: CacheHit, fields: FieldSelection) -> CacheHit | None:
+        try:
+            entry = CachedAnswer.from_json(hit.result).labels_only(self.taxonomy)
+        except (KeyError, TypeError, ValueError) as exc:  # an entry of another shape: a miss
+            log.warning("ignoring a near-duplicate cache entry of unexpected shape (%s)", type(exc).__name__)
+            return None
+        omitted = tuple(name for name in free_text_fields(self.taxonomy) if fields is None or name in fields)
+        return replace(hit, result=entry.to_json(), omitted=omitted)
 
     def put(self, engine: Engine, ticket: TicketInput, entry: CachedAnswer) -> None:
         cache = self.view(engine, ticket.fields)

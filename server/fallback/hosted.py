@@ -9,6 +9,7 @@ One hosted attempt per ticket; its retries (429/5xx/timeouts/connection errors, 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from server.config import FallbackSettings, RedactionSettings
 from server.prompts import TicketInput
+from server.results import label_of, set_label
 from server.schema import output_model
 from server.taxonomy import Taxonomy
 
@@ -49,6 +51,10 @@ class HostedResult:
     cost_usd: float
     latency_ms: float
     redactions: dict[str, int]  # entity type -> how many values were replaced
+    # The same answer with the placeholders left in (<EMAIL_ADDRESS_1>, ...), as the provider wrote it
+    # about the redacted ticket (copy-only values dropped as in `output`): the only form that may be
+    # kept beyond this request, e.g. in the result cache. `output` holds this customer's personal data.
+    redacted_output: dict[str, Any]
 
 
 @dataclass
@@ -256,12 +262,18 @@ class HostedFallback:
         errors = [*answer.notes, *checked.errors] if not checked.valid else list(checked.errors)
         # Confidence is read off the model's own tokens, so it is computed before placeholders are restored.
         confidence = label_confidence(self.taxonomy, checked.output, answer.logprobs)
+        redacted_output = copy.deepcopy(checked.output)
         output = checked.output
         try:
             output = self._redactor.restore(checked.output, redacted.mapping) if self._redactor else output
         except Exception as exc:
             errors.append(f"placeholders not restored: {type(exc).__name__}")
         errors += drop_invented(self.taxonomy, output, ticket)
+        # A copy-only value is judged on its restored form (a span of the real ticket); what was dropped
+        # there is dropped from the redacted form too.
+        for spec in self.taxonomy.extracted_info:
+            if spec.copy_only and label_of(output, spec.name) is None:
+                set_label(redacted_output, spec.name, None, in_extracted_info=True)
         cost = (
             answer.input_tokens / 1000 * self.settings.price_input_per_1k
             + answer.output_tokens / 1000 * self.settings.price_output_per_1k
@@ -285,4 +297,5 @@ class HostedFallback:
             cost_usd=cost,
             latency_ms=latency_ms,
             redactions=dict(redacted.counts),
+            redacted_output=redacted_output,
         )

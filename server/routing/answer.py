@@ -1,5 +1,8 @@
 """One answer to one ticket as the router carries it: the model's `ClassificationResult` and where it
-came from. The cache entry, the stored row and the API body are all read from it."""
+came from. The cache entry, the stored row and the API body are all read from it.
+
+A hosted answer also carries its redacted form (`cache_output`): the answer and the stored row hold
+this customer's personal data restored, the cache only ever the placeholders."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from server.cache import CachedAnswer
+from server.cache.entry import without_free_text
 from server.engines.base import Engine, ModelInfo, served_by
 from server.fields import FieldSelection, trim_confidence, trim_output
 from server.results import ClassificationResult, Route
@@ -26,6 +30,9 @@ class Answer:
     result: ClassificationResult
     answered_by: str  # e.g. transformers:tickets-smollm2-v1, hosted:openai:gpt-4o-mini (the API's `engine`)
     model: ModelInfo  # the local model asked (provenance kept for hosted and cached answers too)
+    # What `to_cache` keeps instead of `output` when they differ (a hosted answer before its placeholders
+    # were restored); None: `output` itself.
+    cache_output: dict[str, Any] | None = None
 
     @property
     def output(self) -> dict[str, Any]:
@@ -58,7 +65,8 @@ class Answer:
             output=trim_output(self.output, fields, taxonomy),
             confidence=trim_confidence(self.confidence, fields),
         )
-        return Answer(result, self.answered_by, self.model)
+        cached = trim_output(self.cache_output, fields, taxonomy) if self.cache_output is not None else None
+        return Answer(result, self.answered_by, self.model, cached)
 
     @classmethod
     def from_engine(cls, result: ClassificationResult, engine: Engine) -> Answer:
@@ -79,6 +87,7 @@ class Answer:
         truncated: bool = False,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
+        cache_output: dict[str, Any] | None = None,
     ) -> Answer:
         """An answer not decoded by a local engine just now (hosted, cached, or none at a deadline)."""
         result = ClassificationResult(
@@ -90,11 +99,18 @@ class Answer:
             truncated=truncated,
             prompt_version=prompt_version,
         )
-        return cls(result, answered_by, model)
+        return cls(result, answered_by, model, cache_output)
 
-    def to_cache(self, route: Route) -> CachedAnswer:
+    def to_cache(self, route: Route, taxonomy: Taxonomy) -> CachedAnswer:
+        """The entry to cache. A hosted answer is cached in its redacted form; one that lacks it loses its
+        free text instead (fail closed: restored personal data never enters the cache)."""
+        output = self.output
+        if self.cache_output is not None:
+            output = self.cache_output
+        elif route == "hosted":
+            output = without_free_text(self.output, taxonomy)
         return CachedAnswer(
-            output=self.output,
+            output=output,
             confidence=self.confidence,
             answered_by=self.answered_by,
             model=self.model,

@@ -209,6 +209,17 @@ async def test_no_pii_leaves_and_placeholders_come_back(provider, fake, make):
     assert _spaced("4111111111111111").search(restored)
     product = result.output["extracted_info"]["product"]
     assert product and not PLACEHOLDER.search(product)  # a nested field is restored too
+    # The redacted form kept beside it (what the result cache may hold) has the placeholders, no PII.
+    kept = json.dumps(result.redacted_output, ensure_ascii=False)
+    assert PLACEHOLDER.search(result.redacted_output["reasoning"])
+    assert PLACEHOLDER.search(result.redacted_output["extracted_info"]["product"])
+    for value in PII_STRINGS:
+        assert value not in kept
+    for digits in PII_DIGITS:
+        assert not _spaced(digits).search(kept), digits
+    assert {k: v for k, v in result.redacted_output.items() if k not in ("reasoning", "extracted_info")} == {
+        k: v for k, v in result.output.items() if k not in ("reasoning", "extracted_info")
+    }
 
 
 @pytest.mark.parametrize("failure", ["raises_redaction_error", "raises_other", "finds_nothing"])

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from server.cache import CacheStore
 from server.config import RedactionSettings, Settings, load_settings
 from server.engines.base import Engine
 from server.routing import ServiceCache
@@ -71,9 +72,11 @@ async def make_service(store, taxonomy, request):
         engines: dict[str, Engine] | None = None,
         hosted: bool = False,
         sessions: Any = None,
+        cache_store: CacheStore | None = None,
         **settings: Any,
     ) -> ClassificationService:
-        """`local` is the default engine; `engines` the named ones (each gets a profile in routing.engines)."""
+        """`local` is the default engine; `engines` the named ones (each gets a profile in routing.engines);
+        `cache_store` replaces the store the cache settings would open."""
         if engines:
             routing = dict(settings.get("routing") or {})
             routing["engines"] = {**{name: {} for name in engines}, **(routing.get("engines") or {})}
@@ -89,7 +92,13 @@ async def make_service(store, taxonomy, request):
             )
             made.append(fallback)
         return ClassificationService(
-            s, taxonomy, local, sessions or store, engines=engines, cache=ServiceCache(s, taxonomy), hosted=fallback
+            s,
+            taxonomy,
+            local,
+            sessions or store,
+            engines=engines,
+            cache=ServiceCache(s, taxonomy, store=cache_store),
+            hosted=fallback,
         )
 
     yield build

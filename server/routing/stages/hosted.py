@@ -76,7 +76,10 @@ def _use_hosted(ctx: RoutingContext, job: Job, result: HostedResult) -> None:
 
     # The hosted model is asked for the full answer (the same prompt and schema for every request); only
     # the asked fields are kept, so a labels-only request gets labels-only from the hosted route too.
-    def hosted_answer(output: dict[str, object], confidence: dict[str, float | None]) -> Answer:
+    # The answer carries the customer's personal data restored; the cache gets the redacted form.
+    def hosted_answer(
+        output: dict[str, object], redacted: dict[str, object], confidence: dict[str, float | None]
+    ) -> Answer:
         return Answer.without_text(
             output=output,
             confidence=confidence,
@@ -86,11 +89,12 @@ def _use_hosted(ctx: RoutingContext, job: Job, result: HostedResult) -> None:
             truncated=local.truncated,
             prompt_tokens=result.input_tokens,
             completion_tokens=result.output_tokens,
+            cache_output=redacted,
         ).only(job.ticket.fields, ctx.taxonomy)
 
     confidence = {spec.name: result.confidence.get(spec.name) for spec in labels}
     if result.valid:
-        job.answer = hosted_answer(result.output, confidence)
+        job.answer = hosted_answer(result.output, result.redacted_output, confidence)
         ctx.ledger.settle(job, "hosted")
         return
     job.reasons["hosted_invalid"] = _detail("; ".join(result.errors) or "answer failed validation")
@@ -99,14 +103,16 @@ def _use_hosted(ctx: RoutingContext, job: Job, result: HostedResult) -> None:
         return
     # Keep the hosted answer's valid part; a label it got wrong falls back to the local answer.
     output = copy.deepcopy(result.output)
+    redacted = copy.deepcopy(result.redacted_output)
     local_low = ctx.low_fields(local.confidence)
     for spec in labels:
         if spec.name in valid:
             continue
         value = label_of(local.output, spec.name)
         set_label(output, spec.name, value, in_extracted_info=spec.in_extracted_info)
+        set_label(redacted, spec.name, value, in_extracted_info=spec.in_extracted_info)
         confidence[spec.name] = local.confidence.get(spec.name)
         if spec.name in local_low:
             job.reasons[spec.name] = local.confidence.get(spec.name)
-    job.answer = hosted_answer(output, confidence)
+    job.answer = hosted_answer(output, redacted, confidence)
     ctx.ledger.settle(job, "hosted", needs_review=True, reasons=job.reasons)
