@@ -6,12 +6,20 @@ its fixtures load the model (`runner`, `base_model_dir` and everything built on 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from server.config import DEFAULT_BASE_MODEL_DIR, Settings, load_settings
 from server.taxonomy import load_taxonomy
+
+# Settings built by tests without their own storage.data_key_file share one throwaway keyring for the run,
+# never the checkout's var/data.key (which `make run` creates and a developer must keep).
+os.environ.setdefault(
+    "TRIAGE_STORAGE__DATA_KEY_FILE", str(Path(tempfile.mkdtemp(prefix="triage-test-keys-")) / "data.key")
+)
 
 # The fake hosted APIs' fixtures (real HTTP servers speaking the providers' wire protocols) for every suite.
 pytest_plugins = ["tests.fallback.fake_hosted"]

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from server.api.app import build_hosted, create_server, profile_settings
 from server.config import EngineProfile, load_settings
 from server.engines.base import EngineUnavailable
-from server.store.db import make_db_engine, make_sessionmaker
+from server.store.db import make_db_engine, make_sessionmaker, open_store
 from server.store.models import Classification
 from tests.fallback.fake_hosted import Fail
 from tests.routing.conftest import fallback_settings
@@ -130,7 +130,8 @@ def test_model_failed_to_load_is_reported_and_503(tmp_path):
         load_error="OSError: no model at /models/missing",
         fail=EngineUnavailable("OSError: no model at /models/missing"),
     )
-    with TestClient(create_server(settings_for(tmp_path), engine=engine)) as client:
+    settings = settings_for(tmp_path)
+    with TestClient(create_server(settings, engine=engine)) as client:
         health = client.get("/health")
         assert health.status_code == 503
         assert health.json()["model_loaded"] is False and "no model" in health.json()["error"]
@@ -138,7 +139,7 @@ def test_model_failed_to_load_is_reported_and_503(tmp_path):
         r = client.post("/v1/classify", json=ticket("x", "T-x"))
         assert r.status_code == 503 and r.headers.get("Retry-After")
         assert r.json()["error"] == "classification_failed" and "no model" in r.json()["message"]
-    with make_sessionmaker(make_db_engine(f"sqlite:///{tmp_path / 'api.db'}"))() as s:
+    with make_sessionmaker(open_store(settings.database_url, settings.storage, create_key=False))() as s:
         (row,) = s.scalars(select(Classification)).all()
         assert row.status == "failed" and "no model" in row.error
 
