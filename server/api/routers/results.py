@@ -15,9 +15,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from server.api.deps import AdminDep, ReviewerDep, SessionDep
 from server.api.errors import ApiError, error_responses
@@ -28,7 +31,22 @@ from server.store import audit
 from server.store import tickets as store
 from server.store.models import Classification
 
-router = APIRouter(prefix="/v1", tags=["results"])
+
+class SharedPathRoute(APIRoute):
+    """GET and DELETE /v1/tickets/{ticket_id} are two routes on one path; Starlette's 405 names only the
+    first one's methods in `Allow`, so this lists every method the path serves."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            routes = scope["app"].router.routes
+            allowed = sorted(
+                {m for r in routes if isinstance(r, APIRoute) and r.path == self.path for m in r.methods or ()}
+            )
+            raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
+        await super().handle(scope, receive, send)
+
+
+router = APIRouter(prefix="/v1", tags=["results"], route_class=SharedPathRoute)
 
 # Ids as the classify API accepts them (ticket_id up to 128 characters); NUL is refused because
 # PostgreSQL cannot compare it, which would otherwise be a 500.
