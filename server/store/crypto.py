@@ -20,6 +20,8 @@ import logging
 import os
 import secrets
 import stat
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +43,14 @@ __all__ = [
     "DataKeyError",
     "EncryptedJSON",
     "EncryptedText",
+    "KeyFile",
+    "KeySource",
     "Keyring",
     "attach",
     "is_sealed",
     "key_id_of",
     "keyring_of",
+    "load_key_source",
     "load_keyring",
     "write_keyring",
 ]
@@ -191,15 +196,65 @@ def load_keyring(settings: StorageSettings, *, create: bool = True) -> Keyring |
     return keyring
 
 
-def attach(db_engine: DbEngine, keyring: Keyring | None) -> DbEngine:
-    """Seal this engine's encrypted columns with `keyring` (None: write plain, read plain only)."""
-    setattr(db_engine.dialect, _DIALECT_ATTR, keyring)
+class KeyFile:
+    """A keyring read from `storage.data_key_file` and read again when the file changes (checked at most every
+    `check_every_s`), so a running server picks up `triage keys rotate-data-key` without a restart: it opens the
+    re-sealed rows and seals new ones with the new key."""
+
+    def __init__(self, path: Path, keyring: Keyring, *, check_every_s: float = 2.0) -> None:
+        self.path = path
+        self._keyring = keyring
+        self._check_every_s = check_every_s
+        self._checked_at = time.monotonic()
+        self._mtime = self._stat()
+        self._lock = threading.Lock()
+
+    def _stat(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def current(self, *, force: bool = False) -> Keyring:
+        now = time.monotonic()
+        if not force and now - self._checked_at < self._check_every_s:
+            return self._keyring
+        with self._lock:
+            self._checked_at = now
+            mtime = self._stat()
+            if mtime is not None and (force or mtime != self._mtime):
+                try:
+                    keyring = _decode_keys(self.path.read_text(), str(self.path))
+                except (OSError, ValueError) as exc:  # a half-edited file: keep the keys we have
+                    log.error("data key file %s could not be read again (%s): keeping the loaded keys", self.path, exc)
+                else:
+                    if keyring.current != self._keyring.current:
+                        log.warning("data key file %s changed: sealing with key %s now", self.path, keyring.current)
+                    self._keyring = keyring
+                self._mtime = mtime
+            return self._keyring
+
+
+KeySource = Keyring | KeyFile
+
+
+def load_key_source(settings: StorageSettings, *, create: bool = True) -> KeySource | None:
+    """`load_keyring`, watched for changes when the keys come from the key file."""
+    keyring = load_keyring(settings, create=create)
+    if keyring is None or settings.data_key is not None:
+        return keyring
+    return KeyFile(settings.data_key_file, keyring)
+
+
+def attach(db_engine: DbEngine, keys: KeySource | None) -> DbEngine:
+    """Seal this engine's encrypted columns with `keys` (None: write plain, read plain only)."""
+    setattr(db_engine.dialect, _DIALECT_ATTR, keys)
     return db_engine
 
 
 def keyring_of(dialect: Dialect) -> Keyring | None:
-    keyring: Keyring | None = getattr(dialect, _DIALECT_ATTR, None)
-    return keyring
+    keys: KeySource | None = getattr(dialect, _DIALECT_ATTR, None)
+    return keys.current() if isinstance(keys, KeyFile) else keys
 
 
 def _open(value: str, dialect: Dialect) -> str:
@@ -208,6 +263,9 @@ def _open(value: str, dialect: Dialect) -> str:
     keyring = keyring_of(dialect)
     if keyring is None:
         raise DataKeyError("this store holds encrypted values but no data key was configured (storage.data_key_file)")
+    keys = getattr(dialect, _DIALECT_ATTR, None)
+    if isinstance(keys, KeyFile) and key_id_of(value) not in keyring.keys:
+        keyring = keys.current(force=True)  # sealed by a newer key than ours: the file may have been rotated
     return keyring.open(value)
 
 

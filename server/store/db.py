@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from server.config import StorageSettings
-from server.store.crypto import attach, load_keyring
+from server.store.crypto import attach, load_key_source
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -103,7 +103,7 @@ def open_store(database_url: str, storage: StorageSettings, *, create_key: bool 
     """The store as the server and the CLI open it: the engine with the data keyring attached, so ticket
     text and answers are sealed on write (`storage.encrypt`, on by default) and opened on read.
     A missing key file is generated (mode 0600) when `create_key`, else it is an error."""
-    return attach(make_db_engine(database_url), load_keyring(storage, create=create_key))
+    return attach(make_db_engine(database_url), load_key_source(storage, create=create_key))
 
 
 # The name other packages import (the app, finetune.data, the tests); "engine" alone means a model engine.

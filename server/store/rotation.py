@@ -11,9 +11,10 @@ changes its ciphertext, not its content, so each batch lifts the update guard in
 and puts it back before committing, and checks first that every re-sealed payload still has the sha256
 the event recorded. The rotation itself is audited (`data_key_rotate`).
 
-Servers still running with the old key file cannot read the re-sealed rows: run it with the servers
-stopped, or restart them right after. The old keys stay in the file (rows a running server wrote meanwhile
-are sealed with them); drop them once `remaining` is 0 on a run with every server restarted.
+Running servers that read the same key file pick the new keyring up by themselves (`crypto.KeyFile` re-reads
+the file when it changes, and at once when a row names a key it lacks). The old keys stay in the file (rows a
+server wrote in the seconds before it noticed are sealed with them); drop them once a later run reports
+`remaining` 0. Servers given their keys through `storage.data_key` need the new key added and a restart.
 """
 
 from __future__ import annotations

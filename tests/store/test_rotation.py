@@ -140,3 +140,34 @@ def test_a_key_from_the_environment_is_not_rotated_here(tmp_path: Path) -> None:
         rotate_data_key(settings, ADMIN)
     with pytest.raises(RotationRefused, match="encrypt is off"):
         rotate_data_key(load_settings(database_url="sqlite://", storage={"encrypt": False}), ADMIN)
+
+
+def test_a_running_store_picks_up_the_rotation_without_a_restart(migrated: Engine, tmp_path: Path) -> None:
+    """A server's engine watches its key file: after a rotation by another process it reads the re-sealed rows
+    and seals new rows with the new key (no restart)."""
+    key_file = tmp_path / "data.key"
+    old = crypto.Keyring.generate()
+    crypto.write_keyring(key_file, old)
+    running = crypto.KeyFile(key_file, old, check_every_s=0.0)
+    crypto.attach(migrated, running)
+    write_rows(migrated, 2)
+    settings = load_settings(database_url=database_url(migrated), storage={"data_key_file": key_file})
+    report = rotate_data_key(settings, ADMIN)  # its own engine, as `triage keys rotate-data-key` runs
+
+    crypto.attach(migrated, running)  # the rotation test helper re-attached nothing: still the server's source
+    with Session(migrated) as session:
+        assert [r.subject for r in session.query(Classification).order_by(Classification.id)] == [
+            "subject 0",
+            "subject 1",
+        ]
+    with Session(migrated) as session:
+        session.add(
+            Classification(request_id="after", ticket_id="T-new", body="new body", model_base="b", prompt_version="v1")
+        )
+        session.commit()
+    assert raw_key_ids(migrated) == {report.new_key_id}
+    # A slow watcher still opens a newer key's value at once: an unknown key id forces a re-read.
+    lazy = crypto.KeyFile(key_file, old, check_every_s=3600.0)
+    crypto.attach(migrated, lazy)
+    with Session(migrated) as session:
+        assert session.query(Classification).count() == 3 and all(r.body for r in session.query(Classification))
