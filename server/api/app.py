@@ -22,6 +22,7 @@ from server.retention import start_periodic, stop_periodic
 from server.routing import ServiceCache
 from server.service import ClassificationService
 from server.store import repository as repo
+from server.store.crypto import key_source_of
 from server.store.db import make_sessionmaker, migrate, open_store
 from server.store.models import utcnow
 from server.taxonomy import Taxonomy, load_taxonomy
@@ -110,7 +111,7 @@ def create_server(
             for e in (eng, *named.values()):
                 await e.start()
                 started.append(e)
-            cache = ServiceCache(settings, taxonomy)
+            cache = ServiceCache(settings, taxonomy, keys=key_source_of(db_engine))
             fallback = hosted if hosted is not None else build_hosted(settings, taxonomy)
             app.state.settings, app.state.taxonomy, app.state.engine = settings, taxonomy, eng
             app.state.db_engine, app.state.sessions = db_engine, sessions

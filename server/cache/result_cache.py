@@ -28,6 +28,7 @@ from server.cache.store import CacheStore, MemoryStore, RedisStore, redis_client
 from server.config import CacheSettings
 from server.prompts import TicketInput
 from server.results import CacheKind
+from server.store.crypto import DataKeyError, KeySource, current_keyring, is_sealed
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,11 @@ class ResultCache:
         redis_client: redis.Redis | None = None,
         store: CacheStore | None = None,
         retry_after_s: float = DEFAULT_RETRY_AFTER_S,
+        keys: KeySource | None = None,
     ) -> None:
+        """`keys`: seal every entry with the data keyring (the answers hold free text; Redis may persist it)."""
         self.settings = settings
+        self._keys = keys
         self.namespace = namespace
         self._prefix = f"{settings.key_prefix}:{namespace}:"
         self._retry_after_s = retry_after_s
@@ -101,11 +105,12 @@ class ResultCache:
             return None
         try:
             raw = store.get(self._entry_key(entry_id))
-            result = json.loads(raw)["r"] if raw is not None else None
         except Exception as exc:  # noqa: BLE001 - any backend failure is a miss, never an error
             self._backend_failed("get", exc)
             self._count("exact", hit=False)
             return None
+        decoded = self._decode(raw) if raw is not None else None
+        result = decoded["r"] if decoded is not None else None
         if result is not None:
             self._count("exact", hit=True)
             return CacheHit("exact", result, 1.0)
@@ -136,7 +141,7 @@ class ResultCache:
             entry["t"] = self._signer.tag
             buckets = [self._bucket_key(k) for k in self._signer.band_keys(signature)]
         try:
-            value = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+            value = self._seal(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
         except (TypeError, ValueError) as exc:
             log.warning("result cache: result not JSON-serialisable, not cached: %s", exc)
             return
@@ -194,8 +199,8 @@ class ResultCache:
             if raw is None:
                 stale.append(entry_id)
                 continue
-            entry = json.loads(raw)
-            if entry.get("t") != self._signer.tag or "s" not in entry:
+            entry = self._decode(raw)
+            if entry is None or entry.get("t") != self._signer.tag or "s" not in entry:
                 continue
             similarity = signature.similarity(Signature.decode(entry["s"]))
             if similarity >= self.settings.near_threshold and (best is None or (similarity, entry_id) > best[:2]):
@@ -203,6 +208,25 @@ class ResultCache:
         if stale:
             store.remove_members(bucket_keys, stale)
         return CacheHit("near", best[2], best[0]) if best is not None else None
+
+    def _seal(self, value: str) -> str:
+        keyring = current_keyring(self._keys)
+        return keyring.seal(value) if keyring is not None else value
+
+    def _decode(self, raw: str) -> dict[str, Any] | None:
+        """An entry's JSON, opened with the keyring when sealed; None (a miss) when it cannot be read: sealed
+        under a key this process lacks, or sealed while this process has no keys."""
+        try:
+            if is_sealed(raw):
+                keyring = current_keyring(self._keys)
+                if keyring is None:
+                    raise DataKeyError("a sealed cache entry and no data key")
+                raw = keyring.open(raw)
+            entry = json.loads(raw)
+        except (DataKeyError, ValueError) as exc:
+            log.warning("result cache: unreadable entry ignored (%s)", exc)
+            return None
+        return entry if isinstance(entry, dict) else None
 
     def _count(self, kind: str, *, hit: bool) -> None:
         with self._lock:

@@ -24,6 +24,7 @@ from server.engines.base import Engine
 from server.fields import FieldSelection
 from server.prompts import TicketInput
 from server.results import CACHE_KINDS
+from server.store.crypto import KeySource
 from server.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,10 @@ MAX_VIEWS = 16  # namespaces kept open (a few per engine across hot swaps)
 
 
 class ServiceCache:
-    def __init__(self, settings: Settings, taxonomy: Taxonomy, *, store: CacheStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, taxonomy: Taxonomy, *, store: CacheStore | None = None, keys: KeySource | None = None
+    ) -> None:
+        """`keys`: the data keys; entries in Redis are sealed with them (the in-process store holds nothing at rest)."""
         self.settings = settings
         self.taxonomy = taxonomy
         self.enabled = settings.cache.enabled
@@ -44,6 +48,7 @@ class ServiceCache:
                 self._store = RedisStore(redis_client_from_url(settings.cache.redis_url))
             else:
                 self._store = MemoryStore(settings.cache.max_entries)
+        self._keys = keys if isinstance(self._store, RedisStore) else None
         self._views: OrderedDict[str, ResultCache] = OrderedDict()
         self._retired: dict[str, dict[str, int]] = {kind: {"hits": 0, "misses": 0} for kind in CACHE_KINDS}
         self._lock = threading.Lock()
@@ -59,7 +64,7 @@ class ServiceCache:
         with self._lock:
             cache = self._views.get(namespace)
             if cache is None:
-                cache = ResultCache(self.settings.cache, namespace, store=self._store)
+                cache = ResultCache(self.settings.cache, namespace, store=self._store, keys=self._keys)
                 self._views[namespace] = cache
                 while len(self._views) > MAX_VIEWS:
                     _, old = self._views.popitem(last=False)

@@ -49,6 +49,8 @@ __all__ = [
     "attach",
     "is_sealed",
     "key_id_of",
+    "current_keyring",
+    "key_source_of",
     "keyring_of",
     "load_key_source",
     "load_keyring",
@@ -252,9 +254,18 @@ def attach(db_engine: DbEngine, keys: KeySource | None) -> DbEngine:
     return db_engine
 
 
-def keyring_of(dialect: Dialect) -> Keyring | None:
-    keys: KeySource | None = getattr(dialect, _DIALECT_ATTR, None)
+def key_source_of(db_engine: DbEngine) -> KeySource | None:
+    """The keys attached to this engine (to seal other stores with the same keys: the result cache)."""
+    keys: KeySource | None = getattr(db_engine.dialect, _DIALECT_ATTR, None)
+    return keys
+
+
+def current_keyring(keys: KeySource | None) -> Keyring | None:
     return keys.current() if isinstance(keys, KeyFile) else keys
+
+
+def keyring_of(dialect: Dialect) -> Keyring | None:
+    return current_keyring(getattr(dialect, _DIALECT_ATTR, None))
 
 
 def _open(value: str, dialect: Dialect) -> str:
