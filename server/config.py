@@ -264,11 +264,10 @@ class RedactionSettings(_Section):
         description="Installed spaCy model for PERSON/LOCATION NER (e.g. en_core_web_sm); none = patterns only.",
     )
     patterns: dict[str, str] = Field(
-        default_factory=lambda: {
-            "ACCOUNT_NUMBER": r"(?i)\b(?:account|acct|konto|cuenta|compte|conta)(?:\s*(?:no\.?|number|nr\.?|nummer|n[uú]mero|#))?\s*[:#]?\s*([A-Z0-9][A-Z0-9-]{5,})\b",
-            "ORDER_ID": r"(?i)\b(?:order|bestellung|pedido|commande|encomenda)(?:\s*(?:no\.?|number|nr\.?|nummer|n[uú]mero|id|#))?\s*[:#]?\s*([A-Z0-9][A-Z0-9-]{4,})\b",
-        },
-        description="Extra recognisers: entity type -> regex (group 1, if any, is the value).",
+        default_factory=dict,
+        description="Extra recognisers: entity type -> regex (group 1, if any, is the value). Account, customer, "
+        "order and invoice numbers, IDs, passwords, PINs and dates of birth are built in (server/privacy/contextual.py), "
+        "found after their labels in en/de/es/fr/pt; add a pattern here for an identifier of your own.",
     )
 
 

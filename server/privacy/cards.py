@@ -19,6 +19,9 @@ MAX_DIGITS = 19
 # would make dotted version/build numbers (10.0.19045.2965) look like 13-digit candidates.
 _SEPARATORS = " \\-\u00a0\u2007\u2009\u202f"  # escaped dash: a literal, not a range
 _DIGIT_RUN = re.compile(rf"(?<!\d)\d+(?:[{_SEPARATORS}]{{1,3}}\d+)*(?!\d)")
+# Dots do separate card groups when every group has 3-6 digits ("4111.1111.1111.1111",
+# "3714.748322.65621"): version numbers always have a shorter part (10.0.19045.2965, 121.0.6167.85).
+_DOTTED_RUN = re.compile(r"(?<![\d.])\d{3,6}(?:\.\d{3,6}){2,4}(?!\d|\.\d)")
 _GROUP = re.compile(r"\d+")
 
 
@@ -62,7 +65,8 @@ def _windows(run: str, offset: int) -> Iterator[CardSpan]:
 def find_card_numbers(text: str) -> list[CardSpan]:
     """Non-overlapping Luhn-valid 13-19 digit numbers, longest first where candidates overlap."""
     found: list[CardSpan] = []
-    for run in _DIGIT_RUN.finditer(text):
+    runs = sorted([*_DIGIT_RUN.finditer(text), *_DOTTED_RUN.finditer(text)], key=lambda m: m.start())
+    for run in runs:
         candidates = sorted(_windows(run.group(), run.start()), key=lambda c: (-(c.end - c.start), c.start))
         taken: list[CardSpan] = []
         for cand in candidates:

@@ -24,17 +24,20 @@ from presidio_analyzer.predefined_recognizers import (
     EsNifRecognizer,
     IbanRecognizer,
     MacAddressRecognizer,
-    PhoneRecognizer,
     SpacyRecognizer,
     UsSsnRecognizer,
 )
 
 from server.config import RedactionSettings
+from server.privacy.contextual import AddressRecognizer, LabelledValueRecognizer, ObfuscatedEmailRecognizer
+from server.privacy.names import FirstNameRecognizer
 from server.privacy.recognizers import (
     PHONE_CONTEXT,
     PHONE_REGIONS,
     CardNumberRecognizer,
+    CuedPhoneRecognizer,
     CueNameRecognizer,
+    DateAwarePhoneRecognizer,
     GroupPatternRecognizer,
     IntlPhoneRecognizer,
     LenientIbanRecognizer,
@@ -199,8 +202,9 @@ def build_recognizers(settings: RedactionSettings) -> list[EntityRecognizer]:
         IbanRecognizer(supported_language=lang, context=IBAN_CONTEXT),
         LenientIbanRecognizer(lang),
         OfflineEmailRecognizer(lang),
-        PhoneRecognizer(supported_language=lang, context=PHONE_CONTEXT, supported_regions=PHONE_REGIONS),
+        DateAwarePhoneRecognizer(supported_language=lang, context=PHONE_CONTEXT, supported_regions=PHONE_REGIONS),
         IntlPhoneRecognizer(lang),
+        CuedPhoneRecognizer(lang),
         VersionAwareIpRecognizer(lang),
         UsSsnRecognizer(supported_language=lang, context=SSN_CONTEXT),
         TicketUrlRecognizer(lang),
@@ -209,6 +213,10 @@ def build_recognizers(settings: RedactionSettings) -> list[EntityRecognizer]:
         EsNifRecognizer(supported_language=lang),
         EsNieRecognizer(supported_language=lang),
         CueNameRecognizer(lang),
+        FirstNameRecognizer(lang),
+        LabelledValueRecognizer(lang),
+        ObfuscatedEmailRecognizer(lang),
+        AddressRecognizer(lang),
     ]
     for entity, pattern in settings.patterns.items():
         recognizers.append(GroupPatternRecognizer(entity, pattern, lang))

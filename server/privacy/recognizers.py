@@ -13,7 +13,7 @@ import regex
 import tldextract
 from presidio_analyzer import EntityRecognizer, LocalRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
-from presidio_analyzer.predefined_recognizers import EmailRecognizer, IpRecognizer, UrlRecognizer
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, IpRecognizer, PhoneRecognizer, UrlRecognizer
 
 from server.privacy.cards import find_card_numbers
 
@@ -200,6 +200,81 @@ class IntlPhoneRecognizer(PatternRecognizer):
         return not 8 <= digits <= 15  # E.164 allows at most 15 digits
 
 
+class DateAwarePhoneRecognizer(PhoneRecognizer):
+    """Presidio's python-phonenumbers recogniser minus what only looks like a number: dotted or
+    slashed dates ("bis 30.04.2024") and build numbers ("build 22631.3155")."""
+
+    _DATE = regex.compile(r"^(?:\d{1,2}[./]\d{1,2}[./](?:\d{4}|\d{2})|\d{4}[./\-]\d{1,2}[./\-]\d{1,2})$")
+    _VERSION_CUE = regex.compile(
+        r"(?i)(?:\bv|version|versión|versão|ver\.?|build|release|firmware|fw|update|patch|kb)\s*:?\s*$"
+    )
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        return [
+            r
+            for r in super().analyze(text, entities, nlp_artifacts)  # type: ignore[arg-type]  # presidio passes None too
+            if not self._DATE.match(text[r.start : r.end])
+            and not self._VERSION_CUE.search(text[max(0, r.start - 20) : r.start])
+        ]
+
+
+class CuedPhoneRecognizer(LocalRecognizer):
+    """Local formats after a phone cue ("Ring me on 555-0105", "Tel. (030) 123 45 67", "tlm 912-345-678"):
+    7 to 15 digits in groups, which without the cue could be any number."""
+
+    _CUE = regex.compile(
+        r"(?i)(?<![\p{L}])(?:phone|telephone|tel|tél|tlf|tlm|mobile|mob|cell|call|ring|fax|whatsapp|sms|number|"
+        r"reach|reached|contact|telefon|telefonnummer|tel\.-nr|handy|mobil|rufnummer|nummer|erreichbar|anrufen|"
+        r"teléfono|telefono|móvil|movil|celular|llamar|llámenme|llamadme|número|numero|téléphone|telephone|portable|"
+        r"rappeler|rappelez-moi|joindre|joignable|numéro|telefone|telemóvel|telemovel|contacto|contato|ligar|"
+        r"liguem-me|ligue)(?![\p{L}])\.?"
+    )
+    _NUMBER = regex.compile(
+        r"(?:[ \t]*(?:[:\-–]|me|on|at|to|is|ist|unter|am|al|au|le|es|est|é|para|o|para o|em|no|de|my|mein|meine|mi|mon|o meu)(?![\p{L}]))*[ \t]*"
+        r"((?:\+|00)?[ \t]?(?:\(\d{1,5}\)|\d{1,5})(?:[ \t]?[./\-][ \t]?|[ \t])?(?:(?:\(0\)|\(\d{1,5}\)|\d{1,5})(?:[ \t]?[./\-][ \t]?|[ \t])?){1,6})"
+    )
+
+    def __init__(self, supported_language: str):
+        super().__init__(
+            supported_entities=["PHONE_NUMBER"], supported_language=supported_language, name="CuedPhoneRecognizer"
+        )
+
+    @staticmethod
+    def _not_a_phone(value: str) -> bool:
+        """Dates and dotted versions after "on"/"number" ("call on 15.03.2024", "number 10.0.19045")."""
+        if DateAwarePhoneRecognizer._DATE.match(value):
+            return True
+        groups = value.split(".")
+        return (
+            len(groups) > 2
+            and regex.fullmatch(r"[\d.]+", value) is not None
+            and any(len(g) == 1 or len(g) > 4 for g in groups)
+        )
+
+    def load(self) -> None:
+        pass
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        results = []
+        for cue in self._CUE.finditer(text):
+            m = self._NUMBER.match(text, cue.end())
+            if m is None:
+                continue
+            value = m.group(1).rstrip(" \t./-")
+            start = m.start(1) + (len(m.group(1)) - len(m.group(1).lstrip(" \t")))
+            end = m.start(1) + len(value)
+            digits = sum(ch.isdigit() for ch in value)
+            if self._not_a_phone(value):
+                continue
+            if 7 <= digits <= 15 and not (end < len(text) and text[end].isalnum()):
+                results.append(_result(self, "PHONE_NUMBER", start, end, 0.6))
+        return results
+
+
 class OfflineEmailRecognizer(EmailRecognizer):
     """Presidio's EmailRecognizer validated against tldextract's bundled suffix list.
 
@@ -250,6 +325,8 @@ class VersionAwareIpRecognizer(IpRecognizer):
         r"(?i)(?:\bv|version|versión|versão|ver\.?|build|release|firmware|fw|update|patch)\s*:?\s*$"
     )
 
+    _PORT = regex.compile(r"\]?:\d{1,5}(?!\d)")
+
     def __init__(self, supported_language: str):
         super().__init__(supported_language=supported_language)
 
@@ -257,7 +334,16 @@ class VersionAwareIpRecognizer(IpRecognizer):
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None
     ) -> list[RecognizerResult]:
         results = super().analyze(text, entities, nlp_artifacts, regex_flags)
-        return [r for r in results if not self._VERSION_CUE.search(text[max(0, r.start - 20) : r.start])]
+        kept = []
+        for r in results:
+            if self._VERSION_CUE.search(text[max(0, r.start - 20) : r.start]):
+                continue
+            # "93.201.232.208:8080", "[2001:db8::1]:443": the port belongs to the same endpoint.
+            port = self._PORT.match(text, r.end)
+            if port is not None:
+                r.end = port.end()
+            kept.append(r)
+        return kept
 
 
 # --- person names from cues --------------------------------------------------------------------
@@ -326,14 +412,31 @@ meilleures salutations|merci|merci beaucoup|merci d'avance|bonne journée|amical
 atenciosamente|cumprimentos|melhores cumprimentos|com os melhores cumprimentos|os meus cumprimentos|
 com os meus cumprimentos|obrigado|obrigada|muito obrigado|muito obrigada|obrigado desde já|abraços|abraço|
 um abraço|att|saudações|grato|grata"""
+# Self-introductions, and "for the attention of" in letters and parcels (z. Hd., attn, c/o).
 _INTRODUCTIONS = """my name is|mein name ist|ich heiße|ich heisse|me llamo|mi nombre es|je m'appelle|je m’appelle|
-mon nom est|meu nome é|me chamo|chamo-me"""
+mon nom est|meu nome é|me chamo|chamo-me|z. hd.|z.hd.|zu händen|zu Händen von|attn.|attn|for the attention of|c/o|
+à l'attention de|a l'attention de|à l’attention de|a la atención de|a/a|aos cuidados de|ao cuidado de"""
 _FIELD_LABELS = """name|full name|from|contact|customer|von|kunde|kundin|ansprechpartner|nombre|de|cliente|contacto|nom|
 client|nome|contato"""
 
 
 def _words(block: str) -> list[str]:
     return [w.strip() for w in block.replace("\n", "").split("|")]
+
+
+class _NotNameSet(frozenset[str]):
+    """_NOT_NAMES plus the compounds no list can enumerate ("Kundensupport", "Service-Team")."""
+
+    _COMPOUND = regex.compile(r"(?i)^kunden|(?:support|service|team|abteilung|desk|center|centre)$")
+
+    def __contains__(self, word: object) -> bool:
+        return super().__contains__(word) or (isinstance(word, str) and self._COMPOUND.search(word) is not None)
+
+
+# One-word greetings and sign-offs are no names either ("Merci.\n\nCordialement, ...").
+_NOT_NAMES = _NotNameSet(
+    _NOT_NAMES | {w.capitalize() for w in _words(_GREETINGS) + _words(_SIGNOFFS) if " " not in w and "'" not in w}
+)
 
 
 class CueNameRecognizer(LocalRecognizer):

@@ -266,7 +266,9 @@ def test_analyzer_failure_raises(redactor: Redactor, monkeypatch: pytest.MonkeyP
 
 
 def test_recognizer_failure_raises(redactor: Redactor, monkeypatch: pytest.MonkeyPatch) -> None:
-    recognizer = next(r for r in redactor._analyzer.registry.recognizers if r.name == "CueNameRecognizer")
+    recognizer = next(
+        r for r in redactor._analyzer.registry.recognizers if getattr(r, "name", None) == "CueNameRecognizer"
+    )
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("recognizer crashed")
@@ -371,4 +373,4 @@ def test_recall_on_the_testset(redactor: Redactor, testset: list[dict[str, Any]]
     per_type = {t: sum(v) / len(v) for t, v in caught.items()}
     assert leaked_cards == 0
     assert per_type["CREDIT_CARD"] == 1.0, per_type
-    assert overall >= 0.9, per_type
+    assert overall >= 0.99, per_type
