@@ -34,6 +34,8 @@ Action = Literal[
     "erasure",
     "export",
     "audit_read",
+    # A `triage retrain` run: detail {verdict: promoted|kept|failed|skipped, candidate, new_corrections, gate}.
+    "retrain",
 ]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 
