@@ -6,7 +6,7 @@ Defaults: `testset` (data/pii/testset.jsonl, the recognisers' own set) and `hold
 (data/pii/holdout_formats.jsonl, written before the recognisers were tuned for it). Per set:
 
 - `recall`: an item counts as caught when its value no longer appears in the redacted text (the
-  measure bench/pii_recall.py and issue 11 use);
+  measure issue 11 uses);
 - `recall_strict`: every letter and digit of the item's span was replaced by a placeholder
   (a name with only its surname redacted, or an address with only its postcode, is a miss here
   while it may pass `recall`);
