@@ -64,7 +64,9 @@ class Requires:
         if principal is None:
             raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer KEY")
         if not principal.allows(self.role):
-            raise ApiError(403, "forbidden", f"this key's role {principal.role!r} may not do this (needs {self.role!r})")
+            raise ApiError(
+                403, "forbidden", f"this key's role {principal.role!r} may not do this (needs {self.role!r})"
+            )
         return principal
 
 
