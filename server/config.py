@@ -180,6 +180,9 @@ class EngineProfile(_Section):
     cost_per_cpu_second: float | None = Field(
         default=None, ge=0, description="This engine's price of one second (USD); none = routing.cost_per_cpu_second."
     )
+    prompt_version: str | None = Field(
+        default=None, description="Classify prompt version (prompt.version) of this engine; none = as [prompt]."
+    )
 
 
 class RoutingSettings(_Section):
@@ -423,6 +426,45 @@ class TlsSettings(_Section):
         return self
 
 
+AB_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class AbVariant(_Section):
+    """One arm of an A/B test. It either names an engine profile (`engine`), or builds one from the default
+    model with another `adapter` and/or `prompt_version`, or names none of them: the control, answered by
+    whichever profile the rule table picks."""
+
+    name: str = Field(pattern=AB_NAME, description="Stored with every result (classifications.variant).")
+    weight: float = Field(default=1.0, gt=0, description="Relative share of the traffic (normalised over variants).")
+    engine: str | None = Field(default=None, description="'default' or a name under routing.engines.")
+    adapter: str | None = Field(default=None, description="A registered adapter name or folder ('none': bare base).")
+    prompt_version: str | None = Field(default=None, description="A classify prompt version, e.g. v2.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AbVariant:
+        if self.engine is not None and (self.adapter is not None or self.prompt_version is not None):
+            raise ValueError(f"ab variant {self.name!r}: name an engine or give adapter/prompt_version, not both")
+        return self
+
+
+class AbSettings(_Section):
+    """A/B test: each ticket id is hashed with `salt` into [0, 1) and falls in one variant's weight slice,
+    so a ticket keeps its variant across requests and replicas. Off by default."""
+
+    enabled: bool = False
+    salt: str = Field(default="triage-ab", min_length=1, description="Change it to reshuffle the assignment.")
+    variants: list[AbVariant] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _variants(self) -> AbSettings:
+        if self.enabled and len(self.variants) < 2:
+            raise ValueError("ab.enabled needs at least two variants")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ab.variants: duplicate names in {names}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -443,6 +485,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     audit: AuditSettings = AuditSettings()
     tls: TlsSettings = TlsSettings()
+    ab: AbSettings = AbSettings()
 
     @field_validator("database_url")
     @classmethod
@@ -461,6 +504,16 @@ class Settings(BaseSettings):
                 f"auth.required=false (no API keys) is refused on api.host {self.api.host!r}: anyone who reaches the "
                 "port could classify, read results and post training data. Create keys (`triage keys create`) instead."
             )
+        return self
+
+    @model_validator(mode="after")
+    def _ab_engines(self) -> Settings:
+        known = {"default", *self.routing.engines}
+        for v in self.ab.variants:
+            if v.engine is not None and v.engine not in known:
+                raise ValueError(
+                    f"ab variant {v.name!r}: engine {v.engine!r} is not 'default' nor under routing.engines"
+                )
         return self
 
     @property

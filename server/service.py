@@ -68,6 +68,7 @@ class Outcome:
     error: str | None = None
     status: int = 200
     retry_after_s: float | None = None  # a 429's Retry-After: when the engine expects the ticket would fit
+    variant: str | None = None  # the A/B variant the ticket was assigned (server.ab); None without an A/B test
 
 
 def new_ticket_id() -> str:
@@ -126,6 +127,7 @@ class ClassificationService:
                     fields=list(req.fields) if req.fields is not None else None,
                     key_id=req.key_id,
                     scope=req.scope,
+                    variant=job.variant,
                 )
 
     def _record(self, results: list[tuple[str, StoredOutcome]]) -> None:
@@ -194,6 +196,7 @@ class ClassificationService:
             "input_truncated": answer.truncated,
             "request_id": rid,
             "fields": list(job.ticket.fields) if job.ticket.fields is not None else None,
+            "variant": job.variant,
         }
 
     async def classify_many(self, requests: Sequence[TicketRequest]) -> list[Outcome]:
@@ -202,7 +205,7 @@ class ClassificationService:
             req.ticket_id = req.ticket_id or new_ticket_id()
         rids = [uuid.uuid4().hex for _ in requests]
         tickets = [TicketInput(r.subject, r.body, tuple(r.previous_interactions), r.fields) for r in requests]
-        jobs = self.router.plan(tickets)
+        jobs = self.router.plan(tickets, [r.ticket_id for r in requests])
         try:
             await run_in_threadpool(self._accept, requests, rids, jobs)
         except SQLAlchemyError as exc:
@@ -242,7 +245,12 @@ class ClassificationService:
             assert req.ticket_id is not None
             if job.error is None and job.answer is not None:
                 outcomes.append(
-                    Outcome(rid, req.ticket_id, result=self.response_body(rid, req.ticket_id, job, latency_ms))
+                    Outcome(
+                        rid,
+                        req.ticket_id,
+                        result=self.response_body(rid, req.ticket_id, job, latency_ms),
+                        variant=job.variant,
+                    )
                 )
             else:
                 error = job.error or EngineError("no result")
@@ -253,6 +261,7 @@ class ClassificationService:
                         error=str(error) or type(error).__name__,
                         status=_status_for(error),
                         retry_after_s=error.retry_after_s if isinstance(error, EngineOverloaded) else None,
+                        variant=job.variant,
                     )
                 )
             to_store.append((rid, self._stored(job, latency_ms)))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Request, Response
 from starlette.middleware.base import RequestResponseEndpoint
 
+from server.ab import variant_profiles
 from server.api.auth import install_auth
 from server.api.errors import error_response, install_error_handlers
 from server.api.openapi import install_openapi
@@ -57,17 +58,19 @@ def profile_settings(settings: Settings, profile: EngineProfile) -> Settings:
             "watch_registry_s": settings.model.watch_registry_s if adapter == "registry" else 0.0,
         },
         engine={"kind": profile.kind or settings.engine.kind},
+        **({"prompt": {"version": profile.prompt_version}} if profile.prompt_version is not None else {}),
     )
 
 
 def build_engines(
     settings: Settings, taxonomy: Taxonomy, given: Mapping[str, Engine] | None = None
 ) -> dict[str, Engine]:
-    """The named engines of `routing.engines` (the default engine is built separately); `given` wins."""
+    """The named engines of `routing.engines` and of the A/B variants (the default engine is built
+    separately); `given` wins."""
     given = dict(given or {})
     return {
         name: given.get(name) or build_engine(profile_settings(settings, profile), taxonomy)
-        for name, profile in settings.routing.engines.items()
+        for name, profile in {**settings.routing.engines, **variant_profiles(settings)}.items()
     }
 
 

@@ -141,6 +141,9 @@ class ClassificationOut(BaseModel):
     fields: list[str] | None = Field(
         default=None, description="The output fields this answer carries, as asked; null: every field."
     )
+    variant: str | None = Field(
+        default=None, description="The A/B variant (settings `ab`) the ticket id is assigned to; null: no A/B test."
+    )
 
 
 class BatchOut(BaseModel):
@@ -275,6 +278,7 @@ class StoredResultOut(BaseModel):
     latency_ms: float | None
     cost_usd: float | None
     error: str | None = Field(description="Why a failed result failed.")
+    variant: str | None = Field(default=None, description="The A/B variant that answered; null: no A/B test.")
     feedback: list[FeedbackRecordOut] = Field(description="Corrections given on this result, oldest first.")
     text: TicketTextOut | None = Field(
         default=None, description="The ticket text as stored; only with ?include_text=true (null once redacted)."

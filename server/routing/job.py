@@ -18,6 +18,7 @@ from server.routing.rules import Choice
 class Job:
     ticket: TicketInput
     choice: Choice
+    variant: str | None = None  # the A/B variant (server.ab) assigned to the ticket; None without an A/B test
     answered_profile: str | None = None  # the profile whose engine answered locally (the chosen one or the backup)
     answer: Answer | None = None
     # Set only by `RouteLedger.settle`, once nothing more will happen to the ticket.

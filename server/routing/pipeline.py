@@ -31,8 +31,10 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from server.ab import AbSplit
 from server.config import Settings
 from server.engines.base import Engine, EngineError
 from server.prompts import TicketInput
@@ -75,6 +77,10 @@ class Router:
         self.taxonomy = taxonomy
         self.engines = self.ctx.engines
         self.rules = self.ctx.rules
+        self.ab = AbSplit.from_settings(settings)
+        if self.ab is not None and self.ab.profiles - set(self.engines):
+            missing = ", ".join(sorted(self.ab.profiles - set(self.engines)))
+            raise ValueError(f"A/B variants refer to engines that were not built: {missing}")
 
     # -- thresholds -------------------------------------------------------------------------------
     def threshold(self, name: str) -> float:
@@ -91,8 +97,18 @@ class Router:
         return self.ctx.hosted_enabled
 
     # -- the pipeline ---------------------------------------------------------------------------
-    def plan(self, tickets: Sequence[TicketInput]) -> list[Job]:
-        return [Job(t, self.rules.choose(t)) for t in tickets]
+    def plan(self, tickets: Sequence[TicketInput], ticket_ids: Sequence[str | None] | None = None) -> list[Job]:
+        """A job per ticket with the rule table's profile; under an A/B test (`ab`), the ticket id's variant
+        and the profile of that variant (a control variant keeps the rule table's)."""
+        ids: Sequence[str | None] = ticket_ids if ticket_ids is not None else [None] * len(tickets)
+        jobs: list[Job] = []
+        for ticket, ticket_id in zip(tickets, ids, strict=True):
+            choice = self.rules.choose(ticket)
+            variant = self.ab.assign(ticket_id) if self.ab is not None and ticket_id else None
+            if variant is not None and variant.profile is not None:
+                choice = replace(choice, profile=variant.profile)
+            jobs.append(Job(ticket, choice, variant=variant.name if variant is not None else None))
+        return jobs
 
     async def run(self, jobs: Sequence[Job]) -> None:
         """Take every job as far as it goes; the caller may cancel this (deadline) at any await.

@@ -140,6 +140,8 @@ class Classification(Base):
     # scope reads only rows of its scope.
     key_id: Mapped[int | None] = mapped_column(Integer)
     scope: Mapped[str | None] = mapped_column(String(128), index=True)
+    # The A/B variant (settings `ab`) assigned to the ticket (migration 0005); NULL without an A/B test.
+    variant: Mapped[str | None] = mapped_column(String(64), index=True)
 
     # passive_deletes: the database's ON DELETE CASCADE removes feedback, so the
     # ORM need not load every row just to delete it.

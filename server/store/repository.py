@@ -59,9 +59,10 @@ def create_pending(
     fields: list[str] | None = None,
     key_id: int | None = None,
     scope: str | None = None,
+    variant: str | None = None,
 ) -> Classification:
     """Record the request before inference so a crash cannot lose it, with who asked: the API key's id
-    and its scope (tenant), None without keys.
+    and its scope (tenant), None without keys; and its A/B variant, None without an A/B test.
 
     A duplicate ``request_id`` raises ``sqlalchemy.exc.IntegrityError``.
     """
@@ -79,6 +80,7 @@ def create_pending(
         fields=fields,
         key_id=key_id,
         scope=scope,
+        variant=variant,
     )
     with _writing(session):
         session.add(row)

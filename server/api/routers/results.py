@@ -89,6 +89,7 @@ def _body(row: Classification, include_text: bool) -> dict[str, Any]:
         "latency_ms": row.latency_ms,
         "cost_usd": row.cost_usd,
         "error": row.error,
+        "variant": row.variant,
         "feedback": store.feedback_json(list(row.feedback)),
     }
     if include_text:
