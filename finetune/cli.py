@@ -1,4 +1,4 @@
-"""`triage finetune`, `triage fit-head`, `triage calibrate` and `triage heldout`, added to the server's CLI through the
+"""`triage finetune`, `triage fit-head`, `triage calibrate`, `triage heldout` and `triage retrain`, added to the server's CLI through the
 `triage.commands` entry point (server never imports this package).
 
 The options of `triage finetune` that set a config key (`--rank`, `--epochs`, ...) are generated from the
@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
     app.command("fit-head")(fit_head)
     app.command("calibrate")(calibrate)
     app.command("heldout")(heldout)
+    app.command("retrain")(retrain)
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
@@ -201,3 +202,78 @@ def heldout(
     except (DataError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def retrain(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Retrain YAML (if_new, promote, finetune overrides, eval_data, rules, ...)."
+    ),
+    if_new: int | None = typer.Option(
+        None, "--if-new", help="Only when at least N new corrections arrived since the active adapter's snapshot."
+    ),
+    promote: bool | None = typer.Option(
+        None, "--promote/--no-promote", help="Promote the candidate when the gate says yes (default: off)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Candidate name (default: <active>-retrain-<UTC time>)."),
+    start: str | None = typer.Option(None, "--start", help="active (continue the served LoRA, default) or fresh."),
+    base_config: Path | None = typer.Option(
+        None, "--base-config", help="Fine-tuning YAML instead of the config recorded in the active manifest."
+    ),
+    eval_data: Path | None = typer.Option(None, "--eval-data", help="Gate data (default: data/<taxonomy>/golden.csv)."),
+    rules: Path | None = typer.Option(None, "--rules", help="Gate rules YAML (default: built-in rules)."),
+    report_dir: Path | None = typer.Option(None, "--report-dir", help="Gate reports (default: var/retrain)."),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="A fine-tuning config key for the candidate: --set train.max_steps=200"
+    ),
+    server_config: Path | None = typer.Option(
+        None, "--server-config", help="Server settings YAML (database, registry, data key)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="End with the run's audit detail as one JSON line."),
+) -> None:
+    """Fine-tune a candidate on the feedback since the active adapter's snapshot plus its base data, calibrate,
+    gate it against the active adapter, promote only on "yes" with --promote; audited as `retrain`.
+
+    Exit 0: skipped, kept or promoted; 1: the run failed (audited); 2: it could not start (bad config)."""
+    import json
+
+    from finetune.config import ConfigError
+    from finetune.retrain import RetrainError, load_retrain_config
+    from finetune.retrain import run as run_retrain
+    from server.config import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    flags: dict[str, Any] = {
+        "if_new": if_new,
+        "promote": promote,
+        "name": name,
+        "start": start,
+        "base_config": str(base_config) if base_config else None,
+        "eval_data": str(eval_data) if eval_data else None,
+        "rules": str(rules) if rules else None,
+        "report_dir": str(report_dir) if report_dir else None,
+        "finetune": parse_sets(set_) or None,
+    }
+    try:
+        cfg = load_retrain_config(config, flags)
+        result = run_retrain(
+            cfg, load_settings(server_config), progress=lambda m: typer.echo(f"[retrain] {m}", err=True), user=_user()
+        )
+    except (RetrainError, ConfigError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{result.verdict}: {result.message}")
+    if as_json:
+        typer.echo(json.dumps(result.detail()))
+    if result.verdict == "failed":
+        raise typer.Exit(1)
+
+
+def _user() -> str | None:
+    # From the passwd database, as `triage models promote` records it in the registry history.
+    import os
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return None
