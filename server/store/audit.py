@@ -36,6 +36,9 @@ Action = Literal[
     "audit_read",
     # A `triage retrain` run: detail {verdict: promoted|kept|failed|skipped, candidate, new_corrections, gate}.
     "retrain",
+    # `triage report` (it reads ticket text in memory) and `triage ab report`: the window, no text.
+    "report",
+    "ab_report",
 ]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 
