@@ -200,6 +200,20 @@ def snapshot_feedback_id(active: AdapterEntry) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _snapshot_database(active: AdapterEntry) -> str | None:
+    data = active.manifest.get("data")
+    snapshot = data.get("feedback") if isinstance(data, dict) else None
+    value = snapshot.get("database") if isinstance(snapshot, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _shown_url(url: str) -> str:
+    """The URL as a manifest's snapshot records it (password hidden)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def count_new_corrections(
     database_url: str, settings: Settings, taxonomy_key: str, only: FeedbackFilter, after_id: int | None
 ) -> int:
@@ -269,9 +283,14 @@ def run(
 
     since = snapshot_feedback_id(active)
     say(f"active adapter: {active_name} (feedback snapshot: {'id <= ' + str(since) if since is not None else 'none'})")
-    new = count_new_corrections(
-        ft.data.database_url or settings.database_url, settings, taxonomy.key, FeedbackFilter.of(ft.data), since
-    )
+    feedback_url = ft.data.database_url or settings.database_url
+    snapshot_db = _snapshot_database(active)
+    if since is not None and snapshot_db is not None and snapshot_db != _shown_url(feedback_url):
+        # Ids of another database say nothing about this one; the count is still made, but flagged.
+        say(
+            f"warning: {active_name}'s snapshot was taken from {snapshot_db}, this run reads {_shown_url(feedback_url)}"
+        )
+    new = count_new_corrections(feedback_url, settings, taxonomy.key, FeedbackFilter.of(ft.data), since)
     result = RetrainResult("skipped", active_name, new, since)
     say(f"{new} new correction(s) since the snapshot (filter: {FeedbackFilter.of(ft.data).to_json()})")
     if cfg.if_new is not None and new < cfg.if_new:

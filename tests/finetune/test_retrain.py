@@ -128,6 +128,19 @@ def test_fewer_new_corrections_than_if_new_does_nothing_and_says_so(
     assert event["active"] == ACTIVE_ADAPTER and event["since_feedback_id"] is None  # v1 was trained without feedback
 
 
+def test_only_corrections_after_the_active_snapshot_count(setup: Setup) -> None:
+    # As if the active adapter had been trained on feedback up to id 1, taken from another database.
+    active = setup.registry.adapters_dir / ACTIVE_ADAPTER
+    setup.registry.update_manifest(
+        active,
+        lambda m: m["data"].__setitem__("feedback", {"database": "sqlite:///elsewhere.db", "max_feedback_id": 1}),
+    )
+    out, detail = setup.retrain("--if-new", "2")
+    # id 2 (admin) counts; id 1 is in the snapshot; id 3 (classify key) is refused by the filter.
+    assert detail["verdict"] == "skipped" and detail["new_corrections"] == 1 and detail["since_feedback_id"] == 1
+    assert "snapshot was taken from sqlite:///elsewhere.db" in out
+
+
 def test_bad_retrain_config_is_refused_before_anything_runs(setup: Setup) -> None:
     setup.config.write_text(yaml.safe_dump({"if_new": "many", "promte": True}))
     r = cli.invoke(app, ["retrain", "--config", str(setup.config), "--server-config", str(setup.server_config)])
