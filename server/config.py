@@ -133,6 +133,32 @@ class PromptSettings(_Section):
     max_history_tokens: int = Field(default=256, ge=0, description="Budget for previous interactions, newest first.")
 
 
+class MetricsSettings(_Section):
+    """GET /metrics (Prometheus). Open by default like /health, since scrapers rarely hold a bearer key: keep
+    the port off the internet, or set require_admin and give Prometheus an admin key (authorization: Bearer)."""
+
+    enabled: bool = True
+    require_admin: bool = Field(default=False, description="/metrics needs an admin API key.")
+    store_cache_s: float = Field(
+        default=10.0, ge=0, description="How long the store metrics (accuracy, override rate, drift) are reused."
+    )
+    accuracy_window_s: float = Field(
+        default=7 * 86_400.0, gt=0, description="Feedback of this many seconds counts toward accuracy and overrides."
+    )
+    drift_window_s: float = Field(default=86_400.0, gt=0, description="The recent window of the drift PSI.")
+    drift_reference_s: float = Field(
+        default=7 * 86_400.0, gt=0, description="The reference window, just before the recent one."
+    )
+
+
+class LogSettings(_Section):
+    """How `triage serve` logs: json (one object per line with the request id; the default) or text."""
+
+    format: Literal["json", "text"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access: bool = Field(default=True, description="One line per HTTP request (method, path, status, duration).")
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -475,6 +501,8 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     prompt: PromptSettings = PromptSettings()
     api: ApiSettings = ApiSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
     routing: RoutingSettings = RoutingSettings()
     fallback: FallbackSettings = FallbackSettings()
     redaction: RedactionSettings = RedactionSettings()

@@ -27,6 +27,8 @@ from server.config import Settings
 from server.egress import HostedCall, record_hosted_calls
 from server.engines.base import Engine, EngineError, EngineOverloaded, EngineTimeout, EngineUnavailable
 from server.fields import FieldSelection, resolve_fields
+from server.observability import metrics
+from server.observability.middleware import current_endpoint
 from server.prompts import TicketInput
 from server.routing import DEFAULT_PROFILE, Job, Router
 from server.routing.answer import prompt_version_of
@@ -265,6 +267,7 @@ class ClassificationService:
                     )
                 )
             to_store.append((rid, self._stored(job, latency_ms)))
+        _observe(jobs, latency_ms)
         await self._store_results(to_store)
         await self._fill_cache(jobs)
         return outcomes
@@ -309,6 +312,33 @@ class ClassificationService:
             "cache": self.cache.stats() if self.cache is not None else {"enabled": False},
             "fallback": self.hosted.stats() if self.hosted is not None else {"enabled": False},
         }
+
+
+def _error_kind(exc: BaseException | None) -> str:
+    for cls, kind in ((EngineOverloaded, "overloaded"), (EngineUnavailable, "unavailable"), (EngineTimeout, "timeout")):
+        if isinstance(exc, cls):
+            return kind
+    return "engine" if isinstance(exc, EngineError) or exc is None else "internal"
+
+
+def _observe(jobs: Sequence[Job], latency_ms: float) -> None:
+    """The per-ticket metrics (server.observability.metrics): route, latency, cost, confidences or the error."""
+    endpoint = current_endpoint()
+    for job in jobs:
+        answered = job.error is None and job.answer is not None
+        engine = "hosted" if job.route == "hosted" else job.answered_profile or job.choice.profile
+        metrics.observe_ticket(
+            metrics.TicketOutcome(
+                endpoint=endpoint,
+                engine=engine,
+                variant=job.variant,
+                route=job.route if answered else None,
+                seconds=latency_ms / 1000,
+                cost_usd=job.cost_usd,
+                confidence=job.answer.confidence if answered and job.answer is not None else {},
+                error_kind=None if answered else _error_kind(job.error),
+            )
+        )
 
 
 def _status_for(exc: BaseException | None) -> int:

@@ -16,9 +16,10 @@ from server.ab import variant_profiles
 from server.api.auth import install_auth
 from server.api.errors import error_response, install_error_handlers
 from server.api.openapi import install_openapi
-from server.api.routers import classify, feedback, health, results, review
+from server.api.routers import classify, feedback, health, metrics, results, review
 from server.config import EngineProfile, Settings, load_settings
 from server.engines.base import Engine
+from server.observability.middleware import install_observability
 from server.retention import start_periodic, stop_periodic
 from server.routing import ServiceCache
 from server.service import ClassificationService
@@ -156,6 +157,8 @@ def create_server(
 
     # Added last, so it runs first: 401/403/429 before the body is read or its size checked.
     install_auth(app, settings)
+    # Added after auth, so it runs before it: refusals carry X-Request-ID and are counted too.
+    install_observability(app, access_log=settings.log.access)
     if not settings.auth_required:
         log.warning(
             "API KEYS ARE OFF (auth.required=false or a loopback api.host): every request to %s:%d acts as an "
@@ -168,5 +171,7 @@ def create_server(
     app.include_router(review.router)
     app.include_router(results.router)
     app.include_router(health.router)
+    if settings.metrics.enabled:
+        app.include_router(metrics.make_router(settings))
     install_openapi(app, settings, taxonomy)
     return app

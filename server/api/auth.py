@@ -44,6 +44,7 @@ from server.api.errors import error_response, retry_after_header
 from server.auth.keys import key_digest, parse_key, verify_secret
 from server.auth.principal import ANONYMOUS, Principal
 from server.config import AuthSettings, CacheSettings, Role, Settings
+from server.observability import metrics
 from server.store.keys import find_by_prefix
 
 __all__ = [
@@ -316,6 +317,7 @@ class AuthMiddleware:
             self.auth.decide, sessions, authorization, roles, str(client[0]) if client else "unknown"
         )
         if isinstance(decision, Refusal):
+            metrics.auth_refused(decision.error)
             response = error_response(decision.status, decision.error, decision.message, headers=decision.headers)
             await response(scope, receive, send)
             return

@@ -22,6 +22,7 @@ from server.cache.store import CacheStore, MemoryStore, RedisStore, redis_client
 from server.config import Settings
 from server.engines.base import Engine
 from server.fields import FieldSelection
+from server.observability import metrics
 from server.prompts import TicketInput
 from server.results import CACHE_KINDS
 from server.store.crypto import KeySource
@@ -89,7 +90,9 @@ class ServiceCache:
             full = self.view(engine)
             hit = full.get(ticket) if full is not None else None
         if hit is not None and hit.kind == "near":
-            return self._labels_only(hit, ticket.fields)
+            hit = self._labels_only(hit, ticket.fields)
+        if cache is not None:
+            metrics.cache_lookup(hit.kind if hit is not None else None)
         return hit
 
     def _labels_only(self, hit: CacheHit, fields: FieldSelection) -> CacheHit | None:

@@ -9,12 +9,21 @@ import typer
 
 from server.cli.common import ConfigOpt, load
 from server.config import Settings
+from server.observability.logging import configure_logging, logging_config
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn.run's keyword arguments for these settings: address, and TLS when a certificate is configured
     (TLS 1.2+ via uvicorn's default context; client certificates required with `tls.require_client_cert`)."""
-    options: dict[str, Any] = {"host": settings.api.host, "port": settings.api.port, "log_level": "info"}
+    options: dict[str, Any] = {
+        "host": settings.api.host,
+        "port": settings.api.port,
+        "log_level": settings.log.level.lower(),
+        # Every logger (uvicorn's too) in `log.format`, with the request id; the app's middleware writes the
+        # access line (it knows the request id and the route), so uvicorn's own is off.
+        "log_config": logging_config(settings.log),
+        "access_log": False,
+    }
     tls = settings.tls
     if tls.certfile is not None and tls.keyfile is not None:
         for path in (tls.certfile, tls.keyfile, tls.ca_certs):
@@ -40,7 +49,9 @@ def serve(
     settings = load(config)
     if host or port:
         settings = settings.variant(api={k: v for k, v in {"host": host, "port": port}.items() if v})
-    uvicorn.run(create_server(settings), **uvicorn_options(settings))
+    options = uvicorn_options(settings)
+    configure_logging(settings.log)  # before create_server, whose warnings must come out in the same format
+    uvicorn.run(create_server(settings), **options)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from server.engines.base import EngineError, EngineOverloaded, EngineUnavailable
+from server.observability import metrics
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,6 +42,7 @@ class _Item(Generic[T]):
     value: T
     future: asyncio.Future[Any]
     taken_at: float = 0.0  # when the decode loop took it: its service time starts
+    queued_at: float = 0.0
 
 
 class ServiceEstimate:
@@ -112,6 +114,7 @@ class Batcher(Generic[T, R]):
         """`pause(seconds)` is how the batcher waits for company (tests inject an event). `deadline_s`:
         the default deadline admission checks against (None: only `max_queue` bounds the queue)."""
         self._run_stream = run_stream
+        self.name = name  # the `engine` label of its metrics
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000.0
         self.max_queue = max_queue
@@ -141,6 +144,7 @@ class Batcher(Generic[T, R]):
     def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.max_queue)
         self._worker = asyncio.get_running_loop().create_task(self._loop())
+        metrics.engine_started(self.name, self.max_queue)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -159,6 +163,7 @@ class Batcher(Generic[T, R]):
                 item.future.set_exception(EngineUnavailable("engine stopped"))
         # A running loop winds down in its thread (take gives nothing now); the event loop must not block on it.
         self._executor.shutdown(wait=False, cancel_futures=True)
+        metrics.engine_stopped(self.name)
 
     async def submit(self, values: Sequence[T], deadline_s: float | None = None) -> list[R]:
         """All-or-nothing admission, so a batch request is never half-queued. `deadline_s` overrides the
@@ -166,12 +171,15 @@ class Batcher(Generic[T, R]):
         if not self.running or self._queue is None:
             raise EngineUnavailable("engine is not running")
         if self._queue.qsize() + len(values) > self.max_queue:
+            metrics.admission_refused(self.name, "queue_full", len(values))
             raise EngineOverloaded(retry_after_s=self._retry_after())
         self._admit(len(values), self.deadline_s if deadline_s is None else deadline_s)
         loop = asyncio.get_running_loop()
-        items = [_Item(v, loop.create_future()) for v in values]
+        now = self._clock()
+        items = [_Item(v, loop.create_future(), queued_at=now) for v in values]
         for item in items:
             self._queue.put_nowait(item)
+        metrics.queue_changed(self.name, self.depth, self.in_flight)
         return list(await asyncio.gather(*(i.future for i in items)))
 
     def _retry_after(self) -> float:
@@ -209,6 +217,7 @@ class Batcher(Generic[T, R]):
         if expected is None or expected <= deadline_s or free >= n:  # no data, fits, or no queueing at all
             return
         self.refused += n
+        metrics.admission_refused(self.name, "deadline", n)
         # The queue drains at the measured rate while nothing else is admitted: after `expected -
         # deadline` seconds the same submit would fit. Never more than one deadline (a stalled engine).
         wait = expected - deadline_s if math.isfinite(expected) else deadline_s
@@ -225,12 +234,17 @@ class Batcher(Generic[T, R]):
         for item in items:
             item.taken_at = now
         self.in_flight += len(items)
+        if items:
+            metrics.tickets_taken(self.name, (now - i.queued_at for i in items), self.in_flight)
+        metrics.queue_changed(self.name, self.depth, self.in_flight)
         return items
 
     def _delivered(self, item: _Item[T], result: object, at: float) -> None:
         """On the event loop: the estimate learns from the delivery, then the caller wakes."""
         self.in_flight = max(0, self.in_flight - 1)
         self.estimate.delivered(at, at - item.taken_at)
+        metrics.ticket_answered(self.name, at - item.taken_at, result)
+        metrics.queue_changed(self.name, self.depth, self.in_flight)
         _resolve(item.future, result)
 
     async def _take_on_loop(self, first: list[_Item[T]], k: int) -> list[_Item[T]]:
@@ -268,10 +282,13 @@ class Batcher(Generic[T, R]):
                     if not item.future.done():
                         item.future.set_exception(exc)
             finally:
-                self.busy_s += time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                self.busy_s += elapsed
+                metrics.model_busy(self.name, elapsed)
                 self.batches += 1
                 self.estimate.stop(self._clock())
                 self.in_flight = 0  # the loop has returned: nothing of it is in flight any more
+                metrics.queue_changed(self.name, self.depth, 0)
             # The results delivered from the thread were scheduled before the loop's own completion,
             # so they have landed; an item still open was taken and never answered.
             for item in self._current:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+from server.observability import metrics
+
 BreakerState = Literal["closed", "open", "half_open"]
 
 
@@ -44,6 +46,7 @@ class CircuitBreaker:
             return False
         if self.state == "half_open":
             self._trial_in_flight = True
+        metrics.breaker_state(self.state)
         return True
 
     def release(self) -> None:
@@ -54,6 +57,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = None
         self._trial_in_flight = False
+        metrics.breaker_state("closed")
 
     def record_failure(self) -> None:
         self._failures += 1
@@ -61,5 +65,7 @@ class CircuitBreaker:
         if self._trial_in_flight or self._failures >= self.failure_threshold:
             if self._opened_at is None or self._trial_in_flight:
                 self.opened_count += 1
+                metrics.breaker_opened()
             self._opened_at = self._clock()
         self._trial_in_flight = False
+        metrics.breaker_state(self.state)

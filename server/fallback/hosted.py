@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from server.config import FallbackSettings, RedactionSettings
+from server.observability import metrics
 from server.prompts import TicketInput
 from server.results import label_of, set_label
 from server.schema import output_model
@@ -162,6 +163,7 @@ class HostedFallback:
             self._breaker.record_failure()
             self._stats.failures += 1
             self._stats.failures_by_reason[exc.reason] = self._stats.failures_by_reason.get(exc.reason, 0) + 1
+            metrics.hosted_call("failure", exc.reason, time.perf_counter() - started)
             log.warning("hosted fallback failed: %s (breaker %s)", exc, self._breaker.state)
             raise HostedUnavailable(exc.reason, exc.detail) from exc
         except asyncio.CancelledError:
@@ -170,6 +172,7 @@ class HostedFallback:
         # The provider answered: that counts as up for the breaker, whatever the answer's quality.
         self._breaker.record_success()
         self._stats.successes += 1
+        metrics.hosted_call("success", "", time.perf_counter() - started)
         return self._result(answer, redacted, (time.perf_counter() - started) * 1000, ticket)
 
     def stats(self) -> dict[str, Any]:
@@ -202,6 +205,7 @@ class HostedFallback:
     # -- steps ------------------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str = "") -> HostedUnavailable:
         self._stats.rejected[reason] = self._stats.rejected.get(reason, 0) + 1
+        metrics.hosted_call("rejected", reason)
         return HostedUnavailable(reason, detail)
 
     def _prepare(
@@ -282,6 +286,7 @@ class HostedFallback:
         s.input_tokens += answer.input_tokens
         s.output_tokens += answer.output_tokens
         s.cost_usd += cost
+        metrics.hosted_answer(answer.input_tokens, answer.output_tokens, checked.valid)
         if not checked.valid:
             s.invalid_answers += 1
             log.info("hosted answer invalid: %s", json.dumps(checked.errors)[:500])

@@ -37,7 +37,8 @@ EXAMPLES: dict[str, Any] = {
     "/v1/batch": {"tickets": [TICKET]},
     "/v1/feedback": {"ticket_id": "T-1", "reviewer": "ana", "comment": "c", "category": "Billing"},
 }
-OPEN_ROUTES = {"/health", "/ready"}
+# /metrics is open by default like /health (metrics.require_admin closes it; tests/api/test_metrics.py).
+OPEN_ROUTES = {"/health", "/ready", "/metrics"}
 NOBODY = {"ticket_id": "no-such-ticket", "request_id": "no-such-request"}  # path ids that name no row
 INJECTIONS = [
     "' OR '1'='1",
