@@ -140,7 +140,10 @@ class MetricsSettings(_Section):
     enabled: bool = True
     require_admin: bool = Field(default=False, description="/metrics needs an admin API key.")
     store_cache_s: float = Field(
-        default=10.0, ge=0, description="How long the store metrics (accuracy, override rate, drift) are reused."
+        default=10.0, ge=0, description="How long the store metrics (accuracy, override rate, retrain) are reused."
+    )
+    drift_cache_s: float = Field(
+        default=300.0, ge=0, description="How long the drift PSI is reused (it reads every result of its windows)."
     )
     accuracy_window_s: float = Field(
         default=7 * 86_400.0, gt=0, description="Feedback of this many seconds counts toward accuracy and overrides."

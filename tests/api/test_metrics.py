@@ -21,7 +21,7 @@ from tests.observability.samples import Samples, delta
 from tests.routing.doubles import ScriptedEngine
 
 LOW = {"category": 0.2, "priority": 0.9, "sentiment": 0.9}
-NO_STORE_CACHE = {"store_cache_s": 0.0}
+NO_STORE_CACHE = {"store_cache_s": 0.0, "drift_cache_s": 0.0}
 
 
 def scrape(client: TestClient, **headers: str) -> Samples:

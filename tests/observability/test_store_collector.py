@@ -108,7 +108,9 @@ def test_accuracy_override_rate_drift_and_retrain_from_the_store(migrated: Engin
 def test_store_metrics_are_cached_for_cache_s(migrated: Engine) -> None:  # noqa: F811
     sessions = make_sessionmaker(migrated)
     clock = [100.0]
-    collector = StoreCollector(sessions, WINDOWS, cache_s=10.0, clock=lambda: clock[0], now=lambda: NOW)
+    collector = StoreCollector(
+        sessions, WINDOWS, cache_s=10.0, drift_cache_s=60.0, clock=lambda: clock[0], now=lambda: NOW
+    )
     with sessions() as s:
         row = seed(s, NOW - timedelta(hours=1), "Billing")
         feedback(s, row, NOW - timedelta(hours=1), {"category": "Technical"})
@@ -123,6 +125,10 @@ def test_store_metrics_are_cached_for_cache_s(migrated: Engine) -> None:  # noqa
     assert (
         after.get("triage_review_tickets") == 2 and after.get("triage_review_field_accuracy", field="category") == 0.5
     )
+    # Drift is reused longer (drift_cache_s): it still counts the first result only.
+    assert after.get("triage_drift_window_results", window="recent") == 1
+    clock[0] += 60
+    assert scrape(collector).get("triage_drift_window_results", window="recent") == 2
 
 
 def test_an_unreachable_store_reports_down_without_failing_the_scrape(tmp_path) -> None:

@@ -24,6 +24,7 @@ def _store_collector(request: Request) -> metrics.StoreCollector | None:
             sessions,
             metrics.StoreWindows.of(m),
             cache_s=m.store_cache_s,
+            drift_cache_s=m.drift_cache_s,
         )
         state.metrics_store = collector
     return collector
