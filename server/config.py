@@ -499,6 +499,12 @@ class Settings(BaseSettings):
 
     config_file: Path | None = Field(default=None, description="Optional YAML file with any of these settings.")
     database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'triage.db'}"
+    database_migrate_on_start: bool = Field(
+        default=True,
+        description="The server brings the schema to head at start. Set false where several replicas share one "
+        "PostgreSQL and `triage migrate` runs once before them: concurrent Alembic upgrades of an empty schema race "
+        "(a replica fails on a duplicate pg_type key).",
+    )
     taxonomy: str = Field(default="tickets", description="Built-in taxonomy name or path to a taxonomy YAML file.")
     model: ModelSettings = ModelSettings()
     engine: EngineSettings = EngineSettings()

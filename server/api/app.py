@@ -97,7 +97,8 @@ def create_server(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db_engine = open_store(settings.database_url, settings.storage)
-        migrate(db_engine)
+        if settings.database_migrate_on_start:
+            migrate(db_engine)  # off for replicas: `triage migrate` ran once before them
         sessions = make_sessionmaker(db_engine)
         with sessions() as session:
             # Rows left 'pending' by a crash of an earlier process: resolve them so none stays open.
