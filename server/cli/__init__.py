@@ -7,7 +7,21 @@ from __future__ import annotations
 
 import typer
 
-from server.cli import ab, audit, classify, evaluate, keys, migrate, models, report, retention, serve, setup, vllm_args
+from server.cli import (
+    ab,
+    audit,
+    batch,
+    classify,
+    evaluate,
+    keys,
+    migrate,
+    models,
+    report,
+    retention,
+    serve,
+    setup,
+    vllm_args,
+)
 from server.cli.plugins import load_plugins
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="triage: support-ticket classification server")
@@ -24,6 +38,7 @@ retention.register(app)
 report.register(app)
 ab.register(app)
 migrate.register(app)
+batch.register(app)
 load_plugins(app)
 
 __all__ = ["app", "load_plugins"]
