@@ -47,6 +47,17 @@ def label_of(output: Mapping[str, Any] | None, name: str) -> Any:
     return info.get(name) if isinstance(info, Mapping) else None
 
 
+def correction_of(corrections: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    """(whether a reviewer's corrections set field `name`, the value set), wherever the taxonomy puts the
+    field: `label_of` for corrections, where a value set to null differs from one not corrected."""
+    if name in corrections and name != EXTRACTED_INFO:
+        return True, corrections[name]
+    info = corrections.get(EXTRACTED_INFO)
+    if isinstance(info, Mapping) and name in info:
+        return True, info[name]
+    return False, None
+
+
 def set_label(output: dict[str, Any], name: str, value: Any, *, in_extracted_info: bool) -> None:
     """Write field `name` where the taxonomy puts it (the one writer beside the one reader)."""
     if in_extracted_info:

@@ -36,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.config import MetricsSettings
+from server.results import correction_of
 
 log = logging.getLogger(__name__)
 
@@ -281,22 +282,9 @@ def breaker_opened() -> None:
 
 
 # -- store metrics (computed from the shared database at scrape time) ------------------------------------
-# The label fields stored in plain columns, and where a reviewer's correction of each sits in `corrections`.
-REVIEW_FIELDS: dict[str, tuple[str, ...]] = {
-    "category": ("category",),
-    "priority": ("priority",),
-    "sentiment": ("extracted_info", "sentiment"),
-}
+# The label fields stored in plain columns (a reviewer's correction of each is found by `correction_of`).
+REVIEW_FIELDS: tuple[str, ...] = ("category", "priority", "sentiment")
 UNLABELLED = "none"  # the `label` of a prediction that had no value (a human-bound or partial answer)
-
-
-def _correction(corrections: Mapping[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
-    node: Any = corrections
-    for part in path:
-        if not isinstance(node, Mapping) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
 
 
 @dataclass
@@ -330,13 +318,13 @@ def review_counts(session: Session, since: datetime) -> ReviewCounts:
         corrections = row[1] if isinstance(row[1], Mapping) else {}
         asked = row[2]
         changed_any = False
-        for i, (name, path) in enumerate(REVIEW_FIELDS.items(), start=3):
+        for i, name in enumerate(REVIEW_FIELDS, start=3):
             if asked is not None and name not in asked:
                 continue
             predicted = row[i]
             key = (name, str(predicted) if predicted is not None else UNLABELLED)
             counts.reviewed[key] = counts.reviewed.get(key, 0) + 1
-            present, corrected = _correction(corrections, path)
+            present, corrected = correction_of(corrections, name)
             if present and corrected != predicted:
                 counts.overridden[key] = counts.overridden.get(key, 0) + 1
                 changed_any = True

@@ -16,22 +16,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.results import EXTRACTED_INFO
+from server.results import correction_of
 from server.store.models import Classification, Feedback
 
-__all__ = ["LABEL_FIELDS", "FieldReview", "ResultRow", "correction_of", "load_results"]
+__all__ = ["LABEL_FIELDS", "FieldReview", "ResultRow", "load_results"]
 
 LABEL_FIELDS: tuple[str, ...] = ("category", "priority", "sentiment")
-
-
-def correction_of(corrections: Mapping[str, Any], name: str) -> tuple[bool, Any]:
-    """(whether the reviewer set field `name`, the value set), wherever the taxonomy puts the field."""
-    if name in corrections and name != EXTRACTED_INFO:
-        return True, corrections[name]
-    info = corrections.get(EXTRACTED_INFO)
-    if isinstance(info, Mapping) and name in info:
-        return True, info[name]
-    return False, None
 
 
 @dataclass(frozen=True)
