@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from server.auth.principal import Principal
 from server.prompts import TicketInput
 from server.store import audit
+from server.store import repository as repo
 from server.store.models import AuditEvent, Classification, Feedback
 
 T = TypeVar("T")
@@ -44,9 +45,8 @@ def result_by_request_id(session: Session, request_id: str, principal: Principal
 
 
 def ticket_result(session: Session, ticket_id: str, principal: Principal) -> Classification | None:
-    """The ticket's newest result this principal may see (by id: ids are monotonic, clocks may not be)."""
-    query = _visible(select(Classification).where(Classification.ticket_id == ticket_id), principal)
-    return session.scalars(query.order_by(Classification.id.desc()).limit(1)).first()
+    """The ticket's newest result this principal may see."""
+    return repo.get_latest_by_ticket_id(session, ticket_id, scope=principal.scope)
 
 
 def ticket_history(session: Session, ticket_id: str, principal: Principal) -> list[tuple[str, str]]:
