@@ -53,6 +53,17 @@ class ModelSettings(_Section):
     registry: Path = Field(
         default=PROJECT_ROOT / "models" / "registry.json", description="The model registry index (promote/rollback)."
     )
+    registry_backend: Literal["file", "store"] = Field(
+        default="file",
+        description="Where promotions live: 'file' = the `registry` JSON index (one machine); 'store' = the shared "
+        "database (`database_url`), so every replica serves the same adapter and a promotion hot-swaps them all. "
+        "In 'store' mode promoted adapters are published into the database and replicas materialise them "
+        "under `adapter_cache_dir` (no shared volume needed).",
+    )
+    adapter_cache_dir: Path = Field(
+        default=PROJECT_ROOT / "var" / "adapters",
+        description="Where a replica materialises adapters published in the store (registry_backend: store).",
+    )
     watch_registry_s: float = Field(
         default=2.0,
         ge=0,

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -29,7 +30,20 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from server.store.crypto import EncryptedJSON, EncryptedText
 
-__all__ = ["ROLES", "STATUSES", "ApiKey", "AuditEvent", "Base", "Classification", "Feedback", "UTCDateTime", "utcnow"]
+__all__ = [
+    "ROLES",
+    "STATUSES",
+    "AdapterBlob",
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "Classification",
+    "Feedback",
+    "RegistryEvent",
+    "RegistryFile",
+    "UTCDateTime",
+    "utcnow",
+]
 
 STATUSES = ("pending", "done", "failed")
 ROLES = ("classify", "review", "admin")
@@ -223,3 +237,42 @@ class AuditEvent(Base):
 
     def __repr__(self) -> str:
         return f"<AuditEvent id={self.id} action={self.action} actor={self.actor}>"
+
+
+class RegistryEvent(Base):
+    """One promote or rollback of the shared model registry (migration 0006). The active adapter is the top of
+    the replayed history; the newest id is the token every replica polls to hot-swap on a change."""
+
+    __tablename__ = "registry_events"
+    __table_args__ = (CheckConstraint("action IN ('promote', 'rollback')", name="action"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    action: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    previous: Mapped[str | None] = mapped_column(String(128))
+    forced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    reason: Mapped[str | None] = mapped_column(Text)
+    user: Mapped[str | None] = mapped_column(String(128))
+
+
+class AdapterBlob(Base):
+    """An adapter file's bytes, by content: replicas without the adapter folder materialise it from here."""
+
+    __tablename__ = "adapter_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RegistryFile(Base):
+    """A published adapter's file list: (adapter name, file name) -> blob."""
+
+    __tablename__ = "registry_files"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("adapter_blobs.sha256"))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
