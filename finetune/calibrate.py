@@ -130,7 +130,7 @@ def calibrate(
 ) -> dict[str, Any]:
     """Fit and store the temperatures of the adapter in `adapter_dir` on its held-out split (rows whose
     text is gone or changed since training are skipped and counted in `heldout_skipped`)."""
-    from server.registry import Registry
+    from server.registry import open_registry
 
     adapter_dir = Path(adapter_dir)
     settings = settings or load_settings()
@@ -156,5 +156,5 @@ def calibrate(
     )
     result["fitted_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     # Under the registry lock: `triage eval` may be recording an eval in the same manifest.
-    Registry(settings.model.registry).update_manifest(adapter_dir, lambda m: m.__setitem__("calibration", result))
+    open_registry(settings.model).update_manifest(adapter_dir, lambda m: m.__setitem__("calibration", result))
     return result

@@ -172,7 +172,14 @@ def add_head(
     """Extract features with the adapter as served, fit the head, write its files and record it in the
     manifest (its files join `adapter_files`, so the registry validates them on promotion)."""
     from server.engines import open_batch_runner
-    from server.registry import AdapterEntry, AdapterManifest, Registry, read_manifest, sha256_file, utc_now
+    from server.registry import (
+        AdapterEntry,
+        AdapterManifest,
+        open_registry,
+        read_manifest,
+        sha256_file,
+        utc_now,
+    )
 
     adapter_dir = Path(adapter_dir)
     if not held:
@@ -219,7 +226,7 @@ def add_head(
         if threshold is not None:
             m["out_of_scope_threshold"] = threshold
 
-    Registry(settings.model.registry).update_manifest(adapter_dir, update)
+    open_registry(settings.model).update_manifest(adapter_dir, update)
     return report
 
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from finetune.config import ConfigError, FinetuneConfig, config_from_dict, explain, load_config, read_yaml
 from finetune.data import FeedbackFilter, open_feedback_store
 from server.config import Settings
-from server.registry import MANIFEST, AdapterEntry, Registry, RegistryError, resolve_project_path
+from server.registry import MANIFEST, AdapterEntry, Registry, RegistryError, open_registry, resolve_project_path
 
 Verdict = Literal["promoted", "kept", "failed", "skipped"]
 Progress = Callable[[str], None]
@@ -253,7 +253,7 @@ def run(
     a failure after training started is the verdict "failed", audited, not an exception."""
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
-    registry = Registry(settings.model.registry)
+    registry = open_registry(settings.model)
     active_name = registry.active
     if active_name is None:
         raise RetrainError(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from server.resources import builtin_prompts_dir
@@ -79,8 +79,15 @@ class ModelSettings(_Section):
         "accuracy on an AMX CPU, 2.3x faster on an AVX2-only one; bf16 flips labels of the fp32 reference).",
     )
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; default: all cores.")
+    # The database of the shared registry (registry_backend: store): `Settings.database_url`, filled in by
+    # Settings so everything handed only the model section (resolve_adapter) finds the same registry.
+    _registry_database: str | None = PrivateAttr(default=None)
 
     _device = field_validator("device", mode="before")(classmethod(lambda cls, v: check_device(v)))
+
+    @property
+    def registry_database(self) -> str | None:
+        return self._registry_database
 
 
 EngineKind = Literal["transformers", "outlines", "vllm"]
@@ -552,6 +559,14 @@ class Settings(BaseSettings):
                 f"auth.required=false (no API keys) is refused on api.host {self.api.host!r}: anyone who reaches the "
                 "port could classify, read results and post training data. Create keys (`triage keys create`) instead."
             )
+        return self
+
+    @model_validator(mode="after")
+    def _shared_registry(self) -> Settings:
+        # A copy: the section may be the class default, shared by every Settings built without a model section.
+        section = self.model.model_copy()
+        object.__setattr__(section, "_registry_database", self.database_url)
+        object.__setattr__(self, "model", section)
         return self
 
     @model_validator(mode="after")

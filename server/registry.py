@@ -6,6 +6,10 @@ A server in registry mode serves the active entry and polls `Registry.version()`
 promotion, so every write replaces the file atomically (temp file + os.replace: a reader never sees
 half a file) under an exclusive flock on a sidecar `.lock` file (two CLI calls cannot interleave
 their read-modify-write).
+
+With `model.registry_backend: store` the index lives in the shared database instead (`SharedRegistry`):
+every API replica reads the same active adapter, polls the same change token, and materialises
+promoted adapters from the database, so a promotion made anywhere hot-swaps every replica.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -275,9 +281,8 @@ class Registry:
             previous = index.get("active")
             if previous == name:
                 return entry  # already active: no history entry, so rollback still means "before this one"
-            index["history"].append(_event("promote", name, previous, forced=overridden, reason=reason, user=user))
-            index["active"] = name
-            write_json_atomic(self.index_path, index)
+            self._before_promote(entry)
+            self._append(index, _event("promote", name, previous, forced=overridden, reason=reason, user=user))
         return entry
 
     def rollback(self, *, user: str | None = None) -> str | None:
@@ -298,12 +303,17 @@ class Registry:
                     "(set model.adapter to none for the bare base model, or promote another adapter)"
                 )
             self.validate(target)  # never hot-swap a server onto a deleted or damaged adapter
-            index["history"].append(
-                _event("rollback", target, index.get("active"), forced=False, reason=None, user=user)
-            )
-            index["active"] = target
-            write_json_atomic(self.index_path, index)
+            self._append(index, _event("rollback", target, index.get("active"), forced=False, reason=None, user=user))
         return str(target)
+
+    def _append(self, index: dict[str, Any], event: dict[str, Any]) -> None:
+        """Record `event` (caller holds the lock and read `index` under it); its `name` becomes active."""
+        index["history"].append(event)
+        index["active"] = event["name"]
+        write_json_atomic(self.index_path, index)
+
+    def _before_promote(self, entry: AdapterEntry) -> None:
+        """Hook for the shared registry (publishing the adapter's files); the file registry needs nothing."""
 
     def edit_manifest(self, folder: Path, edit: Callable[[AdapterManifest], None]) -> AdapterManifest:
         """Read-modify-write a manifest under the registry lock (the eval records evals and the gate).
@@ -392,6 +402,25 @@ def _check_checksums(entry: AdapterEntry, name: str, required: list[str]) -> Non
             )
 
 
+def open_registry(model_settings: Any) -> Registry:
+    """The registry `model_settings` names: the JSON index, or the shared one in the database."""
+    if getattr(model_settings, "registry_backend", "file") == "store":
+        url = model_settings.registry_database
+        if not url:
+            raise RegistryError("model.registry_backend is 'store' but no database is known for it")
+        return SharedRegistry(url, Path(model_settings.registry).parent / "adapters", model_settings.adapter_cache_dir)
+    return Registry(model_settings.registry)
+
+
+def seed_shared_registry(model_settings: Any, *, user: str | None = None) -> str | None:
+    """With registry_backend store: start an empty shared registry from this image's file registry (its
+    active adapter, published into the database). Run after migrations; a no-op once any history exists."""
+    registry = open_registry(model_settings)
+    if not isinstance(registry, SharedRegistry):
+        return None
+    return registry.seed_from(Registry(model_settings.registry), user=user)
+
+
 def resolve_adapter(model_settings: Any) -> AdapterEntry | None:
     """What `model.adapter` means: "registry" -> the active entry (None when there is no index or nothing
     is active); None/"none" -> None (bare base); a registered name -> that entry; a folder -> an entry
@@ -400,7 +429,7 @@ def resolve_adapter(model_settings: Any) -> AdapterEntry | None:
     if spec is None or not str(spec).strip() or str(spec).strip().lower() == "none":
         return None
     spec = str(spec).strip()
-    registry = Registry(model_settings.registry)
+    registry = open_registry(model_settings)
     if spec == "registry":
         active = registry.active
         return registry.get(active) if active else None
@@ -417,3 +446,260 @@ def resolve_adapter(model_settings: Any) -> AdapterEntry | None:
 def _candidate_folders(spec: str) -> list[Path]:
     p = Path(spec).expanduser()
     return [p] if p.is_absolute() else [p, PROJECT_ROOT / p]
+
+
+# -- the shared registry (model.registry_backend: store) ------------------------------------------------
+_DB_ENGINES: dict[str, Any] = {}
+_DB_ENGINES_LOCK = threading.Lock()
+# pg_advisory_xact_lock key for promotions (any constant: it only has to be the same in every process).
+_PG_LOCK_KEY = 0x7472_6961_6765  # "triage"
+
+
+def _db_engine(url: str) -> Any:
+    """One pool per URL per process: the watcher polls every few seconds and must not open a pool each time."""
+    from server.store.db import make_db_engine
+
+    with _DB_ENGINES_LOCK:
+        if url not in _DB_ENGINES:
+            _DB_ENGINES[url] = make_db_engine(url)
+        return _DB_ENGINES[url]
+
+
+def _files_digest(files: dict[str, str]) -> str:
+    return hashlib.sha256("\n".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()
+
+
+class SharedRegistry(Registry):
+    """The registry in the shared database (tables of migration 0006).
+
+    - The history is the `registry_events` table; the active adapter is the newest event's name, and the
+      newest event id is the change token (one indexed read per poll per replica).
+    - Promoting publishes the adapter's files into `adapter_blobs` (by sha256) and `registry_files` first,
+      in the same transaction as the event, so no replica can see an event whose files are missing.
+    - A replica materialises a published adapter under `cache_dir/<name>@<digest>/` (temp folder, then an
+      atomic rename) and checks it like any other adapter (the manifest's checksums) before serving it.
+    - Published names are immutable: publishing other content under a taken name is refused, because a
+      replica that compares names would otherwise never swap to the new content.
+    - Promotions are serialised with a PostgreSQL advisory transaction lock (SQLite: the database file's
+      own write lock, taken by the first write of the transaction).
+    """
+
+    def __init__(self, database_url: str, adapters_dir: Path, cache_dir: Path):
+        self.database_url = database_url
+        self.cache_dir = Path(cache_dir)
+        super().__init__(self.cache_dir / "registry.json", adapters_dir)  # index_path: unused, kept for messages
+        self._conn: Any = None  # the connection of the transaction `_locked` holds
+
+    def __repr__(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        return f"SharedRegistry({make_url(self.database_url).render_as_string(hide_password=True)})"
+
+    @property
+    def db(self) -> Any:
+        return _db_engine(self.database_url)
+
+    # -- reading ----------------------------------------------------------------------------------
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        if self._conn is not None:  # inside `_locked`: read what this transaction sees
+            yield self._conn
+            return
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            with self.db.connect() as conn:
+                yield conn
+        except DBAPIError as exc:
+            raise RegistryError(f"shared registry unreadable ({exc.orig}); has `triage migrate` run?") from exc
+
+    def _read_index(self) -> dict[str, Any]:
+        from sqlalchemy import select
+
+        from server.store.models import RegistryEvent
+
+        with self._reading() as conn:
+            rows = conn.execute(select(RegistryEvent.__table__).order_by(RegistryEvent.id)).mappings().all()
+        history = [
+            {
+                "action": r["action"],
+                "name": r["name"],
+                "previous": r["previous"],
+                "at": r["at"].isoformat(timespec="seconds") if r["at"] else None,
+                "forced": bool(r["forced"]),
+                "reason": r["reason"],
+                "user": r["user"],
+            }
+            for r in rows
+        ]
+        return {"active": history[-1]["name"] if history else None, "history": history}
+
+    def version(self) -> str:
+        from sqlalchemy import func, select
+
+        from server.store.models import RegistryEvent
+
+        with self._reading() as conn:
+            newest = conn.execute(select(func.max(RegistryEvent.id))).scalar()
+        return f"store-{newest or 0}"
+
+    def published(self) -> dict[str, dict[str, str]]:
+        """Adapter name -> {file name: sha256} of everything published."""
+        from sqlalchemy import select
+
+        from server.store.models import RegistryFile
+
+        out: dict[str, dict[str, str]] = {}
+        with self._reading() as conn:
+            for name, filename, sha in conn.execute(
+                select(RegistryFile.name, RegistryFile.filename, RegistryFile.sha256)
+            ):
+                out.setdefault(name, {})[filename] = sha
+        return out
+
+    def list(self) -> list[AdapterEntry]:
+        """Published adapters (their manifest read from the store) and local folders not yet published."""
+        published = self.published()
+        entries = []
+        for name, files in sorted(published.items()):
+            folder = self.cache_dir / f"{name}@{_files_digest(files)[:12]}"
+            try:
+                manifest = AdapterManifest.parse(json.loads(self._blob(files[MANIFEST])), f"{name}/{MANIFEST}")
+                entries.append(AdapterEntry(name, folder, manifest))
+            except (KeyError, ValueError, RegistryError) as exc:
+                entries.append(AdapterEntry(name, folder, AdapterManifest(), error=f"{type(exc).__name__}: {exc}"))
+        local = [e for e in super().list() if e.name not in published]
+        return sorted(entries + local, key=lambda e: e.name)
+
+    def get(self, name: str) -> AdapterEntry:
+        self._folder(name)  # the same name check as the file registry
+        files = self.published().get(name)
+        if files is None:
+            return super().get(name)  # a local adapter, published when promoted
+        folder = self._materialise(name, files)
+        return AdapterEntry(name, folder, read_manifest(folder))
+
+    def _blob(self, sha: str) -> bytes:
+        from sqlalchemy import select
+
+        from server.store.models import AdapterBlob
+
+        with self._reading() as conn:
+            content = conn.execute(select(AdapterBlob.content).where(AdapterBlob.sha256 == sha)).scalar()
+        if content is None:
+            raise RegistryError(f"adapter blob {sha[:12]}… is missing from the shared registry")
+        if hashlib.sha256(content).hexdigest() != sha:
+            raise RegistryError(f"adapter blob {sha[:12]}… does not match its sha256 (damaged in the store)")
+        return bytes(content)
+
+    def _materialise(self, name: str, files: dict[str, str]) -> Path:
+        target = self.cache_dir / f"{name}@{_files_digest(files)[:12]}"
+        if (target / MANIFEST).is_file():
+            return target  # validate() still checks every checksum before it is served
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.cache_dir))
+        try:
+            for filename, sha in files.items():
+                (tmp / filename).write_bytes(self._blob(sha))
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another process of this host materialised it first: theirs is the same content
+                if not (target / MANIFEST).is_file():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    # -- writing ----------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
+        if self._conn is not None:
+            raise RegistryError("shared registry lock is not re-entrant")
+        try:
+            with self.db.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                else:
+                    # pysqlite opens the transaction lazily; a write takes the file's RESERVED lock now, so
+                    # two promotions cannot both read the same history before either writes.
+                    conn.execute(text("UPDATE registry_events SET id = id WHERE id < 0"))
+                self._conn = conn
+                try:
+                    yield
+                finally:
+                    self._conn = None
+        except DBAPIError as exc:
+            raise RegistryError(f"shared registry write failed ({exc.orig}); has `triage migrate` run?") from exc
+
+    def _append(self, index: dict[str, Any], event: dict[str, Any]) -> None:
+        from sqlalchemy import insert
+
+        from server.store.models import RegistryEvent
+
+        assert self._conn is not None, "_append runs inside _locked"
+        row = {k: event[k] for k in ("action", "name", "previous", "forced", "reason", "user")}
+        self._conn.execute(insert(RegistryEvent).values(at=datetime.now(UTC), **row))
+
+    def _before_promote(self, entry: AdapterEntry) -> None:
+        # This machine's own folder of that name, if any, is what the operator means to promote: publish it
+        # (refused when it differs from what is published under the name), else the published copy stands.
+        local = self.adapters_dir / entry.name
+        self.publish(AdapterEntry(entry.name, local, read_manifest(local)) if (local / MANIFEST).is_file() else entry)
+
+    def publish(self, entry: AdapterEntry) -> dict[str, str]:
+        """Copy the adapter folder's files into the store (inside `_locked`'s transaction). Idempotent."""
+        from sqlalchemy import insert, select
+
+        from server.store.models import AdapterBlob, RegistryFile
+
+        assert self._conn is not None, "publish runs inside _locked"
+        files = {
+            p.name: sha256_file(p) for p in sorted(entry.path.iterdir()) if p.is_file() and not p.name.startswith(".")
+        }
+        existing = self.published().get(entry.name)
+        if existing is not None:
+            if existing != files:
+                raise RegistryError(
+                    f"adapter {entry.name!r} is already published with other files; published names are immutable "
+                    "(every replica would keep serving the old content): save it under a new name"
+                )
+            return files
+        known = set(
+            self._conn.execute(select(AdapterBlob.sha256).where(AdapterBlob.sha256.in_(files.values()))).scalars()
+        )
+        now = datetime.now(UTC)
+        for filename, sha in files.items():
+            if sha not in known:
+                content = (entry.path / filename).read_bytes()
+                self._conn.execute(
+                    insert(AdapterBlob).values(sha256=sha, size=len(content), content=content, created_at=now)
+                )
+                known.add(sha)
+            self._conn.execute(
+                insert(RegistryFile).values(name=entry.name, filename=filename, sha256=sha, published_at=now)
+            )
+        return files
+
+    def seed_from(self, source: Registry, *, user: str | None = None) -> str | None:
+        """Start an empty shared registry from a file registry's active adapter (what a fresh deployment of the
+        image serves); does nothing when the shared registry has any history. Returns the seeded name."""
+        with self._locked():
+            index = self._read_index()
+            if index["history"]:
+                return None
+            name = source.active
+            if name is None:
+                return None
+            entry = source.validate(name)
+            last: dict[str, Any] = next((e for e in reversed(source.history) if e.get("name") == name), {})
+            self.publish(entry)
+            reason = f"seeded from {source.index_path.name}" + (f": {last['reason']}" if last.get("reason") else "")
+            self._append(
+                index,
+                _event("promote", name, None, forced=bool(last.get("forced")), reason=reason, user=user),
+            )
+        return name

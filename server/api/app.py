@@ -20,6 +20,7 @@ from server.api.routers import classify, feedback, health, metrics, results, rev
 from server.config import EngineProfile, Settings, load_settings
 from server.engines.base import Engine
 from server.observability.middleware import install_observability
+from server.registry import seed_shared_registry
 from server.retention import start_periodic, stop_periodic
 from server.routing import ServiceCache
 from server.service import ClassificationService
@@ -99,6 +100,7 @@ def create_server(
         db_engine = open_store(settings.database_url, settings.storage)
         if settings.database_migrate_on_start:
             migrate(db_engine)  # off for replicas: `triage migrate` ran once before them
+            seed_shared_registry(settings.model, user="server")  # registry_backend store: first start only
         sessions = make_sessionmaker(db_engine)
         with sessions() as session:
             # Rows left 'pending' by a crash of an earlier process: resolve them so none stays open.

@@ -25,6 +25,14 @@ def migrate(config: ConfigOpt = None) -> None:
     except SQLAlchemyError as exc:
         fail(f"migration failed on {settings.database_url.split('@')[-1]}: {exc}", 1)
     typer.echo("database schema at head")
+    from server.registry import RegistryError, seed_shared_registry
+
+    try:
+        seeded = seed_shared_registry(settings.model, user="migrate")
+    except RegistryError as exc:
+        fail(f"shared model registry: {exc}", 1)
+    if seeded:
+        typer.echo(f"shared model registry started with {seeded} (the active adapter of {settings.model.registry})")
 
 
 def register(app: typer.Typer) -> None:

@@ -32,9 +32,9 @@ _COLUMNS = (
 
 
 def _registry(config: Path | None) -> Registry:
-    from server.registry import Registry
+    from server.registry import open_registry
 
-    return Registry(load(config).model.registry)
+    return open_registry(load(config).model)
 
 
 def _current_user() -> str | None:

@@ -17,7 +17,14 @@ import torch
 
 from server.config import PROJECT_ROOT, ModelSettings, Settings
 from server.records import JsonRecord
-from server.registry import AdapterEntry, Registry, RegistryError, sha256_file, utc_now, write_json_atomic
+from server.registry import (
+    AdapterEntry,
+    RegistryError,
+    open_registry,
+    sha256_file,
+    utc_now,
+    write_json_atomic,
+)
 
 MERGED_DIR = PROJECT_ROOT / "models" / "merged"  # gitignored: rebuilt from the registry, never committed
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -60,7 +67,7 @@ def merge_adapter(settings: Settings, name: str, *, out: Path | None = None, dty
     (default models/merged/NAME), replacing what is there only once the new folder is complete."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    registry = Registry(settings.model.registry)
+    registry = open_registry(settings.model)
     entry = registry.validate(name)  # missing adapter, files or checksums: RegistryError naming it
     if not entry.has_lora:
         raise RegistryError(f"adapter {name!r} is a label head over the bare base model: there is no LoRA to merge")

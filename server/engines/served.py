@@ -29,7 +29,7 @@ from server.engines.base import (
 )
 from server.engines.batcher import Batcher, ServiceEstimate
 from server.engines.loading import set_torch_threads
-from server.registry import AdapterEntry, Registry, resolve_adapter
+from server.registry import AdapterEntry, Registry, open_registry, resolve_adapter
 from server.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,9 @@ class ServedEngine(Engine):
         self._batcher.start()
         m = self.settings.model
         if m.adapter == "registry":
-            self._registry = Registry(m.registry)
+            self._registry = open_registry(m)
             # The version seen now, not when the watcher first looks: a promotion in between must count.
-            self._seen = self._registry.version()
+            self._seen = await asyncio.to_thread(self._registry.version)
             if m.watch_registry_s > 0:
                 self._watcher = asyncio.get_running_loop().create_task(self._watch_registry(m.watch_registry_s))
 
@@ -153,12 +153,13 @@ class ServedEngine(Engine):
         """One look at the registry: swap if its active adapter is not the one served."""
         if self._registry is None:
             return
-        now = self._registry.version()
+        # Off the event loop: the shared registry is a database read, and a new adapter is materialised from it.
+        now = await asyncio.to_thread(self._registry.version)
         if now == self._seen:
             return
         self._seen = now
         try:
-            entry = resolve_adapter(self.settings.model)
+            entry = await asyncio.to_thread(resolve_adapter, self.settings.model)
         except Exception as exc:  # e.g. the index names a missing adapter: keep serving, say so in /health
             self.swap_error = f"{type(exc).__name__}: {exc}"
             log.error("registry names an adapter that cannot be used; still serving %s: %s", self.adapter_name, exc)

@@ -25,7 +25,7 @@ from server.registry import (
     AdapterEntry,
     AdapterManifest,
     GateRecord,
-    Registry,
+    open_registry,
     resolve_adapter,
     resolve_project_path,
     sha256_file,
@@ -136,7 +136,7 @@ class EvalWorkflow:
     def __init__(self, settings: Settings, notices: Notices | None = None) -> None:
         self.settings = settings
         self.notices = notices or Notices()
-        self.registry = Registry(settings.model.registry)
+        self.registry = open_registry(settings.model)
 
     def judge(
         self, data: Path, rules: GateRules, *, baseline: str | None, out: Path | None, limit: int | None

@@ -16,8 +16,8 @@ from server.registry import (
     ADAPTER_CONFIG,
     MANIFEST,
     AdapterEntry,
-    Registry,
     RegistryError,
+    open_registry,
     resolve_adapter,
     resolve_project_path,
 )
@@ -61,8 +61,10 @@ def served_adapters(settings: Settings) -> list[ServedAdapter]:
     it is a folder outside the registry. Head-only entries have no LoRA weights and adapters of another
     base cannot be served on this one: both are left out."""
     base = _base_path(settings.model.base)
+    registry = open_registry(settings.model)
+    # The shared registry lists published adapters without their files: get() materialises them on this host.
     entries: list[AdapterEntry] = [
-        e for e in Registry(settings.model.registry).list() if e.error is None and e.has_lora
+        e if e.path.is_dir() else registry.get(e.name) for e in registry.list() if e.error is None and e.has_lora
     ]
     configured = resolve_adapter(settings.model)
     if configured is not None and configured.has_lora and configured.path not in {e.path for e in entries}:
