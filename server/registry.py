@@ -469,6 +469,11 @@ def _files_digest(files: dict[str, str]) -> str:
     return hashlib.sha256("\n".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()
 
 
+def _folder_files(folder: Path) -> dict[str, str]:
+    """What publishing a folder stores: every visible top-level file, by sha256."""
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
 class SharedRegistry(Registry):
     """The registry in the shared database (tables of migration 0006).
 
@@ -576,6 +581,11 @@ class SharedRegistry(Registry):
         files = self.published().get(name)
         if files is None:
             return super().get(name)  # a local adapter, published when promoted
+        local = self.adapters_dir / name
+        if (local / MANIFEST).is_file() and _folder_files(local) == files:
+            # The same content in this host's adapters folder (a volume shared with vLLM pods, which load
+            # LoRA weights by path): serve that folder, so the path the API hands vLLM exists there too.
+            return AdapterEntry(name, local, read_manifest(local))
         folder = self._materialise(name, files)
         return AdapterEntry(name, folder, read_manifest(folder))
 
@@ -657,9 +667,7 @@ class SharedRegistry(Registry):
         from server.store.models import AdapterBlob, RegistryFile
 
         assert self._conn is not None, "publish runs inside _locked"
-        files = {
-            p.name: sha256_file(p) for p in sorted(entry.path.iterdir()) if p.is_file() and not p.name.startswith(".")
-        }
+        files = _folder_files(entry.path)
         existing = self.published().get(entry.name)
         if existing is not None:
             if existing != files:

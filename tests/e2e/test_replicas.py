@@ -76,7 +76,13 @@ def cluster(tmp_path_factory) -> Iterator[tuple[dict[str, str], list[Replica]]]:
         Replica(
             name,
             work / name,
-            {**shared, "TRIAGE_MODEL__ADAPTER_CACHE_DIR": str(work / name / "adapters")},
+            {
+                **shared,
+                # No adapter folder of its own (an empty models/ beside a registry path that does not exist):
+                # what it serves must come out of the database.
+                "TRIAGE_MODEL__REGISTRY": str(work / name / "models" / "registry.json"),
+                "TRIAGE_MODEL__ADAPTER_CACHE_DIR": str(work / name / "adapters"),
+            },
             shared_url=url,
             shared_key=work / "data.key",
         )

@@ -190,3 +190,14 @@ def test_missing_tables_are_a_clear_error(tmp_path):
     reg = SharedRegistry(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "a", tmp_path / "c")
     with pytest.raises(RegistryError, match="triage migrate"):
         _ = reg.active
+
+
+def test_a_host_with_the_same_files_serves_its_own_folder(db_url, tmp_path, source):
+    """A vLLM deployment mounts the adapters volume on the API and vLLM pods: the path handed to vLLM must be
+    that folder, not an API-local cache; a folder whose content differs is never used."""
+    trainer = replica(db_url, tmp_path, "trainer", source)
+    trainer.promote("a")
+    trainer.promote("b")
+    assert replica(db_url, tmp_path, "same", source).get("a").path == source / "a"
+    (source / "b" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+    assert replica(db_url, tmp_path, "same", source).get("b").path.is_relative_to(tmp_path / "same" / "cache")
