@@ -1,8 +1,8 @@
 """`triage retrain` through the real CLI (in-process): a copy of the registry with the shipped active adapter,
-a real SQLite feedback store with keys of each role, a tiny training configuration (12 rows, 2 steps) and a
-3-ticket gate set. The trigger counts only corrections the feedback filter lets through; a candidate is
-trained, calibrated and gated against the active adapter; it is promoted only with --promote and a "yes";
-every run is a `retrain` audit event."""
+a real SQLite feedback store with keys of each role, a tiny training configuration (4 rows, 1 step of 1
+example, 32-token bodies) and a 1-ticket gate set. The trigger counts only corrections the feedback filter
+lets through; a candidate is trained, calibrated and gated against the active adapter; it is promoted only
+with --promote and a "yes"; every run is a `retrain` audit event."""
 
 from __future__ import annotations
 
@@ -27,10 +27,14 @@ from tests.finetune.feedback_store import FeedbackStore, make_store
 ROOT = Path(__file__).resolve().parents[2]
 cli = CliRunner()
 
+# The model test trains three candidates, each calibrated and gated: every row, step and token counts three
+# times. 4 rows leave 1 held out (calibration still fits all three fields); the feedback always trains.
+STEPS = 1
 TINY = {
-    "data": {"max_rows": 12, "heldout_fraction": 0.25},
-    "train": {"max_steps": 2, "batch_size": 2, "max_length": 640, "checkpoint_every": 0},
+    "data": {"max_rows": 4, "heldout_fraction": 0.25},
+    "train": {"max_steps": STEPS, "batch_size": 1, "max_length": 640, "checkpoint_every": 0},
 }
+GATE_ROWS = 1
 # Every tolerance wide open: the tiny candidate passes, so what is tested is what happens after a "yes".
 LENIENT = {
     "min_category_accuracy_delta": 1.0,
@@ -63,12 +67,14 @@ class Setup:
                     "storage": {"data_key_file": str(self.store.storage.data_key_file)},
                     "model": {"registry": str(self.index)},
                     "engine": {"max_string_tokens": 4, "max_reasoning_tokens": 6, "max_batch_size": 8},
+                    # Shorter prompts for training, calibration and both sides of the gate alike.
+                    "prompt": {"max_body_tokens": 32},
                 }
             )
         )
         self.eval_data = tmp / "gate.csv"
         with open(ROOT / "data/tickets/golden.csv", newline="", encoding="utf-8") as src:
-            rows = list(csv.DictReader(src))[:3]
+            rows = list(csv.DictReader(src))[:GATE_ROWS]
         with open(self.eval_data, "w", newline="", encoding="utf-8") as dst:
             writer = csv.DictWriter(dst, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -194,7 +200,7 @@ def test_retrain_gates_against_the_active_adapter_and_promotes_only_on_yes_when_
     snapshot = data["feedback"]
     assert snapshot["max_feedback_id"] == 3 and snapshot["rows_used"] == 2
     assert snapshot["rows_skipped_filter"]["role"] == 1
-    assert m.get("training")["steps"] == 2
+    assert m.get("training")["steps"] == STEPS
     assert (Path(detail["gate"]["report"]) / "gate.json").is_file()
 
     # 2. --promote, but a gate the candidate cannot pass: "no" is never promoted.
