@@ -9,7 +9,8 @@ the model runs in vLLM pods, so an API replica's own ceiling is everything else)
 distinct (no cache hits). Configurations, all in the same run:
 - `sqlite_memory`: the single-machine default (SQLite file, in-process cache): the baseline of the ratios;
 - `postgres_redis`: a replica as compose/Kubernetes run it (PostgreSQL, Redis cache, shared registry);
-- `health`: GET /health on the postgres_redis server, the HTTP stack's own ceiling.
+- `health`: GET /health on the postgres_redis server, the HTTP stack's own ceiling;
+- `postgres_bytes_per_ticket`: table + index + TOAST bytes per stored ticket (sealed text), for sizing.
 Prints one JSON object. On this 2-core machine the load generator and the server share the cores, so the
 figures are a floor for a replica with cores of its own.
 """
@@ -77,16 +78,15 @@ def start(env_extra: dict[str, str], work: Path) -> tuple[subprocess.Popen[bytes
     raise SystemExit(f"server did not start; see {work}")
 
 
-async def load(url: str, n: int, concurrency: int, path: str) -> dict[str, float]:
+async def load(url: str, n: int, concurrency: int, path: str) -> dict[str, object]:
     latencies: list[float] = []
-    errors = 0
+    errors: dict[int, int] = {}
     tag = uuid.uuid4().hex[:8]
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal errors
         while not queue.empty():
             i = queue.get_nowait()
             t = time.perf_counter()
@@ -100,7 +100,8 @@ async def load(url: str, n: int, concurrency: int, path: str) -> dict[str, float
                 }
                 r = await client.post(path, json=body)
             latencies.append((time.perf_counter() - t) * 1000)
-            errors += r.status_code != 200
+            if r.status_code != 200:
+                errors[r.status_code] = errors.get(r.status_code, 0) + 1
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
@@ -110,7 +111,7 @@ async def load(url: str, n: int, concurrency: int, path: str) -> dict[str, float
     latencies.sort()
     return {
         "requests": n,
-        "errors": errors,
+        "errors": errors,  # status -> count; per_s counts only a run without errors as capacity
         "per_s": round(n / elapsed, 1),
         "p50_ms": round(statistics.median(latencies), 1),
         "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1),
@@ -133,7 +134,8 @@ def main() -> None:
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     pg = f"{PG_URL}?options={quote(f'-csearch_path={schema}')}"
-    common = {"TRIAGE_MODEL__ADAPTER": "none"}
+    # The per-key limit (600/minute by default, anonymous callers included) would turn most of the load into 429s.
+    common = {"TRIAGE_MODEL__ADAPTER": "none", "TRIAGE_AUTH__RATE_LIMIT": "1000000/minute"}
     configs = {
         "sqlite_memory": {**common, "TRIAGE_DATABASE_URL": f"sqlite:///{work / 'triage.db'}"},
         "postgres_redis": {
@@ -156,12 +158,23 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(30)
+        # What PostgreSQL stores per ticket (table + indexes + TOAST), for sizing the database.
+        with admin.connect() as conn:
+            conn.execute(text(f'SET search_path TO "{schema}"'))
+            rows = conn.execute(text("SELECT count(*) FROM classifications")).scalar() or 1
+            sizes = {
+                t: conn.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar() or 0
+                for t in ("classifications", "audit_log")
+            }
+        out["postgres_bytes_per_ticket"] = {t: round(b / rows) for t, b in sizes.items()}
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
     base = out["sqlite_memory"]["per_s"]  # type: ignore[index]
     out["postgres_redis_vs_sqlite"] = round(out["postgres_redis"]["per_s"] / base, 2)  # type: ignore[index]
+    if any(out[k]["errors"] for k in ("sqlite_memory", "postgres_redis", "health")):  # type: ignore[index]
+        print("warning: some requests failed; per_s is not a capacity", file=sys.stderr)
     print(json.dumps(out))
 
 
