@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 from server.prompts import TicketInput, parse_history
 
 if TYPE_CHECKING:
-    from server.config import RoutingSettings
+    from server.config import RoutingSettings, Settings
     from server.engines.base import Deliver, Item, ModelInfo, Outcome, Take
 
 INPUT_FORMATS = (".csv", ".jsonl", ".parquet")
@@ -217,32 +217,23 @@ class _Journal:
 
 
 RunStream = Callable[["Take", "Deliver", "int | None"], None]
+Emit = Callable[[dict[str, Any]], None]
+# Classifies the tickets not yet in the output, emitting one result record per ticket as it is answered.
+Classify = Callable[[Sequence[BulkTicket], Emit], None]
 
 
-def run_job(
-    tickets: Sequence[BulkTicket],
-    output: Path,
+def stream_tickets(
+    tickets: Iterable[BulkTicket],
     run_stream: RunStream,
     record: Callable[[str, Outcome], dict[str, Any]],
+    emit: Emit,
     concurrency: int,
-    progress: Callable[[int, int], None] = lambda done, total: None,
-) -> BulkSummary:
-    """Classify the tickets not yet in `output` through `run_stream` (a runner's streaming loop, at most
-    `concurrency` tickets in flight) and append each answer as it comes."""
+) -> None:
+    """Feed the tickets through `run_stream` (a runner's streaming loop, at most `concurrency` in flight)
+    and emit each answer's record as it comes. An empty ticket is an error record without a model call."""
     from server.engines.base import EngineError
 
-    _kind(output, OUTPUT_FORMATS, "output")
-    journal = journal_path(output)
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    if journal != output and output.exists() and not journal.exists():
-        return BulkSummary(len(tickets), len(tickets), 0, 0, 0.0)  # converted already: the job finished
-    done = done_ids(journal)
-    todo = iter([t for t in tickets if t.ticket_id not in done])
-    skipped = sum(1 for t in tickets if t.ticket_id in done)
-    counts = {"ok": 0, "failed": 0}
-    progress(skipped, len(tickets))
-    out = _Journal(journal)
-    start = time.perf_counter()
+    todo = iter(tickets)
 
     def take(k: int) -> list[tuple[Any, Item]]:
         got: list[tuple[Any, Item]] = []
@@ -256,19 +247,78 @@ def run_job(
         return got
 
     def deliver(key: Any, outcome: Outcome) -> None:
-        rec = record(str(key), outcome)
+        emit(record(str(key), outcome))
+
+    run_stream(take, deliver, concurrency)
+
+
+def run_records(
+    tickets: Sequence[BulkTicket],
+    output: Path,
+    classify: Classify,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> BulkSummary:
+    """Hand `classify` the tickets not yet in `output` and append each record it emits as it comes;
+    Parquet output is written once every ticket is answered."""
+    _kind(output, OUTPUT_FORMATS, "output")
+    journal = journal_path(output)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    if journal != output and output.exists() and not journal.exists():
+        return BulkSummary(len(tickets), len(tickets), 0, 0, 0.0)  # converted already: the job finished
+    done = done_ids(journal)
+    todo = [t for t in tickets if t.ticket_id not in done]
+    skipped = len(tickets) - len(todo)
+    counts = {"ok": 0, "failed": 0}
+    progress(skipped, len(tickets))
+    out = _Journal(journal)
+    start = time.perf_counter()
+
+    def emit(rec: dict[str, Any]) -> None:
         out.write(rec)
         counts["failed" if "error" in rec else "ok"] += 1
         progress(skipped + counts["ok"] + counts["failed"], len(tickets))
 
     try:
-        run_stream(take, deliver, concurrency)
+        if todo:
+            classify(todo, emit)
     finally:
         out.close()
     seconds = time.perf_counter() - start
     if journal != output:
         _to_parquet(journal, output)
     return BulkSummary(len(tickets), skipped, counts["ok"], counts["failed"], seconds)
+
+
+def run_job(
+    tickets: Sequence[BulkTicket],
+    output: Path,
+    run_stream: RunStream,
+    record: Callable[[str, Outcome], dict[str, Any]],
+    concurrency: int,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> BulkSummary:
+    """Classify the tickets not yet in `output` through `run_stream` (a runner's streaming loop, at most
+    `concurrency` tickets in flight) and append each answer as it comes."""
+    return run_records(
+        tickets, output, lambda todo, emit: stream_tickets(todo, run_stream, record, emit, concurrency), progress
+    )
+
+
+def open_classifier(settings: Settings, concurrency: int | None = None) -> Classify:
+    """The runner the settings describe, loaded once, as a `Classify` writing `result_record`s: the
+    single-process job and every Ray actor (server.bulk_ray) classify through this one function."""
+    from server.engines import open_runner
+    from server.taxonomy import load_taxonomy
+
+    runner = open_runner(settings, load_taxonomy(settings.taxonomy))
+
+    def record(tid: str, outcome: Outcome) -> dict[str, Any]:
+        return result_record(tid, outcome, runner.info, settings.routing)
+
+    def classify(tickets: Sequence[BulkTicket], emit: Emit) -> None:
+        stream_tickets(tickets, runner.run_stream, record, emit, concurrency or settings.engine.max_batch_size)
+
+    return classify
 
 
 def _to_parquet(journal: Path, output: Path) -> None:
