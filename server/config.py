@@ -473,6 +473,32 @@ class TlsSettings(_Section):
         return self
 
 
+class JobsSettings(_Section):
+    """Bulk jobs over HTTP (POST /v1/jobs): files of tickets classified in the background at low priority."""
+
+    input_dir: Path | None = Field(
+        default=None,
+        description='The folder a job may name a file in (`{"path": ...}`, relative to it); None: only uploads. '
+        "A path resolving outside it (.., an absolute path elsewhere, a symlink out) is refused.",
+    )
+    max_upload_bytes: int = Field(default=50_000_000, ge=1024, description="An uploaded file over this: 413.")
+    max_tickets: int = Field(default=100_000, ge=1, description="A file with more tickets than this: 413.")
+    enabled: bool = Field(default=True, description="Run the job worker in this server process.")
+    chunk_size: int = Field(
+        default=4,
+        ge=1,
+        description="Job tickets classified at a time, and only while no online ticket waits: an online request "
+        "arriving meanwhile shares the decode loop with at most this many job tickets.",
+    )
+    lease_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A chunk claimed by a replica that has not finished it after this long is claimed again "
+        "(that replica died). Keep it well above engine.request_timeout_s.",
+    )
+    poll_s: float = Field(default=1.0, gt=0, description="How often an idle worker looks for queued job tickets.")
+
+
 AB_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -541,6 +567,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     tls: TlsSettings = TlsSettings()
     ab: AbSettings = AbSettings()
+    jobs: JobsSettings = JobsSettings()
 
     @field_validator("database_url")
     @classmethod

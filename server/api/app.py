@@ -16,9 +16,10 @@ from server.ab import variant_profiles
 from server.api.auth import install_auth
 from server.api.errors import error_response, install_error_handlers
 from server.api.openapi import install_openapi
-from server.api.routers import classify, feedback, health, metrics, results, review
+from server.api.routers import classify, feedback, health, jobs, metrics, results, review
 from server.config import EngineProfile, Settings, load_settings
 from server.engines.base import Engine
+from server.jobs import JobWorker
 from server.observability.middleware import install_observability
 from server.registry import seed_shared_registry
 from server.retention import start_periodic, stop_periodic
@@ -127,8 +128,16 @@ def create_server(
                 settings, taxonomy, eng, sessions, engines=named, cache=cache, hosted=fallback
             )
             app.state.retention = start_periodic(settings, sessions)  # None unless retention is configured
+            app.state.jobs = None
+            if settings.jobs.enabled:
+                app.state.jobs = JobWorker(settings, app.state.service, sessions)
+                await app.state.jobs.start()
             yield
         finally:
+            # First: a chunk in flight is put back in the queue while the engines and the store are still up.
+            worker: JobWorker | None = getattr(app.state, "jobs", None)
+            if worker is not None:
+                await worker.stop()
             await stop_periodic(getattr(app.state, "retention", None))
             for e in reversed(started):
                 try:
@@ -153,6 +162,8 @@ def create_server(
     async def limit_body(request: Request, call_next: RequestResponseEndpoint) -> Response:
         # Refuse oversized bodies before parsing them.
         limit = settings.api.max_ticket_bytes * (settings.api.max_batch_items + 1) * 2
+        if request.url.path == "/v1/jobs":  # a file of tickets: its own limit (jobs.max_upload_bytes)
+            limit = settings.jobs.max_upload_bytes + jobs.MULTIPART_OVERHEAD
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             return error_response(413, "request_too_large", f"request body of {length} bytes exceeds {limit} bytes")
@@ -173,6 +184,7 @@ def create_server(
     app.include_router(feedback.router)
     app.include_router(review.router)
     app.include_router(results.router)
+    app.include_router(jobs.router)
     app.include_router(health.router)
     if settings.metrics.enabled:
         app.include_router(metrics.make_router(settings))

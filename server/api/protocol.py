@@ -294,3 +294,31 @@ class ErasureOut(BaseModel):
         description="Per kind: classifications, feedback, cache_entries, audit_payloads (the audit events stay, "
         "without payloads)."
     )
+
+
+class JobPathIn(BaseModel):
+    """POST /v1/jobs as JSON: a file already on the server, inside `jobs.input_dir`."""
+
+    model_config = Strict
+    path: Text = Field(
+        min_length=1,
+        max_length=1024,
+        description="The file's path relative to the server's jobs.input_dir (.csv, .jsonl or .parquet, the "
+        "columns of `triage batch`); a path resolving outside that folder is refused (403).",
+    )
+
+
+class JobOut(BaseModel):
+    """A bulk job: its state and progress."""
+
+    job_id: str
+    status: Literal["queued", "running", "done", "cancelled"]
+    source: Literal["upload", "path"]
+    filename: str
+    total: int = Field(description="Tickets in the file.")
+    done: int = Field(description="Tickets answered.")
+    failed: int = Field(description="Tickets that failed (their result line carries the error).")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    tickets_per_s: float | None = Field(description="Tickets settled per second since the job started.")

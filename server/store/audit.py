@@ -39,6 +39,8 @@ Action = Literal[
     # `triage report` (it reads ticket text in memory) and `triage ab report`: the window, no text.
     "report",
     "ab_report",
+    # POST /v1/jobs: detail {job_id, total, source, filename}; the tickets' own classify rows carry the key.
+    "job_create",
 ]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -276,3 +277,59 @@ class RegistryFile(Base):
     filename: Mapped[str] = mapped_column(String(128), primary_key=True)
     sha256: Mapped[str] = mapped_column(ForeignKey("adapter_blobs.sha256"))
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+JOB_STATUSES = ("queued", "running", "done", "cancelled")
+JOB_TICKET_STATUSES = ("queued", "running", "done", "failed")
+
+
+class Job(Base):
+    """A bulk job (POST /v1/jobs, migration 0007): a file of tickets accepted at once and classified in the
+    background. Readable only by the key that created it, or by keys of its scope."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint("status IN ('queued', 'running', 'done', 'cancelled')", name="status"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(16))  # upload | path
+    filename: Mapped[str] = mapped_column(String(256))
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    key_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    scope: Mapped[str | None] = mapped_column(String(128))
+    actor: Mapped[str] = mapped_column(String(128))
+
+    def __repr__(self) -> str:
+        return f"<Job id={self.id} status={self.status} {self.done + self.failed}/{self.total}>"
+
+
+class JobTicket(Base):
+    """One ticket of a job. Its text is sealed like a classification's and held only until it is answered
+    (then the classification row `request_id` holds it, under retention and erasure like any other)."""
+
+    __tablename__ = "job_tickets"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status"),
+        UniqueConstraint("job_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # 0-based row of the input file
+    ticket_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    subject: Mapped[str | None] = mapped_column(EncryptedText)
+    body: Mapped[str | None] = mapped_column(EncryptedText)
+    previous_interactions: Mapped[list[str] | None] = mapped_column(EncryptedJSON)
+    # Which replica classifies it and since when: a claim older than jobs.lease_s is taken over.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The stored classification that answered it (no foreign key: retention and erasure delete those rows).
+    request_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    error: Mapped[str | None] = mapped_column(Text)

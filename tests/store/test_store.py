@@ -103,7 +103,7 @@ def test_migration_creates_tables(migrated: Engine) -> None:
     assert fk["constrained_columns"] == ["classification_id"]
     assert fk["options"].get("ondelete", "").upper() == "CASCADE"
     with migrated.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
     for name in ("route", "cache_kind", "engine", "cost_usd", "review_reasons", "fields"):
         assert cols[name]["nullable"] is True, name
     assert ix["ix_classifications_needs_review"] == ["needs_review"]

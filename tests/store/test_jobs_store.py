@@ -1,0 +1,84 @@
+"""The job queue in the store (server.store.jobs), on SQLite and PostgreSQL: replicas claim disjoint chunks
+(SKIP LOCKED), a dead replica's claim is taken over after its lease, finishing counts and closes the job
+(also when two replicas finish its last chunks at once), and the ticket text is cleared once answered (sealing: tests/api/test_jobs.py)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import Engine, select, update
+
+from server.auth.principal import Principal
+from server.bulk import BulkTicket
+from server.prompts import TicketInput
+from server.store import jobs as store
+from server.store.db import make_sessionmaker
+from server.store.models import Job, JobTicket, utcnow
+
+WHO = Principal("k", "classify", key_id=7, scope="acme")
+
+
+def tickets(n: int) -> list[BulkTicket]:
+    return [BulkTicket(f"T-{i}", TicketInput(f"PLAINSUBJECT {i}", "body", ("earlier",))) for i in range(n)]
+
+
+def test_claims_are_disjoint_and_finishing_closes_the_job(migrated: Engine) -> None:
+    sessions = make_sessionmaker(migrated)
+    with sessions() as s:
+        job = store.create_job(s, WHO, source="upload", filename="t.csv", tickets=tickets(40))
+
+    claims: dict[str, list[store.ClaimedTicket]] = {"a": [], "b": [], "c": [], "d": []}
+    barrier = threading.Barrier(len(claims))
+
+    def replica(name: str) -> None:
+        barrier.wait()
+        while True:
+            with sessions() as s:
+                got = store.claim(s, name, 3, lease_s=600)
+            if not got:
+                return
+            claims[name] += got
+            with sessions() as s:
+                store.finish(s, name, [store.Settled(c.id, c.job_id, f"r-{c.id}", None) for c in got])
+
+    threads = [threading.Thread(target=replica, args=(n,)) for n in claims]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ids = [c.ticket_id for got in claims.values() for c in got]
+    assert sorted(ids) == sorted(f"T-{i}" for i in range(40))  # every ticket once, none twice
+    first = min((c for got in claims.values() for c in got), key=lambda c: c.id)
+    assert first.ticket == TicketInput("PLAINSUBJECT 0", "body", ("earlier",))
+    assert (first.key_id, first.scope) == (7, "acme")
+    with sessions() as s:
+        row = s.get(Job, job.id)
+        assert row is not None and (row.status, row.done, row.failed) == ("done", 40, 0) and row.finished_at
+        assert s.scalar(select(JobTicket.body).where(JobTicket.body.is_not(None))) is None
+        results = store.results_page(s, job.id, 0, 100)
+        assert [r.position for r in results] == list(range(40))
+        assert store.visible_job(s, job.id, Principal("other", "classify", key_id=8, scope="acme")) is not None
+        assert store.visible_job(s, job.id, Principal("other", "classify", key_id=8)) is None
+        assert store.visible_job(s, job.id, Principal("admin", "admin")) is None
+
+
+def test_a_dead_replicas_claim_is_taken_over_after_its_lease(migrated: Engine) -> None:
+    sessions = make_sessionmaker(migrated)
+    with sessions() as s:
+        job = store.create_job(s, WHO, source="upload", filename="t.csv", tickets=tickets(3))
+        dead = store.claim(s, "dead", 2, lease_s=60)
+        assert len(dead) == 2
+        assert [c.ticket_id for c in store.claim(s, "alive", 10, lease_s=60)] == ["T-2"]
+        assert store.claim(s, "alive", 10, lease_s=60) == []  # the dead one's lease still holds
+        s.execute(
+            update(JobTicket).where(JobTicket.claimed_by == "dead").values(claimed_at=utcnow() - timedelta(seconds=61))
+        )
+        s.commit()
+        taken = store.claim(s, "alive", 10, lease_s=60)
+        assert sorted(c.ticket_id for c in taken) == ["T-0", "T-1"]
+        # The dead replica coming back cannot finish what was taken over.
+        store.finish(s, "dead", [store.Settled(c.id, c.job_id, None, "late") for c in dead])
+        assert s.scalar(select(Job.failed).where(Job.id == job.id)) == 0
+        store.release(s, "alive", [taken[0].id])
+        assert [c.ticket_id for c in store.claim(s, "again", 10, lease_s=60)] == [taken[0].ticket_id]
