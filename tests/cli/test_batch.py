@@ -226,7 +226,7 @@ def test_sigkill_mid_run_then_rerun_classifies_every_ticket_exactly_once(tmp_pat
     # Each run pays a model load: the tickets are few and short. Two rounds of 2 (--concurrency): the kill lands
     # after the first, while the second is in flight. This process is the only one computing: every core.
     env = clean_env(TRIAGE_PROMPT__MAX_BODY_TOKENS="32")
-    env.pop("TRIAGE_MODEL__THREADS")
+    env.pop("TRIAGE_MODEL__THREADS", None)
 
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
