@@ -1,6 +1,7 @@
 """Online /v1/classify latency while a bulk job runs, against its baselines in the same run.
 
     .venv/bin/python bench/jobs_priority.py [--tickets 400] [--online 20] [--step-ms 4] [--steps 20]
+        [--database-url postgresql+psycopg://...]  (an empty database or schema: it is migrated)
 
 The app is `create_server` over a real SQLite store with the real served engine (continuous batcher, up to
 8 tickets per step) around a fake decode loop: every step costs `--step-ms` (plus 5% per ticket in the
@@ -78,7 +79,7 @@ class StepRunner:
 
 def app_for(tmp: Path, args: argparse.Namespace) -> tuple[Any, Settings]:
     settings = load_settings(
-        database_url=f"sqlite:///{tmp / 'bench.db'}",
+        database_url=args.database_url or f"sqlite:///{tmp / 'bench.db'}",
         storage={"data_key_file": tmp / "data.key"},
         engine={"batch_wait_ms": 0, "max_batch_size": 8, "max_queue": 100_000, "admission": False},
         jobs={"chunk_size": args.chunk},
@@ -117,11 +118,13 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=4.0)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--chunk", type=int, default=4)
+    parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary folder")
     args = parser.parse_args()
     result: dict[str, Any] = {"config": vars(args)}
     with tempfile.TemporaryDirectory() as d:
         app, _ = app_for(Path(d), args)
         with TestClient(app) as client:
+            online(client, 3, "warm-up")  # first-request costs (imports, connections) are no one's latency
             result["idle"] = summary(online(client, args.online, "idle"))
 
             job = client.post("/v1/jobs", files={"file": ("bench.jsonl", jsonl(args.tickets))}).json()

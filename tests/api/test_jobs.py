@@ -348,3 +348,45 @@ def test_online_requests_are_served_before_queued_job_tickets(tmp_path: Path) ->
 def test_the_job_setting_defaults_keep_path_jobs_off() -> None:
     settings = load_settings()
     assert settings.jobs.input_dir is None and settings.jobs.chunk_size < settings.engine.max_batch_size
+
+
+def test_two_replicas_on_postgresql_split_a_job_and_classify_each_ticket_once(tmp_path: Path) -> None:
+    import uuid
+
+    from sqlalchemy.exc import OperationalError
+
+    from server.store.db import make_db_engine, migrate
+    from tests.store.conftest import PG_URL
+
+    admin = make_db_engine(PG_URL, connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc.orig}")
+    schema = f"triage_test_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    try:
+        db = make_db_engine(url)
+        migrate(db)  # once, before the replicas (database_migrate_on_start off, as deployed)
+        settings = api_settings(tmp_path, database_migrate_on_start=False, jobs={"chunk_size": 2, "poll_s": 0.05})
+        settings = settings.variant(database_url=url)
+        engines = [ScriptedEngine("a", delay_s=0.01), ScriptedEngine("b", delay_s=0.01)]
+        apps = [create_server(settings, engine=e) for e in engines]
+        with TestClient(apps[0]) as a, TestClient(apps[1]):
+            job = upload(a, "t.jsonl", jsonl(80)).json()
+            assert wait_done(a, job["job_id"])["done"] == 80
+            assert [x["ticket_id"] for x in result_lines(a, job["job_id"])] == [f"J-{i}" for i in range(80)]
+        seen = [len(e.tickets_seen) for e in engines]
+        assert sum(seen) == 80 and min(seen) > 0, seen  # both replicas worked, no ticket twice
+        with make_sessionmaker(db)() as s:
+            per_ticket = s.execute(select(Classification.ticket_id, func.count()).group_by(Classification.ticket_id))
+            assert {n for _, n in per_ticket} == {1}
+        db.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
