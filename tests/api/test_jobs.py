@@ -390,3 +390,23 @@ def test_two_replicas_on_postgresql_split_a_job_and_classify_each_ticket_once(tm
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.mark.model
+def test_a_job_on_the_real_model_answers_like_the_stored_results(tmp_path: Path, base_model_dir: Path) -> None:
+    from tests.conftest import SEED_TICKET, fast_overrides
+
+    settings = api_settings(tmp_path, engine=fast_overrides(tmp_path)["engine"])
+    data = json.dumps({"ticket_id": "R-1", **SEED_TICKET}) + "\n"
+    data += json.dumps({"ticket_id": "R-2", "subject": "Invoice charged twice", "body": "Please refund one."}) + "\n"
+    with TestClient(create_server(settings)) as client:
+        job = upload(client, "real.jsonl", data.encode()).json()
+        done = wait_done(client, job["job_id"], timeout_s=300)
+        assert (done["done"], done["failed"]) == (2, 0)
+        lines = result_lines(client, job["job_id"])
+        assert [x["ticket_id"] for x in lines] == ["R-1", "R-2"]
+        for line in lines:
+            assert line["category"] in {"Sales", "Technical", "Billing", "General"}
+            stored = client.get(f"/v1/results/{line['request_id']}").json()
+            assert stored["prediction"]["category"] == line["category"] and stored["confidence"] == line["confidence"]
+            assert stored["model"] == line["model"] and stored["status"] == "done"
