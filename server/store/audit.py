@@ -41,6 +41,7 @@ Action = Literal[
     "ab_report",
     # POST /v1/jobs: detail {job_id, total, source, filename}; the tickets' own classify rows carry the key.
     "job_create",
+    "job_cancel",
 ]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 

@@ -29,6 +29,7 @@ from server.store.models import Classification, Job, JobTicket, utcnow
 __all__ = [
     "ClaimedTicket",
     "JobResult",
+    "cancel_job",
     "Settled",
     "claim",
     "create_job",
@@ -113,6 +114,44 @@ def visible_job(session: Session, job_id: str, principal: Principal) -> Job | No
     mine = Job.key_id.is_(None) if principal.key_id is None else Job.key_id == principal.key_id
     query = query.where(or_(mine, Job.scope == principal.scope) if principal.scope is not None else mine)
     return session.scalars(query).first()
+
+
+def cancel_job(session: Session, job: Job, principal: Principal) -> bool:
+    """Stop a queued or running job: its queued tickets become failed lines ("job cancelled") and lose their
+    text; tickets being classified now finish and are recorded. False when the job had already ended."""
+    now = utcnow()
+    try:
+        ended = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status.in_(("queued", "running")))
+            .values(status="cancelled", finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if not ended.rowcount:  # type: ignore[attr-defined]
+            session.rollback()
+            return False
+        session.execute(
+            update(JobTicket)
+            .where(JobTicket.job_id == job.id, JobTicket.status == "queued")
+            .values(
+                status="failed",
+                error="job cancelled",
+                finished_at=now,
+                subject=None,
+                body=None,
+                previous_interactions=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        failed = session.scalar(select(func.count()).where(JobTicket.job_id == job.id, JobTicket.status == "failed"))
+        session.execute(update(Job).where(Job.id == job.id).values(failed=int(failed or 0)))
+        audit.record(session, principal, "job_cancel", target=job.id, detail={"job_id": job.id}, commit=False)
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    session.refresh(job)
+    return True
 
 
 @dataclass(frozen=True)

@@ -410,3 +410,29 @@ def test_a_job_on_the_real_model_answers_like_the_stored_results(tmp_path: Path,
             stored = client.get(f"/v1/results/{line['request_id']}").json()
             assert stored["prediction"]["category"] == line["category"] and stored["confidence"] == line["confidence"]
             assert stored["model"] == line["model"] and stored["status"] == "done"
+
+
+def test_cancel_stops_a_job_and_a_restart_leaves_it_cancelled(tmp_path: Path) -> None:
+    keys = {"mine": make_key(tmp_path, "classify", "mine"), "other": make_key(tmp_path, "classify", "other")}
+    auth = {"required": True, "rate_limit": None}
+    with TestClient(make_app(tmp_path, jobs={"enabled": False}, auth=auth)) as client:
+        job = upload(client, "t.jsonl", jsonl(6), keys["mine"]).json()
+        url = f"/v1/jobs/{job['job_id']}"
+        assert client.delete(url, headers=bearer(keys["other"])).status_code == 404
+        r = client.delete(url, headers=bearer(keys["mine"]))
+        assert r.status_code == 200 and (r.json()["status"], r.json()["failed"]) == ("cancelled", 6), r.text
+        assert r.json()["finished_at"]
+        r = client.delete(url, headers=bearer(keys["mine"]))
+        assert r.status_code == 409 and r.json()["error"] == "conflict"
+        lines = result_lines(client, job["job_id"], keys["mine"])
+        assert [x["error"] for x in lines] == ["job cancelled"] * 6
+    engine = ScriptedEngine()
+    with TestClient(make_app(tmp_path, engine, jobs={"poll_s": 0.05}, auth=auth)) as client:
+        time.sleep(0.3)
+        assert client.get(url, headers=bearer(keys["mine"])).json()["status"] == "cancelled"
+    assert engine.tickets_seen == []
+    db = open_db(tmp_path)
+    with make_sessionmaker(db)() as s:
+        assert s.scalar(select(func.count()).where(JobTicket.body.is_not(None))) == 0
+        assert [e.target for e in events(s, actions=["job_cancel"])] == [job["job_id"]]
+    db.dispose()

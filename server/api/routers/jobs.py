@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from server.api.deps import ClassifierDep, SessionDep, SettingsDep
 from server.api.errors import ERROR_MEANINGS, ApiError
 from server.api.protocol import ErrorOut, JobOut, JobPathIn, _storable
+from server.api.routers.results import SharedPathRoute
 from server.auth.principal import Principal
 from server.bulk import BulkInputError, BulkTicket, read_tickets
 from server.config import Settings
@@ -32,7 +33,8 @@ from server.jobs import JobWorker
 from server.store import jobs as store
 from server.store.models import Job
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+# GET and DELETE share /v1/jobs/{job_id}: a 405 there must list both in Allow.
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=SharedPathRoute)
 
 # Multipart framing around the file (boundaries, part headers): allowed on top of jobs.max_upload_bytes.
 MULTIPART_OVERHEAD = 16 * 1024
@@ -48,6 +50,7 @@ _MEANINGS = {
     "jobs input folder (or path jobs are off: no jobs.input_dir).",
     404: "No such job (or not one this key, or its scope, created); or no such file in the jobs input folder.",
     413: "The upload is over jobs.max_upload_bytes, or the file has more than jobs.max_tickets tickets.",
+    409: "The job has already ended (done or cancelled): there is nothing left to cancel.",
     415: "Neither application/json nor multipart/form-data.",
     422: "The file cannot be used (unknown extension, missing columns, a malformed row, duplicate ticket_ids): "
     "the message says which row and why.",
@@ -261,6 +264,20 @@ def _job(session: Any, job_id: str, principal: Principal) -> Job:
 def read_job(job_id: JobIdPath, principal: ClassifierDep, session: SessionDep) -> dict[str, Any]:
     """The job's status and progress."""
     return _body(_job(session, job_id, principal))
+
+
+@router.delete("/jobs/{job_id}", response_model=JobOut, responses=_responses(401, 403, 404, 409, 422, 503))
+def cancel_job(job_id: JobIdPath, principal: ClassifierDep, session: SessionDep) -> dict[str, Any]:
+    """Cancel a queued or running job: its tickets not yet taken become failed lines ("job cancelled"); those
+    being classified now finish. The job and its results stay readable. 409 once the job has ended."""
+    job = _job(session, job_id, principal)
+    try:
+        cancelled = store.cancel_job(session, job, principal)
+    except SQLAlchemyError as exc:
+        raise _unavailable(exc) from exc
+    if not cancelled:
+        raise ApiError(409, "conflict", f"job {job_id!r} has already ended ({job.status})")
+    return _body(job)
 
 
 class JsonLines(StreamingResponse):
