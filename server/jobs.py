@@ -120,7 +120,8 @@ class JobWorker:
         return load
 
     def _engines_ready(self) -> bool:
-        return all(e.ready for e in self.service.router.engines.values())
+        # The default engine only: a named engine that is down fails (and requeues) just its own tickets.
+        return self.service.engine.ready
 
     async def _wait_for_idle(self) -> None:
         while self.online_load() > 0 or not self._engines_ready():

@@ -105,12 +105,13 @@ def test_jsonl_and_parquet_uploads_with_history(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist([{"ticket_id": "P-1", "subject": "parquet", "body": "b"}]), buf)
     with TestClient(make_app(tmp_path, engine)) as client:
         a = upload(client, "t.jsonl", jsonl(5))
-        b = upload(client, "t.parquet", buf.getvalue())
+        b = upload(client, "../../etc/t.parquet", buf.getvalue())  # only the name's extension is used
         assert a.status_code == b.status_code == 202, (a.text, b.text)
         wait_done(client, a.json()["job_id"])
         wait_done(client, b.json()["job_id"])
         assert [x["ticket_id"] for x in result_lines(client, a.json()["job_id"])] == [f"J-{i}" for i in range(5)]
         assert [x["ticket_id"] for x in result_lines(client, b.json()["job_id"])] == ["P-1"]
+        assert b.json()["filename"] == "t.parquet"
     assert {t.previous_interactions for t in engine.tickets_seen if t.subject.startswith("J ")} == {("earlier",)}
 
 
