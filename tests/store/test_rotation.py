@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from server.auth import Principal
 from server.config import load_settings
 from server.store import audit, crypto
-from server.store.models import Classification, Feedback
+from server.store.models import Classification, Feedback, Job, JobTicket
 from server.store.rotation import RotationRefused, encrypted_columns, rotate_data_key
 
 ADMIN = Principal("cli:ops", "admin")
@@ -23,6 +23,7 @@ COLUMNS = {
     "classifications": ["subject", "body", "previous_interactions", "prediction", "raw_output"],
     "feedback": ["comment", "corrections"],
     "audit_log": ["payload"],
+    "job_tickets": ["subject", "body", "previous_interactions"],
 }
 
 
@@ -63,6 +64,19 @@ def write_rows(db: Engine, n: int) -> list[dict[str, object]]:
                 )
             )
             audit.record(session, ADMIN, "hosted_call", ticket_id=row.ticket_id, payload=f"payload {i}", commit=False)
+            job_id = f"job-{row.request_id}"
+            session.add(Job(id=job_id, source="upload", filename="t.csv", total=1, actor="anna"))
+            session.flush()
+            session.add(
+                JobTicket(
+                    job_id=job_id,
+                    position=0,
+                    ticket_id=row.ticket_id,
+                    subject=f"job subject {i}",
+                    body=f"job body {i}",
+                    previous_interactions=[f"job earlier {i}"],
+                )
+            )
             written.append({"subject": row.subject, "body": row.body, "payload": f"payload {i}"})
         session.commit()
     return written
@@ -99,8 +113,8 @@ def test_rotate_reseals_everything_and_the_old_key_can_go(migrated: Engine, tmp_
     report = rotate_data_key(settings, ADMIN)
 
     assert report.old_key_ids == [old.current] and report.new_key_id != old.current
-    assert report.resealed == {"classifications": 7, "feedback": 7, "audit_log": 7}
-    assert report.remaining == {"classifications": 0, "feedback": 0, "audit_log": 0}
+    assert report.resealed == {"classifications": 7, "feedback": 7, "audit_log": 7, "job_tickets": 7}
+    assert report.remaining == {"classifications": 0, "feedback": 0, "audit_log": 0, "job_tickets": 0}
     assert raw_key_ids(migrated) == {report.new_key_id}
     on_file = crypto.load_keyring(settings.storage, create=False)
     assert on_file is not None and on_file.current == report.new_key_id and old.current in on_file.keys
