@@ -191,8 +191,12 @@ def test_malformed_requests_are_4xx(tmp_path: Path) -> None:
             "/v1/jobs", content=b"--x\r\nno end", headers={"Content-Type": "multipart/form-data; boundary=x"}
         )
         assert r.status_code == 400 and r.json()["error"] == "invalid_upload"
+        r = client.post("/v1/jobs", content=b"--x--\r\n", headers={"Content-Type": "multipart/form-data"})
+        assert r.status_code == 400 and "boundary" in r.json()["message"]
         r = client.post("/v1/jobs", files={"other": ("t.csv", CSV.encode())})
         assert r.status_code == 422 and "`file`" in r.json()["message"]
+        r = client.post("/v1/jobs", files={"file": (None, CSV.encode())})  # a field, no name telling the format
+        assert r.status_code == 422 and "no filename" in r.json()["message"]
         r = client.post("/v1/jobs", content=b"{", headers={"Content-Type": "application/json"})
         assert r.status_code == 400
 

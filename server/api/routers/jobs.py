@@ -13,7 +13,6 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from email.message import Message
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
@@ -99,37 +98,38 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _header_params(name: str, value: str) -> Message:
-    # The stdlib's RFC 2045/2183 parameter parsing (quoting, RFC 2231), without a multipart dependency.
-    message = Message()
-    message[name] = value
-    return message
-
-
 def _uploaded_file(content_type: str, body: bytes) -> tuple[str, bytes]:
-    """(filename, bytes) of the part named `file` of a multipart/form-data body."""
-    boundary = _header_params("content-type", content_type).get_param("boundary")
-    if not isinstance(boundary, str) or not boundary:
+    """(filename, bytes) of the part named `file` of a multipart/form-data body, parsed by python-multipart
+    (the parser Starlette's `request.form()` uses). Kept in memory: the body is already bounded by
+    jobs.max_upload_bytes, and a spooled temporary file would put ticket plaintext on disk."""
+    from python_multipart import FormParser
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import Field, File, parse_options_header
+
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
         raise ApiError(400, "invalid_upload", "multipart/form-data without a boundary")
-    # A delimiter is CRLF--boundary; prefixing CRLF lets the first one (at the very start) match too.
-    sections = (b"\r\n" + body).split(b"\r\n--" + boundary.encode("latin-1"))
-    if len(sections) < 3 or not sections[-1].startswith(b"--"):
-        raise ApiError(400, "invalid_upload", "malformed multipart/form-data body (no closing boundary)")
-    for section in sections[1:-1]:
-        head, sep, content = section.partition(b"\r\n\r\n")
-        if not sep:
-            raise ApiError(400, "invalid_upload", "malformed multipart/form-data part (no header end)")
-        headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
-            key, colon, value = line.partition(":")
-            if colon:
-                headers[key.strip().lower()] = value.strip()
-        disposition = _header_params("content-disposition", headers.get("content-disposition", ""))
-        if disposition.get_param("name", header="content-disposition") == "file":
-            filename = disposition.get_filename()
-            if not filename:
-                raise ApiError(422, "invalid_upload", "the `file` part has no filename (it tells the format)")
-            return filename, content
+    files: list[File] = []
+    fields: list[Field] = []  # a part without a filename is a field, not a file
+    parser = FormParser(
+        "multipart/form-data",
+        fields.append,
+        files.append,
+        boundary=boundary,
+        config={"MAX_MEMORY_FILE_SIZE": len(body) + 1},
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except (FormParserError, ValueError) as exc:
+        raise ApiError(400, "invalid_upload", f"malformed multipart/form-data body: {exc}") from None
+    for part in files:
+        if part.field_name == b"file" and part.file_name:
+            part.file_object.seek(0)
+            return part.file_name.decode("utf-8", "replace"), part.file_object.read()
+    if any(f.field_name == b"file" for f in fields):
+        raise ApiError(422, "invalid_upload", "the `file` part has no filename (it tells the format)")
     raise ApiError(422, "invalid_upload", "no part named `file` in the multipart/form-data body")
 
 
