@@ -292,7 +292,7 @@ class ErasureOut(BaseModel):
     ticket_id: str
     erased: dict[str, int] = Field(
         description="Per kind: classifications, feedback, cache_entries, audit_payloads (the audit events stay, "
-        "without payloads)."
+        "without payloads), job_tickets (queued in a bulk job and not classified yet: their text cleared)."
     )
 
 

@@ -288,27 +288,66 @@ def finish(session: Session, worker: str, settled: Sequence[Settled]) -> None:
                 )
                 .execution_options(synchronize_session=False)
             )
-        for job_id in job_ids:
-            counts: dict[str, int] = {
-                str(status): int(n)
-                for status, n in session.execute(
-                    select(JobTicket.status, func.count()).where(JobTicket.job_id == job_id).group_by(JobTicket.status)
-                ).all()
-            }
-            left = counts.get("queued", 0) + counts.get("running", 0)
-            values: dict[str, Any] = {"done": counts.get("done", 0), "failed": counts.get("failed", 0)}
-            if left == 0:
-                values |= {"status": "done", "finished_at": now}
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status.in_(("queued", "running")))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
+        _refresh_counts(session, job_ids, now)
         session.commit()
     except Exception:
         session.rollback()
         raise
+
+
+def _refresh_counts(session: Session, job_ids: Sequence[str], now: datetime) -> None:
+    """The jobs' done/failed counts from their tickets, and `done` once none is left (caller holds the jobs' locks)."""
+    for job_id in job_ids:
+        counts: dict[str, int] = {
+            str(status): int(n)
+            for status, n in session.execute(
+                select(JobTicket.status, func.count()).where(JobTicket.job_id == job_id).group_by(JobTicket.status)
+            ).all()
+        }
+        left = counts.get("queued", 0) + counts.get("running", 0)
+        values: dict[str, Any] = {"done": counts.get("done", 0), "failed": counts.get("failed", 0)}
+        if left == 0:
+            values |= {"status": "done", "finished_at": now}
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def erase_queued(session: Session, ticket_id: str, principal: Principal) -> int:
+    """Erasure (DELETE /v1/tickets/{id}) of job tickets of that id not classified yet: their sealed text is
+    cleared and each becomes a failed line ("erased"), in the caller's transaction (no commit). A ticket a
+    replica is classifying right now is not reached: its answer is stored when it finishes."""
+    query = (
+        select(JobTicket.id, JobTicket.job_id)
+        .join(Job, Job.id == JobTicket.job_id)
+        .where(JobTicket.ticket_id == ticket_id, JobTicket.status == "queued")
+    )
+    if principal.scope is not None:  # as for results: a tenant reaches only its own jobs
+        query = query.where(Job.scope == principal.scope)
+    rows = session.execute(query).all()
+    if not rows:
+        return 0
+    now = utcnow()
+    job_ids = sorted({str(job_id) for _, job_id in rows})
+    session.execute(select(Job.id).where(Job.id.in_(job_ids)).order_by(Job.id).with_for_update()).all()
+    erased = session.execute(
+        update(JobTicket)
+        .where(JobTicket.id.in_([int(i) for i, _ in rows]), JobTicket.status == "queued")
+        .values(
+            status="failed",
+            error="erased before it was classified",
+            finished_at=now,
+            subject=None,
+            body=None,
+            previous_interactions=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    _refresh_counts(session, job_ids, now)
+    return int(erased.rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from server.auth.principal import Principal
 from server.prompts import TicketInput
-from server.store import audit
+from server.store import audit, jobs
 from server.store import repository as repo
 from server.store.models import AuditEvent, Classification, Feedback
 
@@ -78,10 +78,11 @@ class ErasureCounts:
     feedback: int
     audit_payloads: int
     cache_entries: int = 0
+    job_tickets: int = 0  # queued in a bulk job, not classified yet: their text cleared
 
     @property
     def total(self) -> int:
-        return self.classifications + self.feedback + self.audit_payloads + self.cache_entries
+        return self.classifications + self.feedback + self.audit_payloads + self.cache_entries + self.job_tickets
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)
@@ -98,9 +99,11 @@ def erase_ticket(
     `cache_entries` is what the caller already removed from the result cache (it is not in the database)."""
     visible = _visible(select(Classification.id).where(Classification.ticket_id == ticket_id), principal)
     ids = list(session.scalars(visible))
-    if not ids and principal.scope is not None:
-        return None
     try:
+        queued = jobs.erase_queued(session, ticket_id, principal)
+        if not ids and principal.scope is not None and not queued:
+            session.rollback()
+            return None
         feedback = 0
         if ids:
             # Counted and deleted explicitly: ON DELETE CASCADE would do it, but SQLite enforces it only with
@@ -115,8 +118,9 @@ def erase_ticket(
             session.execute(
                 delete(Classification).where(Classification.id.in_(ids)).execution_options(synchronize_session=False)
             )
-        payloads = audit.erase_payloads(session, ticket_id)
-        counts = ErasureCounts(len(ids), feedback, payloads, cache_entries)
+        # Audit events carry no scope: a tenant with no result of that id must not erase another's payloads.
+        payloads = audit.erase_payloads(session, ticket_id) if ids or principal.scope is None else 0
+        counts = ErasureCounts(len(ids), feedback, payloads, cache_entries, queued)
         if counts.total == 0:
             session.rollback()
             return None

@@ -41,7 +41,7 @@ def test_erasure_removes_everything_and_says_what(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         assert r.json() == {
             "ticket_id": "T-1",
-            "erased": {"classifications": 2, "feedback": 1, "audit_payloads": 1, "cache_entries": 1},
+            "erased": {"classifications": 2, "feedback": 1, "audit_payloads": 1, "cache_entries": 1, "job_tickets": 0},
         }
 
         with state.sessions() as session:
@@ -61,7 +61,13 @@ def test_erasure_removes_everything_and_says_what(tmp_path: Path) -> None:
         assert all(e.payload is None for e in events)
         assert hosted.payload is None and hosted.payload_sha256 == audit.payload_digest("<EMAIL_ADDRESS_1>")
         assert erasure.payload is None and erasure.actor == "anonymous"
-        assert erasure.detail == {"classifications": 2, "feedback": 1, "audit_payloads": 1, "cache_entries": 1}
+        assert erasure.detail == {
+            "classifications": 2,
+            "feedback": 1,
+            "audit_payloads": 1,
+            "cache_entries": 1,
+            "job_tickets": 0,
+        }
         assert "charged" not in str(erasure.detail) and "jane" not in str(erasure.detail)
 
         assert state.cache.get(engine, TicketInput(SUBJECT, BODY)) is None

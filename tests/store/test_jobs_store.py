@@ -82,3 +82,31 @@ def test_a_dead_replicas_claim_is_taken_over_after_its_lease(migrated: Engine) -
         assert s.scalar(select(Job.failed).where(Job.id == job.id)) == 0
         store.release(s, "alive", [taken[0].id])
         assert [c.ticket_id for c in store.claim(s, "again", 10, lease_s=60)] == [taken[0].ticket_id]
+
+
+def test_erasure_clears_a_queued_job_ticket_and_closes_the_job(migrated: Engine) -> None:
+    from server.store.tickets import erase_ticket
+
+    sessions = make_sessionmaker(migrated)
+    with sessions() as s:
+        job = store.create_job(s, WHO, source="upload", filename="t.csv", tickets=tickets(2))
+    with sessions() as s:  # another tenant: nothing of theirs to erase, nothing touched
+        assert erase_ticket(s, "T-1", Principal("other", "admin", key_id=9, scope="globex")) is None
+    with sessions() as s:
+        counts = erase_ticket(s, "T-0", Principal("ops", "admin", key_id=8, scope="acme"))
+        assert counts is not None and counts.job_tickets == 1 and counts.classifications == 0
+    with sessions() as s:
+        rows = {t.ticket_id: t for t in s.scalars(select(JobTicket).where(JobTicket.job_id == job.id))}
+        assert rows["T-0"].status == "failed" and rows["T-0"].error == "erased before it was classified"
+        assert (rows["T-0"].subject, rows["T-0"].body, rows["T-0"].previous_interactions) == (None, None, None)
+        assert rows["T-1"].status == "queued" and rows["T-1"].body == "body"
+        j = s.get(Job, job.id)
+        assert j is not None and j.failed == 1 and j.status == "queued"
+    with sessions() as s:
+        assert erase_ticket(s, "T-1", Principal("ops", "admin", key_id=8)) is not None  # unscoped admin
+    with sessions() as s:
+        j = s.get(Job, job.id)
+        assert j is not None and (j.status, j.failed) == ("done", 2) and j.finished_at is not None
+        assert [r.line()["error"] for r in store.results_page(s, job.id, 0, 10)] == [
+            "erased before it was classified"
+        ] * 2
