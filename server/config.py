@@ -437,8 +437,10 @@ class RetentionSettings(_Section):
     days: float | None = Field(
         default=None, gt=0, description="Classifications older than this are purged (none = kept)."
     )
-    tables: dict[Literal["classifications", "feedback", "audit_payloads"], float] = Field(
-        default_factory=dict, description="Per-table overrides of days, e.g. {audit_payloads: 30, feedback: 365}."
+    tables: dict[Literal["classifications", "feedback", "audit_payloads", "jobs"], float] = Field(
+        default_factory=dict,
+        description="Per-table overrides of days, e.g. {audit_payloads: 30, feedback: 365}; jobs: finished bulk "
+        "jobs (their ticket rows, ids and errors) this long after they ended.",
     )
     keep_feedback_for_training: bool = Field(
         default=True,

@@ -8,7 +8,10 @@
 - feedback older than `retention.tables.feedback` days is deleted (unset: feedback lives as long as its
   classification, redacted as above);
 - audit payloads (what was sent to the hosted API) older than `retention.tables.audit_payloads` (else
-  `retention.days`) days are erased; the audit events themselves are append-only and stay.
+  `retention.days`) days are erased; the audit events themselves are append-only and stay;
+- bulk jobs (POST /v1/jobs) that ended more than `retention.tables.jobs` (else `retention.days`) days ago are
+  deleted with their ticket rows (ids, positions, errors: their text was cleared when each was answered).
+  A job still queued or running is never touched: an accepted ticket is not lost to retention.
 
 Pending rows are never touched (a request may still be running). Each run is audited as `retention_run`
 with its counts (a dry run counts and changes nothing, and is not audited). The result cache is not
@@ -32,7 +35,7 @@ from server.auth.principal import Principal
 from server.config import Settings
 from server.schema import output_layout
 from server.store import audit
-from server.store.models import AuditEvent, Classification, Feedback, utcnow
+from server.store.models import AuditEvent, Classification, Feedback, Job, JobTicket, utcnow
 from server.taxonomy import load_taxonomy
 
 if TYPE_CHECKING:
@@ -64,6 +67,9 @@ class RetentionReport:
     feedback_deleted: int = 0
     feedback_redacted: int = 0
     audit_payloads_erased: int = 0
+    jobs_before: datetime | None = None  # jobs that ended before this are in scope
+    jobs_deleted: int = 0
+    job_tickets_deleted: int = 0
     redactions: dict[str, int] = field(default_factory=dict)  # entity type -> values replaced
 
     def counts(self) -> dict[str, int]:
@@ -73,11 +79,13 @@ class RetentionReport:
             "feedback_deleted": self.feedback_deleted,
             "feedback_redacted": self.feedback_redacted,
             "audit_payloads_erased": self.audit_payloads_erased,
+            "jobs_deleted": self.jobs_deleted,
+            "job_tickets_deleted": self.job_tickets_deleted,
         }
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("now", "classifications_before", "feedback_before", "audit_payloads_before"):
+        for key in ("now", "classifications_before", "feedback_before", "audit_payloads_before", "jobs_before"):
             value = data[key]
             data[key] = value.isoformat() if value is not None else None
         return data
@@ -96,6 +104,12 @@ def cutoffs(settings: Settings, now: datetime) -> tuple[datetime | None, datetim
         before(tables.get("feedback")),
         before(tables.get("audit_payloads", retention.days)),
     )
+
+
+def jobs_cutoff(settings: Settings, now: datetime) -> datetime | None:
+    """Bulk jobs that ended before this are in scope; None = kept."""
+    days = settings.retention.tables.get("jobs", settings.retention.days)
+    return now - timedelta(days=days) if days is not None else None
 
 
 def enabled(settings: Settings) -> bool:
@@ -214,7 +228,7 @@ def run_retention(
     row is to be redacted; None: one is built from `settings.redaction` then."""
     now = now or utcnow()
     c_before, f_before, a_before = cutoffs(settings, now)
-    report = RetentionReport(dry_run, now, c_before, f_before, a_before)
+    report = RetentionReport(dry_run, now, c_before, f_before, a_before, jobs_before=jobs_cutoff(settings, now))
     keep_for_training = settings.retention.keep_feedback_for_training
     with session_factory() as session:
         try:
@@ -243,6 +257,9 @@ def run_retention(
                     )
                     report.audit_payloads_erased = int(result.rowcount)  # type: ignore[attr-defined]
                     session.commit()
+
+            if report.jobs_before is not None:
+                _jobs(session, report, report.jobs_before, dry_run)
 
             if not dry_run:
                 audit.record(
@@ -295,6 +312,26 @@ def _classifications(
             anonymise(row, report.now, report)
         session.commit()
         report.classifications_redacted += len(rows)
+
+
+def _jobs(session: Session, report: RetentionReport, before: datetime, dry_run: bool) -> None:
+    ended = Job.status.in_(("done", "cancelled")) & (Job.finished_at < before)
+    if dry_run:
+        report.jobs_deleted = int(session.scalar(select(func.count()).where(ended)) or 0)
+        report.job_tickets_deleted = int(
+            session.scalar(
+                select(func.count()).select_from(JobTicket).join(Job, Job.id == JobTicket.job_id).where(ended)
+            )
+            or 0
+        )
+        return
+    while ids := list(session.scalars(select(Job.id).where(ended).order_by(Job.id).limit(BATCH))):
+        # Ticket rows explicitly: ON DELETE CASCADE needs SQLite's foreign_keys pragma.
+        tickets = session.execute(delete(JobTicket).where(JobTicket.job_id.in_(ids)))
+        session.execute(delete(Job).where(Job.id.in_(ids)))
+        session.commit()
+        report.jobs_deleted += len(ids)
+        report.job_tickets_deleted += int(tickets.rowcount)  # type: ignore[attr-defined]
 
 
 # -- the server's periodic task ---------------------------------------------------------------------

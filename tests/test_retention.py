@@ -17,7 +17,7 @@ from server.config import RedactionSettings, load_settings
 from server.retention import run_retention
 from server.store import audit, crypto
 from server.store.db import make_sessionmaker
-from server.store.models import AuditEvent, Classification, Feedback, utcnow
+from server.store.models import AuditEvent, Classification, Feedback, Job, JobTicket, utcnow
 from tests.store.conftest import db_engine, migrated  # noqa: F401  (pytest finds fixtures by name)
 
 OPS = Principal("cli:ops", "admin")
@@ -77,6 +77,34 @@ def seed(db: Engine) -> None:
                 corrections={"priority": "Low"},
             )
         )
+        for job_id, status, ended_days_ago in (
+            ("job-old", "done", 40),
+            ("job-new", "done", 5),
+            ("job-q", "queued", None),
+        ):
+            finished = NOW - timedelta(days=ended_days_ago) if ended_days_ago is not None else None
+            session.add(
+                Job(
+                    id=job_id,
+                    status=status,
+                    source="upload",
+                    filename="t.csv",
+                    total=2,
+                    actor="x",
+                    created_at=NOW - timedelta(days=41),
+                    finished_at=finished,
+                )
+            )
+            session.flush()
+            for position in range(2):
+                session.add(
+                    JobTicket(
+                        job_id=job_id,
+                        position=position,
+                        ticket_id=f"{job_id}-{position}",
+                        status="done" if status == "done" else "queued",
+                    )
+                )
         for age, ticket in ((15, "old"), (5, "new")):
             session.add(
                 AuditEvent(
@@ -104,6 +132,8 @@ def test_retention_purges_redacts_and_erases(migrated: Engine, redactor) -> None
         "feedback_deleted": 0,
         "feedback_redacted": 0,
         "audit_payloads_erased": 1,
+        "jobs_deleted": 1,  # ended 40 days ago; the one ended 5 days ago and the queued one stay
+        "job_tickets_deleted": 2,
     }
     assert dry.counts() == expected | {"feedback_redacted": 0}
     with sessions() as session:
@@ -117,6 +147,11 @@ def test_retention_purges_redacts_and_erases(migrated: Engine, redactor) -> None
     with sessions() as session:
         tickets = session.scalars(select(Classification.ticket_id).order_by(Classification.id)).all()
         assert tickets == ["old-kept", "new", "old-pending"]
+        assert session.scalars(select(Job.id).order_by(Job.id)).all() == ["job-new", "job-q"]
+        assert session.scalars(select(JobTicket.job_id).distinct().order_by(JobTicket.job_id)).all() == [
+            "job-new",
+            "job-q",
+        ]
         kept = session.scalars(
             select(Classification)
             .where(Classification.ticket_id == "old-kept")
