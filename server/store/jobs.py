@@ -384,7 +384,14 @@ class JobResult:
 
 
 def results_page(session: Session, job_id: str, offset: int, limit: int) -> list[JobResult]:
-    """Settled tickets of the job in file order, `offset` of them skipped."""
+    """Settled tickets of the job in file order, `offset` of them skipped. While the job runs, only the settled
+    prefix of the file (up to its first ticket not answered yet): tickets settle out of order (chunks, several
+    replicas), and a line shown at an offset must keep that offset, or a caller paging would skip lines."""
+    first_open = session.scalar(
+        select(func.min(JobTicket.position)).where(
+            JobTicket.job_id == job_id, JobTicket.status.in_(("queued", "running"))
+        )
+    )
     query = (
         select(JobTicket.position, JobTicket.ticket_id, JobTicket.status, JobTicket.request_id, JobTicket.error)
         .add_columns(Classification)
@@ -394,6 +401,8 @@ def results_page(session: Session, job_id: str, offset: int, limit: int) -> list
         .offset(offset)
         .limit(limit)
     )
+    if first_open is not None:
+        query = query.where(JobTicket.position < first_open)
     return [JobResult(int(p), str(t), str(s), r, e, row) for p, t, s, r, e, row in session.execute(query).all()]
 
 

@@ -110,3 +110,24 @@ def test_erasure_clears_a_queued_job_ticket_and_closes_the_job(migrated: Engine)
         assert [r.line()["error"] for r in store.results_page(s, job.id, 0, 10)] == [
             "erased before it was classified"
         ] * 2
+
+
+def test_results_of_a_running_job_are_its_answered_prefix(migrated: Engine) -> None:
+    """Tickets settle out of order; a page must never show a line that a later page would push to another
+    offset (a caller paging by offset would skip it)."""
+    sessions = make_sessionmaker(migrated)
+    with sessions() as s:
+        job = store.create_job(s, WHO, source="upload", filename="t.csv", tickets=tickets(3))
+    with sessions() as s:
+        claimed = store.claim(s, "w", 3, lease_s=600)
+    by_position = {c.ticket_id: c for c in claimed}
+
+    def settle(ticket_id: str) -> list[int]:
+        c = by_position[ticket_id]
+        with sessions() as s:
+            store.finish(s, "w", [store.Settled(c.id, c.job_id, None, "refused")])
+            return [r.position for r in store.results_page(s, job.id, 0, 10)]
+
+    assert settle("T-1") == []  # T-0 still running: nothing after it is shown yet
+    assert settle("T-0") == [0, 1]
+    assert settle("T-2") == [0, 1, 2]

@@ -296,7 +296,8 @@ class JsonLines(StreamingResponse):
             "description": "One JSON object per line for each answered ticket, in file order: the record "
             "`triage batch` writes (ticket_id, the answer, confidence, needs_review, model, prompt_version, usage, "
             "input_truncated) plus request_id and route, or {ticket_id, error, request_id} for a failed ticket. "
-            "While the job runs, the tickets answered so far.",
+            "While the job runs, the answered prefix of the file (up to the first ticket not answered yet), so a "
+            "line keeps its offset and paging never skips one.",
             "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
         },
         **_responses(401, 403, 404, 422, 503, explicit=True),
