@@ -4,9 +4,10 @@ Process metrics (counters, histograms, gauges) are module-level prometheus-clien
 the batcher, the cache, the hosted fallback and the auth middleware update through the small functions
 below (so call sites stay one line and the label spelling lives in one place).
 
-Store metrics (accuracy against human review, override rate, drift PSI, the last retrain) are not counted
-by any process: `StoreCollector` computes them from the shared database at scrape time (cached for
-`metrics.store_cache_s`), so every replica reports the same numbers. Aggregate them with `max`, never `sum`.
+Store metrics (accuracy against human review, override rate, drift PSI, the last retrain, the bulk-job
+queue) are not counted by any process: `StoreCollector` computes them from the shared database at scrape
+time (cached for `metrics.store_cache_s`), so every replica reports the same numbers. Aggregate them with
+`max`, never `sum`.
 
 Several processes: with PROMETHEUS_MULTIPROC_DIR set *before this module is imported*, prometheus-client
 writes each process's values to files in that directory and /metrics (any worker) sums them
@@ -32,7 +33,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.config import MetricsSettings
@@ -349,7 +350,8 @@ class StoreWindows:
 
 
 class StoreCollector(Collector):
-    """Accuracy against human review, override rate, drift PSI and the last retrain, read from the store.
+    """Accuracy against human review, override rate, drift PSI, the last retrain and the bulk-job queue, read
+    from the store.
 
     The queries run at most once per `cache_s`, drift at most once per `drift_cache_s`: it reads every result
     of its two windows (0.3 s for 20,000 on SQLite) and moves over hours, not seconds. A failing database
@@ -391,7 +393,9 @@ class StoreCollector(Collector):
                 now = self._clock()
                 if self._drift_cached is None or now - self._drift_cached[0] >= self.drift_cache_s:
                     self._drift_cached = (now, self._drift(session))
-                out = [*self._review(session), *self._drift_cached[1], *self._retrain(session)]
+                out = [
+                    *self._review(session), *self._drift_cached[1], *self._retrain(session), *self._jobs(session)
+                ]  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the database does not
             log.warning("store metrics unavailable: %s: %s", type(exc).__name__, exc)
             self._drift_cached = None
@@ -489,6 +493,64 @@ class StoreCollector(Collector):
             last.add_metric([verdict], at.timestamp())
         return [runs, last]
 
+    def _jobs(self, session: Session) -> list[Metric]:
+        """The job queue from the jobs' rows, never by counting a finished job's tickets: a job not ended
+        (`ix_jobs_status`) carries exact done/failed counts (refreshed in the transaction that settles its
+        tickets), its running tickets are few (claimed chunks, `ix_job_tickets_status`), and the rest of its
+        tickets are queued. So a scrape reads one row per job, not one per ticket of a million-line upload."""
+        from server.store.models import Job, JobTicket
+
+        jobs = GaugeMetricFamily(
+            "triage_jobs", "Bulk jobs in the store (ended ones until retention removes them), by status",
+            labels=["status"],
+        )  # fmt: skip
+        tickets = GaugeMetricFamily(
+            "triage_job_tickets", "Tickets of the bulk jobs not ended (queued or running), by status",
+            labels=["status"],
+        )  # fmt: skip
+        oldest = GaugeMetricFamily(
+            "triage_job_oldest_queued_age_seconds",
+            "Age of the oldest bulk job that still has queued tickets (0 when none is queued)",
+        )
+        by_status = {
+            str(status): int(n) for status, n in session.execute(select(Job.status, func.count()).group_by(Job.status))
+        }
+        for status in JOB_STATUSES:
+            jobs.add_metric([status], by_status.get(status, 0))
+        running = (
+            select(JobTicket.job_id, func.count().label("n"))
+            .where(JobTicket.status == "running")
+            .group_by(JobTicket.job_id)
+            .subquery()
+        )
+        # One statement, so the counts and the running tickets are of one snapshot (a chunk settled between
+        # two reads would be counted twice or not at all).
+        rows = session.execute(
+            select(Job.created_at, Job.total, Job.done, Job.failed, func.coalesce(running.c.n, 0))
+            .outerjoin(running, running.c.job_id == Job.id)
+            .where(Job.status.in_(UNFINISHED_JOB_STATUSES))
+        ).all()
+        counts = dict.fromkeys(JOB_TICKET_STATUSES, 0)
+        first_queued: datetime | None = None
+        for created_at, total, done, failed, n_running in rows:
+            queued = max(total - done - failed - n_running, 0)
+            counts["queued"] += queued
+            counts["running"] += n_running
+            counts["done"] += done
+            counts["failed"] += failed
+            if queued and (first_queued is None or created_at < first_queued):
+                first_queued = created_at
+        for status, n in counts.items():
+            tickets.add_metric([status], n)
+        age = 0.0 if first_queued is None else max((self._now() - first_queued).total_seconds(), 0.0)
+        oldest.add_metric([], age)
+        return [jobs, tickets, oldest]
+
+
+JOB_STATUSES: tuple[str, ...] = ("queued", "running", "done", "cancelled")  # ck_jobs_status
+UNFINISHED_JOB_STATUSES: tuple[str, ...] = ("queued", "running")
+JOB_TICKET_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")  # ck_job_tickets_status
+
 
 # Every family StoreCollector yields, with its labels (tests check the collector, the alerts and the dashboard
 # against this and the process metrics above).
@@ -506,6 +568,9 @@ STORE_METRICS: dict[str, tuple[str, ...]] = {
     "triage_drift_window_results": ("window",),
     "triage_retrain_runs": ("verdict",),
     "triage_retrain_last_run_timestamp_seconds": ("verdict",),
+    "triage_jobs": ("status",),
+    "triage_job_tickets": ("status",),
+    "triage_job_oldest_queued_age_seconds": (),
 }
 
 

@@ -34,6 +34,7 @@ REQUIRED_ALERTS = {
     "TriageHostedFallbackSpike": 'route="hosted"',
     "TriageQueueSaturated": "triage_queue_capacity",
     "TriageHostedBreakerOpen": 'state="open"',
+    "TriageJobBacklogStuck": "triage_job_oldest_queued_age_seconds) > 3600",
 }
 
 
@@ -125,7 +126,8 @@ def test_the_dashboard_is_provisionable_and_covers_the_metrics() -> None:
         "triage_classification_cost_usd", "triage_confidence", "triage_queue_depth", "triage_queue_wait_seconds",
         "triage_batch_size", "triage_model_seconds", "triage_tokens", "triage_cache_lookups", "triage_hosted_calls",
         "triage_hosted_breaker_state", "triage_review_field_accuracy", "triage_review_override_rate",
-        "triage_drift_psi", "triage_auth_refusals", "triage_invalid_outputs",
+        "triage_drift_psi", "triage_auth_refusals", "triage_invalid_outputs", "triage_job_tickets", "triage_jobs",
+        "triage_job_oldest_queued_age_seconds",
     ):  # fmt: skip
         assert needed in families, f"the dashboard shows nothing of {needed}"
 
