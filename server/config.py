@@ -499,6 +499,13 @@ class JobsSettings(_Section):
         "(that replica died). Keep it well above engine.request_timeout_s.",
     )
     poll_s: float = Field(default=1.0, gt=0, description="How often an idle worker looks for queued job tickets.")
+    idle_grace_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Job tickets start only after this long without online requests: a caller sending its next "
+        "request right after an answer does not share the decode loop with job tickets started in between. Under "
+        "unbroken online traffic a job waits (low priority).",
+    )
 
 
 AB_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

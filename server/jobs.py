@@ -3,7 +3,8 @@
 Priority mechanism. Online requests (/v1/classify, /v1/batch) and job tickets share the engines, so the
 worker yields to the online traffic instead of competing with it in the engines' queues:
 
-1. It feeds the engines only while no online ticket waits or runs in them: every engine of the service
+1. It feeds the engines only while no online request runs and none ended in the last `jobs.idle_grace_s`
+   (the service counts them), and no online ticket waits or runs in them: every engine of the service
    (the default one and the named/A-B ones) reports `queue_depth` and `in_flight` in its stats (the
    continuous batcher, `server.engines.batcher.Batcher`); the worker polls them every `IDLE_POLL_S` and
    claims work only when they are all 0. It waits for its own chunk to finish before looking again, so
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -123,8 +125,15 @@ class JobWorker:
         # The default engine only: a named engine that is down fails (and requeues) just its own tickets.
         return self.service.engine.ready
 
+    def _online(self) -> bool:
+        """Online traffic now, or within `jobs.idle_grace_s`: a client sending its next request as soon as
+        the last one is answered must not find job tickets started in the gap sharing its decode loop."""
+        service = self.service
+        recent = time.monotonic() - service.online_ended_at < self.settings.jobs.idle_grace_s
+        return service.online_running > 0 or recent or self.online_load() > 0
+
     async def _wait_for_idle(self) -> None:
-        while self.online_load() > 0 or not self._engines_ready():
+        while self._online() or not self._engines_ready():
             self.yields += 1
             await asyncio.sleep(IDLE_POLL_S if self._engines_ready() else BACKOFF_S)
 
@@ -165,7 +174,7 @@ class JobWorker:
             retry: list[int] = []
             if todo:
                 try:
-                    outcomes = await self.service.classify_many([self._request(c) for c in todo])
+                    outcomes = await self.service.classify_many([self._request(c) for c in todo], background=True)
                 except StoreUnavailable:
                     log.warning("job chunk not stored: the database is unavailable; requeued")
                     outcomes = []

@@ -101,6 +101,10 @@ class ClassificationService:
         )
         # The deployment's default selection, checked at start-up (an unknown name is a configuration error).
         self.default_fields = resolve_fields(settings.api.default_fields, taxonomy)
+        # Online traffic (everything but the bulk-job worker's `background` calls): requests running now and
+        # when the last one ended, so the worker feeds job tickets only into a lull (server.jobs).
+        self.online_running = 0
+        self.online_ended_at = float("-inf")  # time.monotonic()
 
     def fields_for(self, requested: Sequence[str] | None) -> FieldSelection:
         """What a request asks for: its own `fields` (validated; UnknownFields names a bad one), else the
@@ -201,7 +205,18 @@ class ClassificationService:
             "variant": job.variant,
         }
 
-    async def classify_many(self, requests: Sequence[TicketRequest]) -> list[Outcome]:
+    async def classify_many(self, requests: Sequence[TicketRequest], *, background: bool = False) -> list[Outcome]:
+        """Classify and store `requests`. `background`: bulk-job tickets, not counted as online traffic."""
+        if background:
+            return await self._classify_many(requests)
+        self.online_running += 1
+        try:
+            return await self._classify_many(requests)
+        finally:
+            self.online_running -= 1
+            self.online_ended_at = time.monotonic()
+
+    async def _classify_many(self, requests: Sequence[TicketRequest]) -> list[Outcome]:
         started = time.perf_counter()
         for req in requests:
             req.ticket_id = req.ticket_id or new_ticket_id()

@@ -350,6 +350,27 @@ def test_online_requests_are_served_before_queued_job_tickets(tmp_path: Path) ->
     assert max(latencies) < 1.5, latencies
 
 
+def test_job_tickets_wait_for_a_lull_in_online_traffic(tmp_path: Path) -> None:
+    """A caller sending its next request right after an answer must not find job tickets started in the gap:
+    the worker holds back for jobs.idle_grace_s after the last online request ended."""
+    settings = api_settings(tmp_path, jobs={"idle_grace_s": 0.5})
+    runner = SteppedRunner()
+    engine = ServedEngine(settings, load_taxonomy(settings.taxonomy), lambda _: runner, runner=runner)
+    with TestClient(create_server(settings, engine=engine)) as client:
+        worker = client.app.state.jobs  # type: ignore[attr-defined]
+        assert worker._online() is False  # nothing has run yet
+        assert client.post("/v1/classify", json={"subject": "online", "body": "now"}).status_code == 200
+        ended = time.monotonic()
+        assert worker._online() is True
+        job = upload(client, "t.jsonl", jsonl(4)).json()
+        while client.get(f"/v1/jobs/{job['job_id']}").json()["status"] != "done":
+            time.sleep(0.01)
+        with runner.lock:
+            first_job_take = min(t for e, s, t in runner.events if e == "take" and not s.startswith("online"))
+        assert first_job_take - ended >= 0.45  # monotonic clocks of the same process
+        assert worker._online() is False
+
+
 def test_the_job_setting_defaults_keep_path_jobs_off() -> None:
     settings = load_settings()
     assert settings.jobs.input_dir is None and settings.jobs.chunk_size < settings.engine.max_batch_size
