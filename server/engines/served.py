@@ -58,6 +58,8 @@ class ServedEngine(Engine):
         self._registry: Registry | None = None
         self._seen = ""
         self._watcher: asyncio.Task[None] | None = None
+        # One poll at a time (the watcher and an explicit caller): a poll returns once what it saw is applied.
+        self._polling = asyncio.Lock()
 
     async def start(self) -> None:
         set_torch_threads(self.settings.model)  # process-wide, once at start-up
@@ -150,9 +152,15 @@ class ServedEngine(Engine):
                 self._install(runner)
 
     async def poll_registry(self) -> None:
-        """One look at the registry: swap if its active adapter is not the one served."""
+        """One look at the registry: swap if its active adapter is not the one served. Returns once a change
+        it or a concurrent poll saw has been applied (or has failed, see `swap_error`)."""
         if self._registry is None:
             return
+        async with self._polling:
+            await self._poll_registry()
+
+    async def _poll_registry(self) -> None:
+        assert self._registry is not None
         # Off the event loop: the shared registry is a database read, and a new adapter is materialised from it.
         now = await asyncio.to_thread(self._registry.version)
         if now == self._seen:
