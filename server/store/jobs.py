@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.auth.principal import Principal
@@ -130,19 +130,7 @@ def cancel_job(session: Session, job: Job, principal: Principal) -> bool:
         if not ended.rowcount:  # type: ignore[attr-defined]
             session.rollback()
             return False
-        session.execute(
-            update(JobTicket)
-            .where(JobTicket.job_id == job.id, JobTicket.status == "queued")
-            .values(
-                status="failed",
-                error="job cancelled",
-                finished_at=now,
-                subject=None,
-                body=None,
-                previous_interactions=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
+        _fail_queued(session, JobTicket.job_id == job.id, "job cancelled", now)
         failed = session.scalar(select(func.count()).where(JobTicket.job_id == job.id, JobTicket.status == "failed"))
         session.execute(update(Job).where(Job.id == job.id).values(failed=int(failed or 0)))
         audit.record(session, principal, "job_cancel", target=job.id, detail={"job_id": job.id}, commit=False)
@@ -152,6 +140,10 @@ def cancel_job(session: Session, job: Job, principal: Principal) -> bool:
         raise
     session.refresh(job)
     return True
+
+
+# A ticket's text is held only until it is settled: the classification row (or nothing) holds it after.
+NO_TEXT: dict[str, Any] = {"subject": None, "body": None, "previous_interactions": None}
 
 
 @dataclass(frozen=True)
@@ -282,9 +274,7 @@ def finish(session: Session, worker: str, settled: Sequence[Settled]) -> None:
                     request_id=s.request_id,
                     error=s.error,
                     finished_at=now,
-                    subject=None,
-                    body=None,
-                    previous_interactions=None,
+                    **NO_TEXT,
                 )
                 .execution_options(synchronize_session=False)
             )
@@ -333,21 +323,20 @@ def erase_queued(session: Session, ticket_id: str, principal: Principal) -> int:
     now = utcnow()
     job_ids = sorted({str(job_id) for _, job_id in rows})
     session.execute(select(Job.id).where(Job.id.in_(job_ids)).order_by(Job.id).with_for_update()).all()
-    erased = session.execute(
+    erased = _fail_queued(session, JobTicket.id.in_([int(i) for i, _ in rows]), "erased before it was classified", now)
+    _refresh_counts(session, job_ids, now)
+    return erased
+
+
+def _fail_queued(session: Session, which: ColumnElement[bool], error: str, now: datetime) -> int:
+    """The queued tickets `which` selects become failed lines saying `error`, their sealed text cleared."""
+    result = session.execute(
         update(JobTicket)
-        .where(JobTicket.id.in_([int(i) for i, _ in rows]), JobTicket.status == "queued")
-        .values(
-            status="failed",
-            error="erased before it was classified",
-            finished_at=now,
-            subject=None,
-            body=None,
-            previous_interactions=None,
-        )
+        .where(which, JobTicket.status == "queued")
+        .values(status="failed", error=error, finished_at=now, **NO_TEXT)
         .execution_options(synchronize_session=False)
     )
-    _refresh_counts(session, job_ids, now)
-    return int(erased.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
