@@ -377,25 +377,10 @@ def test_the_job_setting_defaults_keep_path_jobs_off() -> None:
 
 
 def test_two_replicas_on_postgresql_split_a_job_and_classify_each_ticket_once(tmp_path: Path) -> None:
-    import uuid
-
-    from sqlalchemy.exc import OperationalError
-
     from server.store.db import make_db_engine, migrate
-    from tests.store.conftest import PG_URL
+    from tests.store.conftest import pg_schema
 
-    admin = make_db_engine(PG_URL, connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc.orig}")
-    schema = f"triage_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    try:
+    with pg_schema() as url:
         db = make_db_engine(url)
         migrate(db)  # once, before the replicas (database_migrate_on_start off, as deployed)
         settings = api_settings(tmp_path, database_migrate_on_start=False, jobs={"chunk_size": 2, "poll_s": 0.05})
@@ -412,10 +397,6 @@ def test_two_replicas_on_postgresql_split_a_job_and_classify_each_ticket_once(tm
             per_ticket = s.execute(select(Classification.ticket_id, func.count()).group_by(Classification.ticket_id))
             assert {n for _, n in per_ticket} == {1}
         db.dispose()
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.mark.model

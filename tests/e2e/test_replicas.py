@@ -15,14 +15,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from tests.e2e.conftest import READY_TIMEOUT_S, ROOT, ServerProc, clean_env, triage_command
-from tests.store.conftest import PG_URL, _pg_admin_db_engine
+from tests.store.conftest import pg_schema
 
 pytestmark = pytest.mark.model
 
@@ -51,18 +49,17 @@ def adapter_of(replica: ServerProc) -> str | None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[tuple[dict[str, str], list[Replica]]]:
-    admin = _pg_admin_db_engine()
-    schema = f"triage_replicas_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{PG_URL}?options={quote(f'-csearch_path={schema}')}"
-    work = tmp_path_factory.mktemp("replicas")
+    with pg_schema() as url:
+        yield from _cluster(url, tmp_path_factory.mktemp("replicas"))
+
+
+def _cluster(url: str, work: Path) -> Iterator[tuple[dict[str, str], list[Replica]]]:
     shared = {
         "TRIAGE_MODEL__REGISTRY_BACKEND": "store",
         "TRIAGE_MODEL__WATCH_REGISTRY_S": "0.5",
         "TRIAGE_DATABASE_MIGRATE_ON_START": "false",
         "TRIAGE_CACHE__BACKEND": "redis",
-        "TRIAGE_CACHE__KEY_PREFIX": f"triage-test-{schema}",
+        "TRIAGE_CACHE__KEY_PREFIX": f"triage-test-{uuid.uuid4().hex[:12]}",
         # Every ticket goes to review (no hosted fallback): the review queue is what is shared.
         "TRIAGE_ROUTING__CONFIDENCE_THRESHOLD": "1.5",
     }
@@ -104,13 +101,6 @@ def cluster(tmp_path_factory) -> Iterator[tuple[dict[str, str], list[Replica]]]:
     finally:
         for r in replicas:
             r.stop()
-        admin_cleanup(admin, schema)
-
-
-def admin_cleanup(admin, schema: str) -> None:
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def classify(replica: ServerProc, ticket_id: str) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import Engine, text
@@ -34,6 +36,23 @@ def _pg_admin_db_engine() -> Engine:
     return admin
 
 
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A throwaway schema in the test database, as a URL whose connections use it (search_path), for this
+    process or a server process. Dispose of the engines opened on it before the block ends, or DROP would
+    wait on their locks."""
+    admin = _pg_admin_db_engine()
+    schema = f"triage_test_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
     """An un-migrated database engine on an empty database."""
@@ -43,18 +62,12 @@ def db_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
         eng.dispose()
         return
 
-    admin = _pg_admin_db_engine()
-    schema = f"triage_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    eng = make_db_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        yield eng
-    finally:
-        eng.dispose()  # release connections first, or DROP would wait on their locks
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema() as url:
+        eng = make_db_engine(url)
+        try:
+            yield eng
+        finally:
+            eng.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the old key droppable afterwards, the audit log's append-only guard back in plac
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from pydantic import SecretStr
@@ -28,12 +27,8 @@ COLUMNS = {
 
 
 def database_url(db: Engine) -> str:
-    url = db.url.render_as_string(hide_password=False)
-    if db.dialect.name != "postgresql":
-        return url
-    with db.connect() as conn:  # the test's own schema, as the fixture's search_path names it
-        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
-    return f"{url}?options={quote(f'-csearch_path={schema}')}"
+    # On PostgreSQL the URL names the test's own schema (tests/store/conftest.py, pg_schema).
+    return db.url.render_as_string(hide_password=False)
 
 
 def write_rows(db: Engine, n: int) -> list[dict[str, object]]:

@@ -6,19 +6,17 @@ it serves must have come through the database."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import update
 
 from server.config import ModelSettings, Settings
 from server.registry import MANIFEST, Registry, RegistryError, SharedRegistry, resolve_adapter
 from server.store.db import make_db_engine, migrate
 from server.store.models import AdapterBlob
-from tests.store.conftest import PG_URL, _pg_admin_db_engine
+from tests.store.conftest import pg_schema
 from tests.test_registry import make_adapter
 
 
@@ -30,23 +28,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         migrate(url)
         yield url
         return
-    admin = _pg_admin_db_engine()
-    schema = f"triage_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{PG_URL}?options={quote(f'-csearch_path={schema}')}"
-    migrate(url)
-    try:
-        yield url
-    finally:
-        from server.registry import _DB_ENGINES
+    with pg_schema() as url:
+        migrate(url)
+        try:
+            yield url
+        finally:
+            from server.registry import _DB_ENGINES
 
-        engine = _DB_ENGINES.pop(url, None)
-        if engine is not None:
-            engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+            engine = _DB_ENGINES.pop(url, None)
+            if engine is not None:
+                engine.dispose()
 
 
 @pytest.fixture
