@@ -212,14 +212,19 @@ def wait_for(cond: Callable[[], bool], timeout: float, proc: subprocess.Popen[by
     pytest.fail("no result written in time")
 
 
-@pytest.mark.model
-def test_sigkill_mid_run_then_rerun_classifies_every_ticket_exactly_once(tmp_path: Path) -> None:
+def golden_rows(n: int) -> list[dict[str, str]]:
+    """The first `n` golden tickets as batch input rows (ticket_id, subject, body)."""
     golden = Path(__file__).resolve().parents[2] / "data" / "tickets" / "golden.csv"
     with golden.open(newline="") as f:
-        rows = [
+        return [
             {"ticket_id": r["ticket_id"], "subject": r["subject"], "body": r["body"]}
-            for r, _ in zip(csv.DictReader(f), range(4))
+            for r, _ in zip(csv.DictReader(f), range(n))
         ]
+
+
+@pytest.mark.model
+def test_sigkill_mid_run_then_rerun_classifies_every_ticket_exactly_once(tmp_path: Path) -> None:
+    rows = golden_rows(4)
     src = write_csv(tmp_path / "in.csv", rows)
     out = tmp_path / "out.jsonl"
     cmd = [*triage_command(), "batch", str(src), str(out), "--concurrency", "2", "--engine", "embedded"]

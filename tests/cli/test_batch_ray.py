@@ -3,7 +3,6 @@ local Ray instance with the embedded engine, checked against the single-process 
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 from server.bulk import read_tickets, result_record, run_job
 from server.bulk_ray import RayJobError, RayPlan, pool_size
 from server.cli import app
-from tests.cli.test_batch import lines, write_csv
+from tests.cli.test_batch import golden_rows, lines, write_csv
 from tests.e2e.conftest import clean_env, triage_command
 
 cli = CliRunner()
@@ -80,12 +79,7 @@ def labels(rec: dict[str, Any]) -> tuple[Any, ...]:
 @pytest.mark.ray
 def test_ray_job_matches_the_single_process_job_and_resumes(tmp_path: Path, runner: Any, fast_settings: Any) -> None:
     pytest.importorskip("ray", reason="pip install 'triage[ray]'")
-    golden = Path(__file__).resolve().parents[2] / "data" / "tickets" / "golden.csv"
-    with golden.open(newline="") as f:
-        rows = [
-            {"ticket_id": r["ticket_id"], "subject": r["subject"], "body": r["body"]}
-            for r, _ in zip(csv.DictReader(f), range(4))
-        ]
+    rows = golden_rows(4)
     src = write_csv(tmp_path / "in.csv", rows)
     tickets = read_tickets(src)
     ref = tmp_path / "single.jsonl"
