@@ -465,10 +465,6 @@ def _db_engine(url: str) -> Any:
         return _DB_ENGINES[url]
 
 
-def _files_digest(files: dict[str, str]) -> str:
-    return hashlib.sha256("\n".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()
-
-
 def _folder_files(folder: Path) -> dict[str, str]:
     """What publishing a folder stores: every visible top-level file, by sha256."""
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
@@ -567,7 +563,7 @@ class SharedRegistry(Registry):
         published = self.published()
         entries = []
         for name, files in sorted(published.items()):
-            folder = self.cache_dir / f"{name}@{_files_digest(files)[:12]}"
+            folder = self._cache_folder(name, files)
             try:
                 manifest = AdapterManifest.parse(json.loads(self._blob(files[MANIFEST])), f"{name}/{MANIFEST}")
                 entries.append(AdapterEntry(name, folder, manifest))
@@ -602,8 +598,13 @@ class SharedRegistry(Registry):
             raise RegistryError(f"adapter blob {sha[:12]}… does not match its sha256 (damaged in the store)")
         return bytes(content)
 
+    def _cache_folder(self, name: str, files: dict[str, str]) -> Path:
+        """Where this host materialises a published adapter: by content, so other files never reuse it."""
+        digest = hashlib.sha256("\n".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()
+        return self.cache_dir / f"{name}@{digest[:12]}"
+
     def _materialise(self, name: str, files: dict[str, str]) -> Path:
-        target = self.cache_dir / f"{name}@{_files_digest(files)[:12]}"
+        target = self._cache_folder(name, files)
         if (target / MANIFEST).is_file():
             return target  # validate() still checks every checksum before it is served
         self.cache_dir.mkdir(parents=True, exist_ok=True)
