@@ -498,7 +498,7 @@ class StoreCollector(Collector):
         (`ix_jobs_status`) carries exact done/failed counts (refreshed in the transaction that settles its
         tickets), its running tickets are few (claimed chunks, `ix_job_tickets_status`), and the rest of its
         tickets are queued. So a scrape reads one row per job, not one per ticket of a million-line upload."""
-        from server.store.models import Job, JobTicket
+        from server.store.models import JOB_STATUSES, JOB_TICKET_STATUSES, OPEN_JOB_STATUSES, Job, JobTicket
 
         jobs = GaugeMetricFamily(
             "triage_jobs", "Bulk jobs in the store (ended ones until retention removes them), by status",
@@ -528,7 +528,7 @@ class StoreCollector(Collector):
         rows = session.execute(
             select(Job.created_at, Job.total, Job.done, Job.failed, func.coalesce(running.c.n, 0))
             .outerjoin(running, running.c.job_id == Job.id)
-            .where(Job.status.in_(UNFINISHED_JOB_STATUSES))
+            .where(Job.status.in_(OPEN_JOB_STATUSES))
         ).all()
         counts = dict.fromkeys(JOB_TICKET_STATUSES, 0)
         first_queued: datetime | None = None
@@ -545,11 +545,6 @@ class StoreCollector(Collector):
         age = 0.0 if first_queued is None else max((self._now() - first_queued).total_seconds(), 0.0)
         oldest.add_metric([], age)
         return [jobs, tickets, oldest]
-
-
-JOB_STATUSES: tuple[str, ...] = ("queued", "running", "done", "cancelled")  # ck_jobs_status
-UNFINISHED_JOB_STATUSES: tuple[str, ...] = ("queued", "running")
-JOB_TICKET_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")  # ck_job_tickets_status
 
 
 # Every family StoreCollector yields, with its labels (tests check the collector, the alerts and the dashboard

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from server.auth.principal import Principal
 from server.prompts import TicketInput
 from server.store import audit
-from server.store.models import Classification, Job, JobTicket, utcnow
+from server.store.models import OPEN_JOB_STATUSES, Classification, Job, JobTicket, utcnow
 
 __all__ = [
     "ClaimedTicket",
@@ -123,7 +123,7 @@ def cancel_job(session: Session, job: Job, principal: Principal) -> bool:
     try:
         ended = session.execute(
             update(Job)
-            .where(Job.id == job.id, Job.status.in_(("queued", "running")))
+            .where(Job.id == job.id, Job.status.in_(OPEN_JOB_STATUSES))
             .values(status="cancelled", finished_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -164,7 +164,7 @@ def claim(session: Session, worker: str, k: int, lease_s: float) -> list[Claimed
     query = (
         select(JobTicket, Job.key_id, Job.scope)
         .join(Job, Job.id == JobTicket.job_id)
-        .where(Job.status.in_(("queued", "running")), claimable)
+        .where(Job.status.in_(OPEN_JOB_STATUSES), claimable)
         .order_by(JobTicket.id)
         .limit(k)
     )
@@ -300,7 +300,7 @@ def _refresh_counts(session: Session, job_ids: Sequence[str], now: datetime) -> 
             values |= {"status": "done", "finished_at": now}
         session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+            .where(Job.id == job_id, Job.status.in_(OPEN_JOB_STATUSES))
             .values(**values)
             .execution_options(synchronize_session=False)
         )

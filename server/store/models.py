@@ -281,6 +281,7 @@ class RegistryFile(Base):
 
 JOB_STATUSES = ("queued", "running", "done", "cancelled")
 JOB_TICKET_STATUSES = ("queued", "running", "done", "failed")
+OPEN_JOB_STATUSES = ("queued", "running")  # a job not ended: cancellable, claimable, counted as the queue
 
 
 class Job(Base):

@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.auth.principal import Principal
 from server.bulk import BulkTicket
-from server.observability.metrics import JOB_STATUSES, JOB_TICKET_STATUSES, StoreCollector, StoreWindows, render
+from server.observability.metrics import StoreCollector, StoreWindows, render
 from server.prompts import TicketInput
 from server.store import jobs as store
 from server.store.db import make_sessionmaker
-from server.store.models import Job
+from server.store.models import JOB_STATUSES, JOB_TICKET_STATUSES, Job
 from tests.api.conftest import make_app
 from tests.api.test_jobs import jsonl, upload, wait_done
 from tests.observability.samples import Samples
