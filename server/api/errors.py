@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -35,9 +36,10 @@ ERROR_MEANINGS: dict[int, str] = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
-    """The `responses=` of a route: these statuses, each with the error body and its meaning."""
-    return {status: {"model": ErrorOut, "description": ERROR_MEANINGS[status]} for status in statuses}
+def error_responses(*statuses: int, meanings: Mapping[int, str] = ERROR_MEANINGS) -> dict[int | str, dict[str, object]]:
+    """The `responses=` of a route: these statuses, each with the error body and its meaning (`meanings`: a
+    router's own wording of them)."""
+    return {status: {"model": ErrorOut, "description": meanings[status]} for status in statuses}
 
 
 def retry_after_header(seconds: float) -> str:
@@ -50,6 +52,13 @@ class ApiError(Exception):
         self, status: int, error: str, message: str, details: object = None, headers: dict[str, str] | None = None
     ):
         self.status, self.error, self.message, self.details, self.headers = status, error, message, details, headers
+
+
+def database_unavailable(exc: Exception) -> ApiError:
+    """The 503 of a route whose own store read or write failed (retry: the database may be back soon)."""
+    return ApiError(
+        503, "database_unavailable", f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}
+    )
 
 
 def error_response(

@@ -23,8 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from server.api.deps import ClassifierDep, SessionDep, SettingsDep
-from server.api.errors import ERROR_MEANINGS, ApiError
-from server.api.protocol import ErrorOut, JobOut, JobPathIn, _storable
+from server.api.errors import ERROR_MEANINGS, ApiError, database_unavailable, error_responses
+from server.api.protocol import JobOut, JobPathIn, _storable
 from server.api.routers.results import SharedPathRoute
 from server.auth.principal import Principal
 from server.bulk import BulkInputError, BulkTicket, read_tickets
@@ -61,13 +61,7 @@ def _responses(*statuses: int, explicit: bool = False) -> dict[int | str, dict[s
     if explicit:  # a route whose own answer is not JSON: its errors still are (a `model` would take its type)
         schema = {"$ref": "#/components/schemas/ErrorOut"}
         return {s: {"description": _MEANINGS[s], "content": {"application/json": {"schema": schema}}} for s in statuses}
-    return {status: {"model": ErrorOut, "description": _MEANINGS[status]} for status in statuses}
-
-
-def _unavailable(exc: SQLAlchemyError) -> ApiError:
-    return ApiError(
-        503, "database_unavailable", f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}
-    )
+    return error_responses(*statuses, meanings=_MEANINGS)
 
 
 def _body(job: Job) -> dict[str, Any]:
@@ -247,7 +241,7 @@ async def create_job(request: Request, principal: ClassifierDep, settings: Setti
     try:
         job = await run_in_threadpool(create)
     except SQLAlchemyError as exc:
-        raise _unavailable(exc) from exc
+        raise database_unavailable(exc) from exc
     worker: JobWorker | None = getattr(request.app.state, "jobs", None)
     if worker is not None:
         worker.wake()
@@ -258,7 +252,7 @@ def _job(session: Any, job_id: str, principal: Principal) -> Job:
     try:
         job = store.visible_job(session, job_id, principal)
     except SQLAlchemyError as exc:
-        raise _unavailable(exc) from exc
+        raise database_unavailable(exc) from exc
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
     return job
@@ -278,7 +272,7 @@ def cancel_job(job_id: JobIdPath, principal: ClassifierDep, session: SessionDep)
     try:
         cancelled = store.cancel_job(session, job, principal)
     except SQLAlchemyError as exc:
-        raise _unavailable(exc) from exc
+        raise database_unavailable(exc) from exc
     if not cancelled:
         raise ApiError(409, "conflict", f"job {job_id!r} has already ended ({job.status})")
     return _body(job)

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from server.api.deps import AdminDep, ReviewerDep, SessionDep
-from server.api.errors import ApiError, error_responses
+from server.api.errors import ApiError, database_unavailable, error_responses
 from server.api.protocol import ErasureOut, StoredResultOut
 from server.auth.principal import Principal
 from server.cache import ServiceCache
@@ -56,12 +56,6 @@ RequestIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL)
 IncludeText = Annotated[
     bool, Query(description="Also return the stored ticket text (subject, body, earlier messages): personal data.")
 ]
-
-
-def _unavailable(exc: SQLAlchemyError) -> ApiError:
-    return ApiError(
-        503, "database_unavailable", f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}
-    )
 
 
 def _body(row: Classification, include_text: bool) -> dict[str, Any]:
@@ -129,7 +123,7 @@ def read_result(
         body = _body(row, include_text)
         _audited_read(session, principal, row, include_text)
     except SQLAlchemyError as exc:
-        raise _unavailable(exc) from exc
+        raise database_unavailable(exc) from exc
     return body
 
 
@@ -152,7 +146,7 @@ def read_ticket(
         ]
         _audited_read(session, principal, row, include_text)
     except SQLAlchemyError as exc:
-        raise _unavailable(exc) from exc
+        raise database_unavailable(exc) from exc
     return body
 
 
@@ -171,7 +165,7 @@ async def erase_ticket(
     try:
         texts = await run_in_threadpool(store.ticket_inputs, session, ticket_id, principal)
     except SQLAlchemyError as exc:
-        raise _unavailable(exc) from exc
+        raise database_unavailable(exc) from exc
     # The cache first: if it cannot be reached nothing is erased yet, and the same DELETE can be retried.
     forgotten = 0
     if cache is not None and texts:
@@ -188,7 +182,7 @@ async def erase_ticket(
     try:
         counts = await run_in_threadpool(store.erase_ticket, session, ticket_id, principal, cache_entries=forgotten)
     except SQLAlchemyError as exc:
-        raise _unavailable(exc) from exc
+        raise database_unavailable(exc) from exc
     if counts is None:
         raise ApiError(404, "not_found", f"nothing stored for ticket_id {ticket_id!r}")
     return {"ticket_id": ticket_id, "erased": counts.to_json()}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.api.deps import ReviewerDep, SessionDep, TaxonomyDep
-from server.api.errors import ApiError, error_responses
+from server.api.errors import ApiError, database_unavailable, error_responses
 from server.api.openapi import review_reasons
 from server.api.protocol import ReviewQueueOut
 from server.store import audit
@@ -46,9 +46,7 @@ def review_queue(
             detail={"request_ids": [row.request_id for row in rows], "reason": reason, "offset": offset},
         )
     except SQLAlchemyError as exc:
-        raise ApiError(
-            503, "database_unavailable", f"database unavailable: {type(exc).__name__}", headers={"Retry-After": "5"}
-        ) from exc
+        raise database_unavailable(exc) from exc
     items = [
         {
             "request_id": row.request_id,
