@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from server.config import Settings
-from server.service import ClassificationService, Outcome, StoreUnavailable, TicketRequest
+from server.service import ClassificationService, Outcome, StoreUnavailable, TicketRequest, over_limits
 from server.store import jobs as store
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,8 @@ def refusal(ticket: store.ClaimedTicket, settings: Settings) -> str | None:
     t = ticket.ticket
     if not (t.subject.strip() or t.body.strip()):
         return "empty ticket: no subject and no body"
-    size = sum(len(s.encode("utf-8")) for s in (t.subject, t.body, *t.previous_interactions))
-    if size > settings.api.max_ticket_bytes:
-        return f"ticket is {size} bytes; the limit is {settings.api.max_ticket_bytes} bytes (subject + body + history, UTF-8)"
-    if len(t.previous_interactions) > settings.api.max_history_items:
-        return f"previous_interactions has {len(t.previous_interactions)} items; the limit is {settings.api.max_history_items}"
-    return None
+    problem = over_limits(t.subject, t.body, t.previous_interactions, settings)
+    return problem.message if problem is not None else None
 
 
 class JobWorker:

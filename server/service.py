@@ -49,6 +49,33 @@ class StoreUnavailable(RuntimeError):
     """The database refused the write: nothing was accepted (503)."""
 
 
+@dataclass(frozen=True)
+class LimitProblem:
+    status: int  # 413 too large, 422 too many earlier messages
+    error: str  # the API's error code
+    message: str
+
+
+def over_limits(subject: str, body: str, history: Sequence[str], settings: Settings) -> LimitProblem | None:
+    """Why a ticket is past the API's per-ticket limits (the same for /v1/classify, /v1/batch and bulk
+    jobs), or None."""
+    limit = settings.api.max_ticket_bytes
+    size = sum(len(s.encode("utf-8")) for s in (subject, body, *history))
+    if size > limit:
+        return LimitProblem(
+            413,
+            "ticket_too_large",
+            f"ticket is {size} bytes; the limit is {limit} bytes (subject + body + history, UTF-8)",
+        )
+    if len(history) > settings.api.max_history_items:
+        return LimitProblem(
+            422,
+            "invalid_request",
+            f"previous_interactions has {len(history)} items; the limit is {settings.api.max_history_items}",
+        )
+    return None
+
+
 @dataclass
 class TicketRequest:
     subject: str

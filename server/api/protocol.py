@@ -64,9 +64,6 @@ class TicketIn(BaseModel):
             raise ValueError("subject and body are both empty: nothing to classify")
         return self
 
-    def size_bytes(self) -> int:
-        return sum(len(s.encode("utf-8")) for s in (self.subject, self.body, *self.previous_interactions))
-
 
 class BatchIn(BaseModel):
     model_config = Strict

@@ -17,7 +17,7 @@ from server.api.protocol import BatchIn, BatchOut, ClassificationOut, TicketIn
 from server.auth.principal import Principal
 from server.engines.base import EngineOverloaded
 from server.fields import UnknownFields
-from server.service import ClassificationService, Outcome, TicketRequest
+from server.service import ClassificationService, Outcome, TicketRequest, over_limits
 from server.store import audit
 
 log = logging.getLogger(__name__)
@@ -30,20 +30,9 @@ BATCH_ERRORS = error_responses(400, 401, 403, 413, 422, 429, 503)
 
 
 def _check(ticket: TicketIn, settings: Any) -> None:
-    limit = settings.api.max_ticket_bytes
-    size = ticket.size_bytes()
-    if size > limit:
-        raise ApiError(
-            413,
-            "ticket_too_large",
-            f"ticket is {size} bytes; the limit is {limit} bytes (subject + body + history, UTF-8)",
-        )
-    if len(ticket.previous_interactions) > settings.api.max_history_items:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"previous_interactions has {len(ticket.previous_interactions)} items; the limit is {settings.api.max_history_items}",
-        )
+    problem = over_limits(ticket.subject, ticket.body, ticket.previous_interactions, settings)
+    if problem is not None:
+        raise ApiError(problem.status, problem.error, problem.message)
 
 
 def _echo_id(raw: Any) -> str | None:
